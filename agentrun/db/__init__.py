@@ -1,0 +1,1 @@
+"""The Postgres store: typed ORM models, Alembic migrations and the repository."""

@@ -1,0 +1,626 @@
+"""The functions that activities (and the CLI) call to read and write the store.
+
+Every write is safe to repeat: the row carries a deterministic idempotency key, the insert is
+ON CONFLICT DO NOTHING, and a repeat returns the row that is already there and changes nothing.
+Run statuses only move forward, and run events get a per-run seq that is gapless and in commit
+order because it is allocated under the run row's lock in the inserting transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from agentrun.db.models import (
+    LlmCall,
+    Message,
+    Run,
+    RunEvent,
+    RunStatus,
+    Session,
+    ToolCall,
+    ToolCallStatus,
+)
+
+NOTIFY_CHANNEL = "agentrun_events"
+T = TypeVar("T")
+
+
+class NotFoundError(LookupError):
+    """A run, session or tool call that the caller named does not exist."""
+
+
+class SessionBusyError(RuntimeError):
+    """A second run was started on a session while another run holds it."""
+
+    def __init__(self, session_id: str, active_run_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} already has an active run {active_run_id!r}; wait for it "
+            "to finish or cancel it, then start the new run"
+        )
+        self.session_id = session_id
+        self.active_run_id = active_run_id
+
+
+def idempotency_key(*parts: object) -> str:
+    """The deterministic key of a write: run id, turn, tool_call_id, attempt, ... joined."""
+    return ":".join(str(p) for p in parts)
+
+
+def sha256_text(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class EventIn:
+    """An event to append; `key` makes the append idempotent."""
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Repository:
+    """Async access to the agentrun store over one SQLAlchemy engine (psycopg 3)."""
+
+    def __init__(self, engine: AsyncEngine, libpq_url: str) -> None:
+        self.engine = engine
+        self.libpq_url = libpq_url
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def connect(cls, sqlalchemy_url: str, *, pool_size: int = 10) -> Repository:
+        engine = create_async_engine(
+            sqlalchemy_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+        libpq_url = sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        return cls(engine, libpq_url)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def session(self) -> AsyncSession:
+        return self._sessions()
+
+    # ---------------------------------------------------------------------------------------
+    # generic idempotent insert
+
+    @staticmethod
+    async def _insert_once(
+        db: AsyncSession, model: type[T], values: dict[str, Any], *conflict: Any
+    ) -> tuple[T, bool]:
+        """INSERT ... ON CONFLICT DO NOTHING; returns (row, inserted)."""
+        keys = [c.key for c in conflict]
+        stmt = (
+            insert(model)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=keys)
+            .returning(model)
+        )
+        row = (await db.execute(stmt)).scalar_one_or_none()
+        if row is not None:
+            return row, True
+        where = [getattr(model, k) == values[k] for k in keys]
+        existing = (await db.execute(select(model).where(*where))).scalar_one()
+        return existing, False
+
+    # ---------------------------------------------------------------------------------------
+    # sessions and runs
+
+    async def ensure_session(
+        self, session_id: str, metadata: dict[str, Any] | None = None
+    ) -> Session:
+        async with self.session() as db, db.begin():
+            row, _ = await self._insert_once(
+                db, Session, {"id": session_id, "metadata_": metadata or {}}, Session.id
+            )
+            return row
+
+    async def create_run(
+        self,
+        run_id: str,
+        session_id: str,
+        model: str,
+        config: dict[str, Any] | None = None,
+        *,
+        claim_session: bool = False,
+    ) -> Run:
+        """Create the run row (and its session); a repeat returns the existing run.
+
+        With claim_session, the session is taken by this run, and a session already held by
+        another run that has not ended raises SessionBusyError and writes nothing.
+        """
+        async with self.session() as db, db.begin():
+            await self._insert_once(db, Session, {"id": session_id, "metadata_": {}}, Session.id)
+            existing = await db.get(Run, run_id)
+            if existing is not None:
+                return existing
+            if claim_session:
+                await self._claim_session(db, session_id, run_id)
+            row, _ = await self._insert_once(
+                db,
+                Run,
+                {
+                    "id": run_id,
+                    "session_id": session_id,
+                    "model": model,
+                    "config": config or {},
+                    "status": RunStatus.QUEUED.value,
+                },
+                Run.id,
+            )
+            return row
+
+    async def _claim_session(self, db: AsyncSession, session_id: str, run_id: str) -> None:
+        session = (
+            await db.execute(select(Session).where(Session.id == session_id).with_for_update())
+        ).scalar_one()
+        holder = session.active_run_id
+        if holder and holder != run_id:
+            status = (await db.execute(select(Run.status).where(Run.id == holder))).scalar()
+            if status is not None and not RunStatus(status).terminal:
+                raise SessionBusyError(session_id, holder)
+        session.active_run_id = run_id
+
+    async def get_run(self, run_id: str) -> Run:
+        async with self.session() as db:
+            run = await db.get(Run, run_id)
+            if run is None:
+                raise NotFoundError(f"no run with id {run_id!r}")
+            return run
+
+    async def find_run(self, run_id: str) -> Run | None:
+        async with self.session() as db:
+            return await db.get(Run, run_id)
+
+    async def set_run_status(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        error: str | None = None,
+        final_text: str | None = None,
+        event_data: dict[str, Any] | None = None,
+    ) -> tuple[Run, bool]:
+        """Move the run forward to `status`; returns (run, changed).
+
+        A terminal status is never overwritten and a status never moves back (QUEUED after
+        RUNNING); such a late write changes nothing. A change appends a run.status event in
+        the same transaction.
+        """
+        async with self.session() as db, db.begin():
+            run = (
+                await db.execute(select(Run).where(Run.id == run_id).with_for_update())
+            ).scalar_one_or_none()
+            if run is None:
+                raise NotFoundError(f"no run with id {run_id!r}")
+            current = RunStatus(run.status)
+            if current == status or current.terminal or status.rank < current.rank:
+                return run, False
+            run.status = status.value
+            run.updated_at = _utcnow()
+            if error is not None:
+                run.error = error
+            if final_text is not None:
+                run.final_text = final_text
+            if status.terminal:
+                run.finished_at = _utcnow()
+                await db.execute(
+                    update(Session)
+                    .where(Session.id == run.session_id, Session.active_run_id == run_id)
+                    .values(active_run_id=None)
+                )
+            data = {"status": status.value, "previous": current.value, **(event_data or {})}
+            if error is not None:
+                data["error"] = error
+            await self._append_locked(db, run, [EventIn("run.status", data)])
+            return run, True
+
+    # ---------------------------------------------------------------------------------------
+    # events
+
+    async def append_events(self, run_id: str, events: Sequence[EventIn]) -> list[RunEvent]:
+        """Append events with gapless seqs; an event whose key is already there is returned
+        as it was recorded and not appended again."""
+        async with self.session() as db, db.begin():
+            run = (
+                await db.execute(select(Run).where(Run.id == run_id).with_for_update())
+            ).scalar_one_or_none()
+            if run is None:
+                raise NotFoundError(f"no run with id {run_id!r}")
+            return await self._append_locked(db, run, events)
+
+    async def append_event(
+        self, run_id: str, type: str, data: dict[str, Any] | None = None, key: str | None = None
+    ) -> RunEvent:
+        return (await self.append_events(run_id, [EventIn(type, data or {}, key)]))[0]
+
+    async def _append_locked(
+        self, db: AsyncSession, run: Run, events: Sequence[EventIn]
+    ) -> list[RunEvent]:
+        # The caller holds the run row's lock (SELECT ... FOR UPDATE), so seqs are allocated in
+        # commit order and a rolled-back transaction gives its seqs back: no gaps, no reordering.
+        keys = [e.key for e in events if e.key is not None]
+        existing: dict[str, RunEvent] = {}
+        if keys:
+            rows = await db.execute(
+                select(RunEvent).where(RunEvent.run_id == run.id, RunEvent.idempotency_key.in_(keys))
+            )
+            existing = {r.idempotency_key: r for r in rows.scalars() if r.idempotency_key}
+        out: list[RunEvent] = []
+        new_rows: list[dict[str, Any]] = []
+        seq = run.last_event_seq
+        seen: dict[str, int] = {}
+        for e in events:
+            if e.key is not None and e.key in existing:
+                out.append(existing[e.key])
+                continue
+            if e.key is not None and e.key in seen:
+                continue
+            seq += 1
+            if e.key is not None:
+                seen[e.key] = seq
+            new_rows.append(
+                {"run_id": run.id, "seq": seq, "type": e.type, "data": e.data,
+                 "idempotency_key": e.key}
+            )
+        if new_rows:
+            inserted = (
+                await db.execute(insert(RunEvent).returning(RunEvent), new_rows)
+            ).scalars().all()
+            out.extend(inserted)
+            run.last_event_seq = seq
+            await db.flush()
+            # Delivered at commit, so a woken follower always finds the rows.
+            await db.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": NOTIFY_CHANNEL, "payload": f"{run.id}:{seq}"},
+            )
+        out.sort(key=lambda r: r.seq)
+        return out
+
+    async def read_events(
+        self, run_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> list[RunEvent]:
+        async with self.session() as db:
+            rows = await db.execute(
+                select(RunEvent)
+                .where(RunEvent.run_id == run_id, RunEvent.seq > after_seq)
+                .order_by(RunEvent.seq)
+                .limit(limit)
+            )
+            return list(rows.scalars())
+
+    async def follow_events(
+        self,
+        run_id: str,
+        after_seq: int = 0,
+        *,
+        poll_interval: float = 1.0,
+        until_terminal: bool = True,
+    ) -> AsyncIterator[RunEvent]:
+        """Yield every event after `after_seq` in seq order, then new ones as they commit.
+
+        NOTIFY wakes the follower at once; polling every `poll_interval` is the fallback for
+        a lost notification or a dropped listener connection. Ends after the run reaches a
+        terminal status and its last event has been yielded.
+        """
+        cursor = after_seq
+        listener: psycopg.AsyncConnection[Any] | None = None
+        try:
+            try:
+                listener = await psycopg.AsyncConnection.connect(self.libpq_url, autocommit=True)
+                await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            except psycopg.OperationalError:
+                listener = None
+            while True:
+                batch = await self.read_events(run_id, cursor)
+                for event in batch:
+                    cursor = event.seq
+                    yield event
+                if batch:
+                    continue
+                if until_terminal:
+                    run = await self.find_run(run_id)
+                    if run is None:
+                        raise NotFoundError(f"no run with id {run_id!r}")
+                    if RunStatus(run.status).terminal and run.last_event_seq <= cursor:
+                        return
+                await self._wait_notify(listener, run_id, poll_interval)
+        finally:
+            if listener is not None:
+                await listener.close()
+
+    @staticmethod
+    async def _wait_notify(
+        listener: psycopg.AsyncConnection[Any] | None, run_id: str, timeout: float
+    ) -> None:
+        if listener is None:
+            await asyncio.sleep(timeout)
+            return
+        prefix = f"{run_id}:"
+        try:
+            async for note in listener.notifies(timeout=timeout):
+                if note.payload.startswith(prefix):
+                    return
+        except psycopg.OperationalError:
+            await asyncio.sleep(timeout)
+
+    # ---------------------------------------------------------------------------------------
+    # messages, tool calls, model calls
+
+    async def record_message(
+        self,
+        *,
+        key: str,
+        session_id: str,
+        run_id: str,
+        turn: int,
+        role: str,
+        content: str | None,
+        tool_calls: list[dict[str, Any]] | None = None,
+        tool_call_id: str | None = None,
+        name: str | None = None,
+        token_estimate: int = 0,
+    ) -> Message:
+        async with self.session() as db, db.begin():
+            row, _ = await self._insert_once(
+                db,
+                Message,
+                {
+                    "idempotency_key": key,
+                    "session_id": session_id,
+                    "run_id": run_id,
+                    "turn": turn,
+                    "role": role,
+                    "content": content,
+                    "tool_calls": tool_calls,
+                    "tool_call_id": tool_call_id,
+                    "name": name,
+                    "token_estimate": token_estimate,
+                },
+                Message.idempotency_key,
+            )
+            return row
+
+    async def session_messages(self, session_id: str) -> list[Message]:
+        async with self.session() as db:
+            rows = await db.execute(
+                select(Message).where(Message.session_id == session_id).order_by(Message.id)
+            )
+            return list(rows.scalars())
+
+    async def run_messages(self, run_id: str) -> list[Message]:
+        async with self.session() as db:
+            rows = await db.execute(
+                select(Message).where(Message.run_id == run_id).order_by(Message.id)
+            )
+            return list(rows.scalars())
+
+    async def record_tool_call(
+        self,
+        *,
+        run_id: str,
+        turn: int,
+        tool_call_id: str,
+        name: str,
+        arguments: str,
+        status: ToolCallStatus = ToolCallStatus.PENDING,
+    ) -> ToolCall:
+        async with self.session() as db, db.begin():
+            row, inserted = await self._insert_once(
+                db,
+                ToolCall,
+                {
+                    "idempotency_key": idempotency_key(run_id, tool_call_id),
+                    "run_id": run_id,
+                    "turn": turn,
+                    "tool_call_id": tool_call_id,
+                    "name": name,
+                    "arguments": arguments,
+                    "arguments_sha256": sha256_text(arguments),
+                    "status": status.value,
+                },
+                ToolCall.idempotency_key,
+            )
+            if inserted:
+                await db.execute(
+                    update(Run)
+                    .where(Run.id == run_id)
+                    .values(tool_call_count=Run.tool_call_count + 1)
+                )
+            return row
+
+    async def get_tool_call(self, run_id: str, tool_call_id: str) -> ToolCall:
+        async with self.session() as db:
+            row = (
+                await db.execute(
+                    select(ToolCall).where(
+                        ToolCall.run_id == run_id, ToolCall.tool_call_id == tool_call_id
+                    )
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                raise NotFoundError(f"run {run_id!r} has no tool call {tool_call_id!r}")
+            return row
+
+    async def run_tool_calls(self, run_id: str) -> list[ToolCall]:
+        async with self.session() as db:
+            rows = await db.execute(
+                select(ToolCall).where(ToolCall.run_id == run_id).order_by(ToolCall.id)
+            )
+            return list(rows.scalars())
+
+    async def set_tool_call_status(
+        self, run_id: str, tool_call_id: str, status: ToolCallStatus, **values: Any
+    ) -> tuple[ToolCall, bool]:
+        """Move a tool call forward; a finished call is never changed again."""
+        async with self.session() as db, db.begin():
+            row = (
+                await db.execute(
+                    select(ToolCall)
+                    .where(ToolCall.run_id == run_id, ToolCall.tool_call_id == tool_call_id)
+                    .with_for_update()
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                raise NotFoundError(f"run {run_id!r} has no tool call {tool_call_id!r}")
+            current = ToolCallStatus(row.status)
+            if current.terminal or status.rank < current.rank:
+                return row, False
+            row.status = status.value
+            for name, value in values.items():
+                setattr(row, name, value)
+            return row, True
+
+    async def start_tool_attempt(self, run_id: str, tool_call_id: str) -> ToolCall:
+        """Count an execution attempt; returns the row (check .status for a recorded result)."""
+        async with self.session() as db, db.begin():
+            row = (
+                await db.execute(
+                    select(ToolCall)
+                    .where(ToolCall.run_id == run_id, ToolCall.tool_call_id == tool_call_id)
+                    .with_for_update()
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                raise NotFoundError(f"run {run_id!r} has no tool call {tool_call_id!r}")
+            if not ToolCallStatus(row.status).terminal:
+                row.status = ToolCallStatus.RUNNING.value
+                row.attempts += 1
+                row.started_at = row.started_at or _utcnow()
+            return row
+
+    async def record_tool_result(
+        self,
+        *,
+        session_id: str,
+        run_id: str,
+        tool_call_id: str,
+        result: str,
+        is_error: bool,
+        event_data: dict[str, Any] | None = None,
+    ) -> tuple[ToolCall, Message]:
+        """Record a tool's result on its row, as a tool message, and as a tool.result event,
+        all in one transaction; a repeat returns what was recorded first."""
+        async with self.session() as db, db.begin():
+            run = (
+                await db.execute(select(Run).where(Run.id == run_id).with_for_update())
+            ).scalar_one()
+            call = (
+                await db.execute(
+                    select(ToolCall)
+                    .where(ToolCall.run_id == run_id, ToolCall.tool_call_id == tool_call_id)
+                    .with_for_update()
+                )
+            ).scalar_one_or_none()
+            if call is None:
+                raise NotFoundError(f"run {run_id!r} has no tool call {tool_call_id!r}")
+            message, inserted = await self._insert_once(
+                db,
+                Message,
+                {
+                    "idempotency_key": idempotency_key(run_id, "tool", tool_call_id),
+                    "session_id": session_id,
+                    "run_id": run_id,
+                    "turn": call.turn,
+                    "role": "tool",
+                    "content": result,
+                    "tool_call_id": tool_call_id,
+                    "name": call.name,
+                    "token_estimate": estimate_tokens(result),
+                },
+                Message.idempotency_key,
+            )
+            if not inserted:
+                return call, message
+            call.status = (ToolCallStatus.ERROR if is_error else ToolCallStatus.SUCCEEDED).value
+            call.result = result
+            call.is_error = is_error
+            call.finished_at = _utcnow()
+            await self._append_locked(
+                db,
+                run,
+                [
+                    EventIn(
+                        "tool.result",
+                        {
+                            "tool_call_id": tool_call_id,
+                            "name": call.name,
+                            "is_error": is_error,
+                            "result": result,
+                            **(event_data or {}),
+                        },
+                        key=idempotency_key("tool.result", tool_call_id),
+                    )
+                ],
+            )
+            return call, message
+
+    async def record_llm_call(
+        self,
+        *,
+        run_id: str,
+        turn: int,
+        attempt: int,
+        model: str,
+        status: str,
+        **values: Any,
+    ) -> LlmCall:
+        async with self.session() as db, db.begin():
+            row, inserted = await self._insert_once(
+                db,
+                LlmCall,
+                {
+                    "idempotency_key": idempotency_key(run_id, turn, attempt),
+                    "run_id": run_id,
+                    "turn": turn,
+                    "attempt": attempt,
+                    "model": model,
+                    "status": status,
+                    **values,
+                },
+                LlmCall.idempotency_key,
+            )
+            if inserted:
+                await db.execute(
+                    update(Run).where(Run.id == run_id).values(llm_call_count=Run.llm_call_count + 1)
+                )
+            return row
+
+    async def run_llm_calls(self, run_id: str) -> list[LlmCall]:
+        async with self.session() as db:
+            rows = await db.execute(
+                select(LlmCall).where(LlmCall.run_id == run_id).order_by(LlmCall.id)
+            )
+            return list(rows.scalars())
+
+    async def count(self, model: type[Any], **where: Any) -> int:
+        async with self.session() as db:
+            stmt = select(func.count()).select_from(model)
+            for name, value in where.items():
+                stmt = stmt.where(getattr(model, name) == value)
+            return int((await db.execute(stmt)).scalar_one())
+
+
+def estimate_tokens(text_: str | None) -> int:
+    """A cheap token estimate (about four characters a token) for context budgeting."""
+    return 0 if not text_ else max(1, len(text_) // 4)

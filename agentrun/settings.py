@@ -43,16 +43,16 @@ class Settings(BaseSettings):
     temporal_ui_port: Annotated[
         int, Field(validation_alias=_env("AGENTRUN_TEMPORAL_UI_PORT"), ge=1, le=65535)
     ] = 8233
-    task_queue: Annotated[str, Field(validation_alias=_env("AGENTRUN_TASK_QUEUE"), min_length=1)] = (
-        "agentrun"
-    )
+    task_queue: Annotated[
+        str, Field(validation_alias=_env("AGENTRUN_TASK_QUEUE"), min_length=1)
+    ] = "agentrun"
     database_url: Annotated[str, Field(validation_alias=_env("AGENTRUN_DATABASE_URL"))] = (
         DEFAULT_DATABASE_URL
     )
     openai_base_url: Annotated[str | None, Field(validation_alias=_env("OPENAI_BASE_URL"))] = None
-    openai_api_key: Annotated[
-        SecretStr | None, Field(validation_alias=_env("OPENAI_API_KEY"))
-    ] = None
+    openai_api_key: Annotated[SecretStr | None, Field(validation_alias=_env("OPENAI_API_KEY"))] = (
+        None
+    )
     model: Annotated[str, Field(validation_alias=_env("AGENTRUN_MODEL"), min_length=1)] = (
         "offline-scripted"
     )

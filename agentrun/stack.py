@@ -214,7 +214,7 @@ class EmbeddedPostgres:
                     f"a PostgreSQL server (pid {pid}) already uses {self.data_dir} but does not "
                     f"answer on {self.host}:{self.port}; stop it first"
                 )
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        log = open(self.log_path, "ab")
         if user is not None:
             shutil.chown(self.log_path, user, user)
         args = [
@@ -376,7 +376,7 @@ class TemporalDevServer:
         ]
         for name, kind in SEARCH_ATTRIBUTES.items():
             args += ["--search-attribute", f"{name}={kind}"]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -10,12 +10,20 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from agentrun.contracts import AgentConfig, StartRunInput
+from agentrun.offline_model import OfflineModelServer
+from agentrun.settings import Settings, load_settings
+from worker import build_worker
 
 from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
@@ -29,7 +37,9 @@ from agentrun.stack import (
 
 
 @pytest.fixture(scope="session")
-def embedded_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres | None]:
+def embedded_postgres(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EmbeddedPostgres | None]:
     if os.environ.get("AGENTRUN_TEST_DATABASE_URL"):
         yield None
         return
@@ -38,7 +48,14 @@ def embedded_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embe
         root / "data",
         free_port(),
         # Test data is thrown away; skipping fsync keeps commit-heavy tests fast.
-        extra_options=("-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=200"),
+        extra_options=(
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ),
     )
     server.start()
     try:
@@ -72,7 +89,9 @@ def _search_attribute_keys() -> list[SearchAttributeKey]:  # type: ignore[type-a
     keys: list[SearchAttributeKey] = []  # type: ignore[type-arg]
     for name, kind in SEARCH_ATTRIBUTES.items():
         keys.append(
-            SearchAttributeKey.for_bool(name) if kind == "Bool" else SearchAttributeKey.for_keyword(name)
+            SearchAttributeKey.for_bool(name)
+            if kind == "Bool"
+            else SearchAttributeKey.for_keyword(name)
         )
     return keys
 
@@ -104,3 +123,54 @@ def run_id() -> str:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+# -- the agent loop: the offline model server, settings and an in-process worker ---------------
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[OfflineModelServer]:
+    server = OfflineModelServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(
+    temporal_env: WorkflowEnvironment,
+    database_url: str,
+    model_server: OfflineModelServer,
+    task_queue: str,
+    tmp_path: Path,
+) -> Settings:
+    return load_settings(
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        database_url=database_url,
+        openai_base_url=model_server.base_url,
+        openai_api_key="test-key",
+        model="offline-scripted",
+        task_queue=task_queue,
+        data_dir=tmp_path / "data",
+    )
+
+
+@pytest.fixture
+async def worker(
+    temporal_env: WorkflowEnvironment, settings: Settings, repo: Repository
+) -> AsyncIterator[Worker]:
+    w = build_worker(temporal_env.client, settings, repo, graceful_shutdown=timedelta(seconds=1))
+    async with w:
+        yield w
+
+
+def start_input(
+    run_id: str, prompt: str, session_id: str | None = None, **config: Any
+) -> StartRunInput:
+    return StartRunInput(
+        run_id=run_id,
+        session_id=session_id or f"s-{uuid.uuid4()}",
+        prompt=prompt,
+        config=AgentConfig(**config),
+    )

@@ -62,7 +62,7 @@ async def test_every_write_repeated_returns_the_first_row(repo: Repository, run_
     )
     assert t2.id == t1.id and t2.name == "ls" and t2.arguments == '{"path": "."}'
 
-    c1, tm1 = await repo.record_tool_result(
+    _c1, tm1 = await repo.record_tool_result(
         session_id=session_id, run_id=run_id, tool_call_id="call_1", result="a b", is_error=False
     )
     c2, tm2 = await repo.record_tool_result(

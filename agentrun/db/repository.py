@@ -19,7 +19,12 @@ from typing import Any, TypeVar
 import psycopg
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from agentrun.db.models import (
     LlmCall,
@@ -262,7 +267,9 @@ class Repository:
         existing: dict[str, RunEvent] = {}
         if keys:
             rows = await db.execute(
-                select(RunEvent).where(RunEvent.run_id == run.id, RunEvent.idempotency_key.in_(keys))
+                select(RunEvent).where(
+                    RunEvent.run_id == run.id, RunEvent.idempotency_key.in_(keys)
+                )
             )
             existing = {r.idempotency_key: r for r in rows.scalars() if r.idempotency_key}
         out: list[RunEvent] = []
@@ -279,13 +286,18 @@ class Repository:
             if e.key is not None:
                 seen[e.key] = seq
             new_rows.append(
-                {"run_id": run.id, "seq": seq, "type": e.type, "data": e.data,
-                 "idempotency_key": e.key}
+                {
+                    "run_id": run.id,
+                    "seq": seq,
+                    "type": e.type,
+                    "data": e.data,
+                    "idempotency_key": e.key,
+                }
             )
         if new_rows:
             inserted = (
-                await db.execute(insert(RunEvent).returning(RunEvent), new_rows)
-            ).scalars().all()
+                (await db.execute(insert(RunEvent).returning(RunEvent), new_rows)).scalars().all()
+            )
             out.extend(inserted)
             run.last_event_seq = seq
             await db.flush()
@@ -602,7 +614,9 @@ class Repository:
             )
             if inserted:
                 await db.execute(
-                    update(Run).where(Run.id == run_id).values(llm_call_count=Run.llm_call_count + 1)
+                    update(Run)
+                    .where(Run.id == run_id)
+                    .values(llm_call_count=Run.llm_call_count + 1)
                 )
             return row
 
@@ -619,6 +633,290 @@ class Repository:
             for name, value in where.items():
                 stmt = stmt.where(getattr(model, name) == value)
             return int((await db.execute(stmt)).scalar_one())
+
+    # ---------------------------------------------------------------------------------------
+    # agent-loop records
+
+    async def open_run(
+        self,
+        *,
+        run_id: str,
+        session_id: str,
+        model: str,
+        config: dict[str, Any],
+        prompt: str,
+    ) -> Run:
+        """Create the run (claiming its session), its user message and the QUEUED event in one
+        transaction. A repeat returns the run as it is and writes nothing."""
+        async with self.session() as db, db.begin():
+            await self._insert_once(db, Session, {"id": session_id, "metadata_": {}}, Session.id)
+            existing = await db.get(Run, run_id)
+            if existing is not None:
+                if existing.session_id != session_id:
+                    raise ValueError(
+                        f"run {run_id!r} already exists in session {existing.session_id!r}"
+                    )
+                return existing
+            await self._claim_session(db, session_id, run_id)
+            run, _ = await self._insert_once(
+                db,
+                Run,
+                {
+                    "id": run_id,
+                    "session_id": session_id,
+                    "model": model,
+                    "config": config,
+                    "status": RunStatus.QUEUED.value,
+                },
+                Run.id,
+            )
+            await self._insert_once(
+                db,
+                Message,
+                {
+                    "idempotency_key": idempotency_key(run_id, 0, "user"),
+                    "session_id": session_id,
+                    "run_id": run_id,
+                    "turn": 0,
+                    "role": "user",
+                    "content": prompt,
+                    "token_estimate": estimate_tokens(prompt),
+                },
+                Message.idempotency_key,
+            )
+            await self._append_locked(
+                db,
+                run,
+                [
+                    EventIn(
+                        "run.status",
+                        {
+                            "status": RunStatus.QUEUED.value,
+                            "session_id": session_id,
+                            "model": model,
+                            "prompt": prompt[:2000],
+                        },
+                        key="status:QUEUED",
+                    )
+                ],
+            )
+            return run
+
+    async def find_turn(self, run_id: str, turn: int) -> tuple[Message, LlmCall | None] | None:
+        """The recorded assistant message of a turn and its successful model call, if any."""
+        async with self.session() as db:
+            message = (
+                await db.execute(
+                    select(Message).where(
+                        Message.idempotency_key == idempotency_key(run_id, turn, "assistant")
+                    )
+                )
+            ).scalar_one_or_none()
+            if message is None:
+                return None
+            call = (
+                await db.execute(
+                    select(LlmCall).where(
+                        LlmCall.run_id == run_id, LlmCall.turn == turn, LlmCall.status == "ok"
+                    )
+                )
+            ).scalar_one_or_none()
+            return message, call
+
+    async def mark_lost_attempts(self, run_id: str, turn: int, attempt: int, model: str) -> int:
+        """Give every earlier attempt of a turn that left no llm_calls row (its worker died, or
+        it stalled past its heartbeat timeout) a row that says so. Returns how many."""
+        async with self.session() as db, db.begin():
+            have = set(
+                (
+                    await db.execute(
+                        select(LlmCall.attempt).where(
+                            LlmCall.run_id == run_id, LlmCall.turn == turn
+                        )
+                    )
+                ).scalars()
+            )
+            missing = [a for a in range(1, attempt) if a not in have]
+            for a in missing:
+                _, inserted = await self._insert_once(
+                    db,
+                    LlmCall,
+                    {
+                        "idempotency_key": idempotency_key(run_id, turn, a),
+                        "run_id": run_id,
+                        "turn": turn,
+                        "attempt": a,
+                        "model": model,
+                        "status": "lost",
+                        "error": "the attempt ended without a record: its worker was lost or "
+                        "it timed out (heartbeat or start-to-close)",
+                    },
+                    LlmCall.idempotency_key,
+                )
+                if inserted:
+                    await db.execute(
+                        update(Run)
+                        .where(Run.id == run_id)
+                        .values(llm_call_count=Run.llm_call_count + 1)
+                    )
+            return len(missing)
+
+    async def record_model_turn(
+        self,
+        *,
+        run_id: str,
+        session_id: str,
+        turn: int,
+        attempt: int,
+        model: str,
+        text: str,
+        tool_calls: list[dict[str, Any]],
+        call_values: dict[str, Any],
+    ) -> tuple[Message, LlmCall, bool]:
+        """Record a finished model turn in one transaction: the assistant message, the
+        llm_calls row, a tool_calls row per call, the run's totals and the message.completed,
+        tool.call and llm.usage events. Returns (message, llm_call, inserted); when the turn
+        was already recorded, nothing is written and the first record is returned.
+
+        A tool-call id that is empty or already used earlier in the run is replaced by one
+        made from the turn and index, in the message and the tool_calls row alike.
+        """
+        async with self.session() as db, db.begin():
+            run = (
+                await db.execute(select(Run).where(Run.id == run_id).with_for_update())
+            ).scalar_one()
+            key = idempotency_key(run_id, turn, "assistant")
+            existing = (
+                await db.execute(select(Message).where(Message.idempotency_key == key))
+            ).scalar_one_or_none()
+            if existing is not None:
+                call = (
+                    await db.execute(
+                        select(LlmCall).where(
+                            LlmCall.run_id == run_id, LlmCall.turn == turn, LlmCall.status == "ok"
+                        )
+                    )
+                ).scalar_one()
+                return existing, call, False
+            used = set(
+                (
+                    await db.execute(select(ToolCall.tool_call_id).where(ToolCall.run_id == run_id))
+                ).scalars()
+            )
+            calls = []
+            for index, c in enumerate(tool_calls):
+                call_id = c.get("id") or ""
+                if not call_id or call_id in used:
+                    call_id = f"call_t{turn}_{index}"
+                used.add(call_id)
+                calls.append({**c, "id": call_id})
+            prompt_tokens = int(call_values.get("prompt_tokens") or 0)
+            completion_tokens = int(call_values.get("completion_tokens") or 0)
+            message, _ = await self._insert_once(
+                db,
+                Message,
+                {
+                    "idempotency_key": key,
+                    "session_id": session_id,
+                    "run_id": run_id,
+                    "turn": turn,
+                    "role": "assistant",
+                    "content": text,
+                    "tool_calls": calls or None,
+                    "token_estimate": completion_tokens or estimate_tokens(text),
+                },
+                Message.idempotency_key,
+            )
+            llm_call, _ = await self._insert_once(
+                db,
+                LlmCall,
+                {
+                    "idempotency_key": idempotency_key(run_id, turn, attempt),
+                    "run_id": run_id,
+                    "turn": turn,
+                    "attempt": attempt,
+                    "model": model,
+                    "status": "ok",
+                    **call_values,
+                },
+                LlmCall.idempotency_key,
+            )
+            for c in calls:
+                arguments = c["function"]["arguments"]
+                await self._insert_once(
+                    db,
+                    ToolCall,
+                    {
+                        "idempotency_key": idempotency_key(run_id, c["id"]),
+                        "run_id": run_id,
+                        "turn": turn,
+                        "tool_call_id": c["id"],
+                        "name": c["function"]["name"],
+                        "arguments": arguments,
+                        "arguments_sha256": sha256_text(arguments),
+                        "status": ToolCallStatus.PENDING.value,
+                    },
+                    ToolCall.idempotency_key,
+                )
+            run.prompt_tokens += prompt_tokens
+            run.completion_tokens += completion_tokens
+            run.llm_call_count += 1
+            run.tool_call_count += len(calls)
+            run.turns = max(run.turns, turn)
+            run.updated_at = _utcnow()
+            events = [
+                EventIn(
+                    "message.completed",
+                    {
+                        "turn": turn,
+                        "attempt": attempt,
+                        "role": "assistant",
+                        "text": text,
+                        "tool_calls": calls,
+                    },
+                    key=f"message.completed:{turn}",
+                ),
+                *(
+                    EventIn(
+                        "tool.call",
+                        {
+                            "turn": turn,
+                            "tool_call_id": c["id"],
+                            "name": c["function"]["name"],
+                            "arguments": c["function"]["arguments"],
+                        },
+                        key=f"tool.call:{c['id']}",
+                    )
+                    for c in calls
+                ),
+                EventIn(
+                    "llm.usage",
+                    {
+                        "turn": turn,
+                        "attempt": attempt,
+                        "model": model,
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "latency_ms": call_values.get("latency_ms"),
+                        "time_to_first_token_ms": call_values.get("time_to_first_token_ms"),
+                    },
+                    key=f"llm.usage:{turn}",
+                ),
+            ]
+            await self._append_locked(db, run, events)
+            return message, llm_call, True
+
+    async def final_assistant_text(self, run_id: str) -> str:
+        async with self.session() as db:
+            text_ = (
+                await db.execute(
+                    select(Message.content)
+                    .where(Message.run_id == run_id, Message.role == "assistant")
+                    .order_by(Message.turn.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            return text_ or ""
 
 
 def estimate_tokens(text_: str | None) -> int:

@@ -1,0 +1,1 @@
+"""All I/O of agentrun: the model stream, tools and persistence, one module per concern."""

@@ -1,0 +1,94 @@
+"""Build a model's context from the database: system prompt, the session's earlier messages and
+this run's messages, trimmed oldest first to a token budget, never separating an assistant
+message that has tool calls from its tool results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentrun.db.models import Message
+from agentrun.db.repository import estimate_tokens
+
+MISSING_RESULT = "no result: the run ended before this tool call was carried out"
+
+
+def to_openai(message: Message) -> dict[str, Any]:
+    if message.role == "assistant":
+        out: dict[str, Any] = {"role": "assistant", "content": message.content or None}
+        if message.tool_calls:
+            out["tool_calls"] = message.tool_calls
+        return out
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    return {"role": message.role, "content": message.content or ""}
+
+
+def _units(messages: list[Message]) -> list[tuple[Message, list[dict[str, Any]]]]:
+    """Group messages into the pieces that may be dropped whole: a user message, a plain
+    assistant message, or an assistant message with tool calls plus all of their results."""
+    units: list[tuple[Message, list[dict[str, Any]]]] = []
+    i = 0
+    while i < len(messages):
+        m = messages[i]
+        if m.role == "assistant" and m.tool_calls:
+            unit = [to_openai(m)]
+            wanted = [c["id"] for c in m.tool_calls]
+            results: dict[str, dict[str, Any]] = {}
+            j = i + 1
+            while j < len(messages) and messages[j].role == "tool":
+                results[messages[j].tool_call_id or ""] = to_openai(messages[j])
+                j += 1
+            # A run that ended (cancelled, failed) between a call and its result would leave
+            # the pair split, which every provider rejects; fill the gap.
+            for call_id in wanted:
+                unit.append(
+                    results.get(call_id)
+                    or {"role": "tool", "tool_call_id": call_id, "content": MISSING_RESULT}
+                )
+            units.append((m, unit))
+            i = j
+            continue
+        if m.role == "tool":  # a result without its call: not sendable, skip it
+            i += 1
+            continue
+        units.append((m, [to_openai(m)]))
+        i += 1
+    return units
+
+
+def _tokens(unit: list[dict[str, Any]]) -> int:
+    total = 0
+    for m in unit:
+        total += 4 + estimate_tokens(m.get("content") if isinstance(m.get("content"), str) else "")
+        for c in m.get("tool_calls") or []:
+            total += estimate_tokens(c["function"]["arguments"]) + 8
+    return total
+
+
+def build_context(
+    system_prompt: str, messages: list[Message], run_id: str, token_budget: int
+) -> list[dict[str, Any]]:
+    """The messages to send, oldest dropped first until they fit the budget. The current
+    run's user message and everything after it are kept whatever the budget."""
+    units = _units(messages)
+    first_of_run = next(
+        (i for i, (m, _) in enumerate(units) if m.run_id == run_id and m.role == "user"),
+        max(len(units) - 1, 0),
+    )
+    budget = token_budget - _tokens([{"role": "system", "content": system_prompt}])
+    kept_tail = [unit for _, unit in units[first_of_run:]]
+    used = sum(_tokens(u) for u in kept_tail)
+    kept_head: list[list[dict[str, Any]]] = []
+    for _, unit in reversed(units[:first_of_run]):
+        cost = _tokens(unit)
+        if used + cost > budget:
+            break
+        kept_head.insert(0, unit)
+        used += cost
+    # A context must not open with a tool result or an assistant turn cut from its prompt.
+    while kept_head and kept_head[0][0]["role"] != "user":
+        kept_head.pop(0)
+    out = [{"role": "system", "content": system_prompt}]
+    for unit in kept_head + kept_tail:
+        out.extend(unit)
+    return out

@@ -1,0 +1,394 @@
+"""The model-turn activity: stream one turn from an OpenAI-compatible endpoint into the event
+log, then record it.
+
+The openai client's own retries are off (max_retries=0): Temporal retries the activity, so
+every attempt is visible, recorded in llm_calls, and retried after what Retry-After asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.context import build_context
+from activities.tools import ToolRegistry
+from agentrun.contracts import ModelTurnInput, ModelTurnResult, ToolCallRequest, Usage, preview
+from agentrun.db.repository import EventIn, Repository
+from agentrun.settings import Settings
+
+NON_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 422})
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+MAX_RETRY_AFTER_S = 600.0
+
+
+class IncompleteStreamError(Exception):
+    """The stream ended without a finish reason: a truncated response."""
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Retry-After in seconds, from retry-after-ms or Retry-After (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(ms) / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def _provider_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    return exc.message
+
+
+def _is_context_length(exc: openai.APIStatusError) -> bool:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error", body) if isinstance(body, dict) else {}
+    code = err.get("code") if isinstance(err, dict) else None
+    text = _provider_message(exc).lower()
+    return code == "context_length_exceeded" or "context length" in text or "context_length" in text
+
+
+class DeltaWriter:
+    """Coalesces streamed text into message.delta events.
+
+    The first delta after a quiet spell is written at once; after that at most one commit per
+    flush interval, from a background task so the stream is never held up by the database.
+    """
+
+    def __init__(self, write: Callable[[str], Awaitable[None]], interval_s: float) -> None:
+        self._write = write
+        self._interval = interval_s
+        self._buffer: list[str] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._last_flush = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    def add(self, text: str) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        elif self._task.done():
+            self._task.result()  # a failed write surfaces here and fails the attempt
+        self._buffer.append(text)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._closing:
+                delay = self._last_flush + self._interval - time.monotonic()
+                if delay > 0:
+                    # Sleep out the interval, but wake early when the stream ends.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closed.wait(), delay)
+            if self._buffer:
+                text = "".join(self._buffer)
+                self._buffer.clear()
+                self._last_flush = time.monotonic()
+                await self._write(text)
+                self.commits += 1
+            if self._closing and not self._buffer:
+                return
+
+    async def close(self) -> None:
+        """Write what is buffered and stop."""
+        self._closing = True
+        self._closed.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    def abort(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class ModelActivities:
+    def __init__(
+        self,
+        repo: Repository,
+        settings: Settings,
+        registry: ToolRegistry,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        self.repo = repo
+        self.settings = settings
+        self.registry = registry
+        self._client = client
+
+    def client(self) -> AsyncOpenAI:
+        if self._client is None:
+            key = self.settings.openai_api_key
+            self._client = AsyncOpenAI(
+                base_url=self.settings.openai_base_url,
+                api_key=key.get_secret_value() if key else "offline",
+                max_retries=0,
+            )
+        return self._client
+
+    @activity.defn(name="agentrun.model_turn")
+    async def model_turn(self, inp: ModelTurnInput) -> ModelTurnResult:
+        info = activity.info()
+        attempt = info.attempt
+        recorded = await self.repo.find_turn(inp.run_id, inp.turn)
+        if recorded is not None:
+            message, call = recorded
+            return _result(inp.turn, message.content or "", message.tool_calls or [], call, True)
+        await self.repo.mark_lost_attempts(inp.run_id, inp.turn, attempt, inp.model)
+        if attempt > 1:
+            await self.repo.append_event(
+                inp.run_id,
+                "stream.reset",
+                {"turn": inp.turn, "attempt": attempt},
+                key=f"stream.reset:{inp.turn}:{attempt}",
+            )
+        messages = build_context(
+            inp.config.system_prompt,
+            await self.repo.session_messages(inp.session_id),
+            inp.run_id,
+            inp.config.context_token_budget,
+        )
+        tools = [t.openai_schema() for t in self.registry.select(inp.tools)]
+        return await self._stream_turn(inp, attempt, messages, tools)
+
+    async def _stream_turn(
+        self,
+        inp: ModelTurnInput,
+        attempt: int,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+    ) -> ModelTurnResult:
+        async def write_delta(text: str) -> None:
+            await self.repo.append_events(
+                inp.run_id,
+                [EventIn("message.delta", {"turn": inp.turn, "attempt": attempt, "text": text})],
+            )
+
+        writer = DeltaWriter(write_delta, inp.config.flush_interval_ms / 1000)
+        started = time.monotonic()
+        first_token: float | None = None
+        text_parts: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        finish_reason: str | None = None
+        response_id: str | None = None
+        usage: Any = None
+        kwargs: dict[str, Any] = {}
+        if tools:
+            kwargs["tools"] = tools
+        if inp.config.temperature is not None:
+            kwargs["temperature"] = inp.config.temperature
+        if inp.config.max_output_tokens is not None:
+            kwargs["max_tokens"] = inp.config.max_output_tokens
+        stall = inp.config.model_heartbeat_timeout_s
+        try:
+            stream = await self.client().chat.completions.create(
+                model=inp.model,
+                messages=messages,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+                # A read that waits longer than the heartbeat timeout is a stall: end it here
+                # so the attempt is recorded, rather than leave Temporal to time it out.
+                timeout=openai.Timeout(inp.config.model_timeout_s, read=stall, connect=10),
+                **kwargs,
+            )
+            async for chunk in stream:
+                activity.heartbeat()
+                response_id = response_id or chunk.id
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        if first_token is None:
+                            first_token = time.monotonic()
+                        text_parts.append(delta.content)
+                        writer.add(delta.content)
+                    for tc in (delta.tool_calls if delta is not None else None) or []:
+                        if first_token is None:
+                            first_token = time.monotonic()
+                        slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": []})
+                        if tc.id:
+                            slot["id"] = tc.id
+                        if tc.function is not None:
+                            if tc.function.name:
+                                slot["name"] = tc.function.name
+                            if tc.function.arguments:
+                                slot["arguments"].append(tc.function.arguments)
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+            if finish_reason is None:
+                raise IncompleteStreamError("the stream ended before a finish reason was sent")
+            await writer.close()
+        except asyncio.CancelledError:
+            # Cancelled (the run was cancelled, or the worker is shutting down): keep what
+            # streamed so far in the event log, then let the cancellation through.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(writer.close())
+            raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await writer.close()
+            writer.abort()
+            raise await self._failed(inp, attempt, started, first_token, exc) from exc
+
+        latency_ms = int((time.monotonic() - started) * 1000)
+        tool_calls = [
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": "".join(c["arguments"])},
+            }
+            for _, c in sorted(calls.items())
+        ]
+        if not tools:
+            # Tools were off for this turn; a call the model makes anyway cannot be answered.
+            tool_calls = []
+        text = "".join(text_parts)
+        message, call, _ = await self.repo.record_model_turn(
+            run_id=inp.run_id,
+            session_id=inp.session_id,
+            turn=inp.turn,
+            attempt=attempt,
+            model=inp.model,
+            text=text,
+            tool_calls=tool_calls,
+            call_values={
+                "prompt_tokens": getattr(usage, "prompt_tokens", None),
+                "completion_tokens": getattr(usage, "completion_tokens", None),
+                "latency_ms": latency_ms,
+                "time_to_first_token_ms": int((first_token - started) * 1000)
+                if first_token
+                else None,
+                "response_id": response_id,
+                "finish_reason": finish_reason,
+                "http_status": 200,
+            },
+        )
+        activity.logger.info(
+            "model turn %s: %d chars, %d tool calls, %d delta commits",
+            inp.turn,
+            len(text),
+            len(tool_calls),
+            writer.commits,
+        )
+        return _result(inp.turn, message.content or "", message.tool_calls or [], call, False)
+
+    async def _failed(
+        self,
+        inp: ModelTurnInput,
+        attempt: int,
+        started: float,
+        first_token: float | None,
+        exc: Exception,
+    ) -> ApplicationError:
+        """Record the failed attempt and classify it: retry (after Retry-After) or not."""
+        status: int | None = None
+        retryable = True
+        delay: float | None = None
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            message = f"model endpoint answered HTTP {status}: {_provider_message(exc)}"
+            if status in NON_RETRYABLE_STATUSES or _is_context_length(exc):
+                retryable = False
+            elif status in RETRYABLE_STATUSES or status >= 500:
+                delay = retry_after_seconds(exc.response.headers)
+            else:
+                retryable = False
+            error_type = f"ModelHTTP{status}"
+        elif isinstance(exc, openai.APITimeoutError):
+            message = f"model stream stalled or timed out: {exc}"
+            error_type = "ModelTimeout"
+        elif isinstance(exc, openai.APIConnectionError):
+            message = f"connection to the model endpoint failed: {exc.__cause__ or exc}"
+            error_type = "ModelConnection"
+        elif isinstance(exc, IncompleteStreamError | json.JSONDecodeError | openai.APIError):
+            message = f"the model stream was incomplete or malformed: {exc}"
+            error_type = "ModelStream"
+        else:
+            message = f"model call failed: {type(exc).__name__}: {exc}"
+            error_type = "ModelError"
+        await self.repo.record_llm_call(
+            run_id=inp.run_id,
+            turn=inp.turn,
+            attempt=attempt,
+            model=inp.model,
+            status="error",
+            http_status=status,
+            error=message,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            time_to_first_token_ms=int((first_token - started) * 1000) if first_token else None,
+        )
+        await self.repo.append_event(
+            inp.run_id,
+            "error",
+            {
+                "turn": inp.turn,
+                "attempt": attempt,
+                "message": message,
+                "retryable": retryable,
+                "retry_after_s": delay,
+            },
+            key=f"error:model:{inp.turn}:{attempt}",
+        )
+        return ApplicationError(
+            message,
+            type=error_type,
+            non_retryable=not retryable,
+            next_retry_delay=timedelta(seconds=min(delay, MAX_RETRY_AFTER_S))
+            if delay is not None
+            else None,
+        )
+
+
+def _result(
+    turn: int, text: str, tool_calls: list[dict[str, Any]], call: Any, replayed: bool
+) -> ModelTurnResult:
+    text_preview, _ = preview(text)
+    return ModelTurnResult(
+        turn=turn,
+        text_preview=text_preview,
+        text_chars=len(text),
+        tool_calls=[
+            ToolCallRequest(
+                id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"]
+            )
+            for c in tool_calls
+        ],
+        finish_reason=getattr(call, "finish_reason", None),
+        response_id=getattr(call, "response_id", None),
+        usage=Usage(
+            prompt_tokens=getattr(call, "prompt_tokens", None) or 0,
+            completion_tokens=getattr(call, "completion_tokens", None) or 0,
+            llm_calls=1,
+            turns=1,
+        ),
+        replayed=replayed,
+    )

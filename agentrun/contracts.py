@@ -1,0 +1,178 @@
+"""Every type that crosses the workflow boundary: workflow input and result, activity inputs
+and results. Clients, workflows and activities all import this one module, and every client and
+worker uses temporalio.contrib.pydantic.pydantic_data_converter.
+
+Fields are only ever added, and only as optional, so runs in flight keep decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_PROMPT_CHARS = 100_000
+RESULT_TEXT_LIMIT = 4_000
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful agent. Use the tools you are given when they help, and answer concisely."
+)
+
+ToolApproval = Literal["auto", "needs_approval"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentConfig(Strict):
+    """How one run behaves. Everything has a default; a caller sets only what it needs."""
+
+    model: str | None = Field(
+        default=None, description="Model name; the worker's AGENTRUN_MODEL when unset."
+    )
+    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=MAX_PROMPT_CHARS)
+    tools: list[str] | None = Field(
+        default=None, description="Built-in tool names to offer; all of them when unset."
+    )
+    max_turns: int = Field(default=8, ge=1, le=200)
+    max_tool_calls: int = Field(default=16, ge=0, le=1000)
+    context_token_budget: int = Field(default=24_000, ge=256, le=2_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
+    workspace: str | None = Field(
+        default=None, description="Folder the file and shell tools work in."
+    )
+    flush_interval_ms: int = Field(default=50, ge=0, le=5_000)
+    model_timeout_s: float = Field(default=300, gt=0, le=3600)
+    model_heartbeat_timeout_s: float = Field(default=30, gt=0, le=600)
+    model_max_attempts: int = Field(default=6, ge=1, le=100)
+
+
+class StartRunInput(Strict):
+    """Input of the agentrun.AgentRun workflow. The workflow id is the run id."""
+
+    run_id: str = Field(pattern=ID_PATTERN)
+    session_id: str = Field(pattern=ID_PATTERN)
+    prompt: str
+    config: AgentConfig = Field(default_factory=AgentConfig)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the prompt is empty")
+        if len(value) > MAX_PROMPT_CHARS:
+            raise ValueError(
+                f"the prompt has {len(value)} characters; the limit is {MAX_PROMPT_CHARS}"
+            )
+        return value
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_calls: int = 0
+    tool_calls: int = 0
+    turns: int = 0
+
+    def add(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            llm_calls=self.llm_calls + other.llm_calls,
+            tool_calls=self.tool_calls + other.tool_calls,
+            turns=self.turns + other.turns,
+        )
+
+
+class RunResult(BaseModel):
+    """The workflow result: small, whatever the length of the conversation."""
+
+    run_id: str
+    session_id: str
+    status: str
+    final_text: str = ""
+    final_text_truncated: bool = False
+    usage: Usage = Field(default_factory=Usage)
+    error: str | None = None
+
+
+class ToolInfo(BaseModel):
+    """What the workflow needs to know of a tool to schedule it."""
+
+    name: str
+    approval: ToolApproval = "auto"
+    timeout_s: float = 60
+    max_attempts: int = 3
+
+
+class StartRunSetup(BaseModel):
+    run_id: str
+    model: str
+    tools: list[ToolInfo] = Field(default_factory=list)
+
+
+class PrepareRunInput(BaseModel):
+    run_id: str
+    session_id: str
+    prompt: str
+    config: AgentConfig
+
+
+class SetStatusInput(BaseModel):
+    run_id: str
+    status: str
+    error: str | None = None
+    final_text_from_turn: int | None = None
+
+
+class ModelTurnInput(BaseModel):
+    run_id: str
+    session_id: str
+    turn: int
+    model: str
+    tools: list[str] = Field(default_factory=list)
+    config: AgentConfig
+
+
+class ToolCallRequest(BaseModel):
+    id: str
+    name: str
+    arguments: str
+
+
+class ModelTurnResult(BaseModel):
+    turn: int
+    text_preview: str = ""
+    text_chars: int = 0
+    tool_calls: list[ToolCallRequest] = Field(default_factory=list)
+    finish_reason: str | None = None
+    response_id: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    replayed: bool = False
+
+
+class ExecuteToolInput(BaseModel):
+    run_id: str
+    session_id: str
+    turn: int
+    call: ToolCallRequest
+    workspace: str | None = None
+    skip_reason: str | None = Field(
+        default=None, description="Record this error result instead of running the tool."
+    )
+
+
+class ToolResult(BaseModel):
+    tool_call_id: str
+    name: str
+    is_error: bool
+    preview: str = ""
+    replayed: bool = False
+
+
+def preview(text: str, limit: int = RESULT_TEXT_LIMIT) -> tuple[str, bool]:
+    """The text cut to `limit` characters, and whether it was cut."""
+    return (text, False) if len(text) <= limit else (text[:limit], True)

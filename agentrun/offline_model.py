@@ -1,0 +1,547 @@
+"""The offline model: a small HTTP server that speaks OpenAI's chat-completions protocol.
+
+It streams scripted replies over server-sent events exactly as the real API does (role chunk,
+content chunks, tool-call chunks with arguments split into fragments, a finish chunk, the usage
+chunk, `data: [DONE]`), so the real `openai` client, its SSE parsing and its HTTP errors are
+exercised. With no script it plays a small built-in agent: it picks tools from keywords in the
+prompt and then sums up what they returned.
+
+Tests script it per prompt: `server.script("some prompt", [Reply(...), Fault(429, ...)])`
+plays one step per request whose last user message contains that key. Faults are HTTP errors
+(with Retry-After), a connection dropped mid-stream, a malformed chunk and a stall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+FaultKind = Literal["http", "drop", "malformed", "stall"]
+
+
+@dataclass
+class ToolCallSpec:
+    name: str
+    arguments: dict[str, Any] | str
+    id: str | None = None
+
+
+@dataclass
+class Reply:
+    """One streamed answer: text, tool calls, or both."""
+
+    text: str = ""
+    tool_calls: list[ToolCallSpec] = field(default_factory=list)
+    chunk_chars: int = 4
+    args_chunk_chars: int = 3
+    delay_s: float = 0.0
+    first_token_delay_s: float = 0.0
+    interleave_tool_calls: bool = True
+
+
+@dataclass
+class Fault:
+    """A failure: an HTTP status (with Retry-After), a drop, a malformed chunk or a stall."""
+
+    kind: FaultKind = "http"
+    status: int = 500
+    message: str = "scripted failure"
+    retry_after_s: float | None = None
+    retry_after_ms: int | None = None
+    after_chunks: int = 3
+    stall_s: float = 60.0
+    code: str | None = None
+
+
+Step = Reply | Fault
+
+
+@dataclass
+class RecordedRequest:
+    at: float
+    key: str
+    body: dict[str, Any]
+    outcome: str = ""
+
+
+@dataclass
+class FaultRates:
+    """Random faults for load and chaos tests; each a probability per request."""
+
+    http_429: float = 0.0
+    http_500: float = 0.0
+    drop: float = 0.0
+    malformed: float = 0.0
+    stall: float = 0.0
+    retry_after_s: float = 1.0
+    stall_s: float = 60.0
+    seed: int = 0
+
+
+def _words(text: str) -> int:
+    return max(1, len(text.split())) if text else 0
+
+
+def _estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    total = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            total += len(content) // 4 + 4
+        for call in m.get("tool_calls") or []:
+            total += len(json.dumps(call)) // 4
+    return total
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user" and isinstance(m.get("content"), str):
+            return str(m["content"])
+    return ""
+
+
+_ARITH = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?(?:\s*[-+*/%]\s*\(?\s*\d+(?:\.\d+)?\s*\)?)+)")
+
+
+def default_agent(body: dict[str, Any]) -> Reply:
+    """The built-in offline agent: pick tools from keywords, then sum up their results."""
+    messages: list[dict[str, Any]] = body.get("messages") or []
+    offered = {t["function"]["name"] for t in body.get("tools") or [] if "function" in t}
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        results = []
+        for m in reversed(messages):
+            if m.get("role") != "tool":
+                break
+            results.append(f"- {m.get('name') or 'tool'}: {str(m.get('content'))[:300]}")
+        results.reverse()
+        return Reply(text="Here is what the tools returned:\n" + "\n".join(results) + "\nDone.")
+    prompt = _last_user_text(messages)
+    lower = prompt.lower()
+    calls: list[ToolCallSpec] = []
+    if offered:
+        if "ls" in offered and re.search(r"\b(list|files|folder|directory|ls)\b", lower):
+            calls.append(ToolCallSpec("ls", {"path": "."}))
+        if "current_time" in offered and re.search(r"\b(time|date|clock)\b", lower):
+            calls.append(ToolCallSpec("current_time", {"timezone": "UTC"}))
+        match = _ARITH.search(prompt)
+        if "calculator" in offered and match:
+            calls.append(ToolCallSpec("calculator", {"expression": match.group(1).strip()}))
+        command = re.search(r"`([^`]+)`", prompt)
+        if "bash" in offered and command and re.search(r"\b(run|bash|shell)\b", lower):
+            calls.append(ToolCallSpec("bash", {"command": command.group(1)}))
+        read = re.search(r"\bread\s+([\w./-]+)", prompt)
+        if "read_file" in offered and read:
+            calls.append(ToolCallSpec("read_file", {"path": read.group(1)}))
+    if calls:
+        return Reply(text="Let me check that with my tools.", tool_calls=calls)
+    return Reply(
+        text=(
+            "This is agentrun's offline model: no real model is configured, so I answer from "
+            f"a script. You said: {prompt[:200]!r}. Set OPENAI_BASE_URL, OPENAI_API_KEY and "
+            "AGENTRUN_MODEL to talk to a real model."
+        )
+    )
+
+
+class OfflineModelServer:
+    """The server; start() runs it on a daemon thread, stop() ends it."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tokens_per_second: float | None = None,
+        api_key: str | None = None,
+        fault_rates: FaultRates | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.tokens_per_second = tokens_per_second
+        self.api_key = api_key
+        self.fault_rates = fault_rates
+        self._rng = random.Random(fault_rates.seed if fault_rates else 0)
+        self._scripts: dict[str, deque[Step]] = {}
+        self._lock = threading.Lock()
+        self.requests: list[RecordedRequest] = []
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    # -- scripting -------------------------------------------------------------------------
+
+    def script(self, key: str, steps: list[Step]) -> None:
+        """Play `steps`, one per request, for requests whose last user message contains key."""
+        with self._lock:
+            self._scripts.setdefault(key, deque()).extend(steps)
+
+    def requests_for(self, key: str) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.key == key]
+
+    def _next_step(self, body: dict[str, Any]) -> tuple[str, Step]:
+        prompt = _last_user_text(body.get("messages") or [])
+        with self._lock:
+            for key, steps in self._scripts.items():
+                if key in prompt:
+                    if steps:
+                        return key, steps.popleft()
+                    return key, default_agent(body)
+            fault = self._random_fault()
+        return "", fault or default_agent(body)
+
+    def _random_fault(self) -> Fault | None:
+        rates = self.fault_rates
+        if rates is None:
+            return None
+        roll = self._rng.random()
+        for kind, p in (
+            ("429", rates.http_429),
+            ("500", rates.http_500),
+            ("drop", rates.drop),
+            ("malformed", rates.malformed),
+            ("stall", rates.stall),
+        ):
+            if roll < p:
+                if kind == "429":
+                    return Fault("http", 429, "rate limited", retry_after_s=rates.retry_after_s)
+                if kind == "500":
+                    return Fault("http", 500, "internal error")
+                if kind == "stall":
+                    return Fault("stall", stall_s=rates.stall_s)
+                return Fault(kind)  # type: ignore[arg-type]
+            roll -= p
+        return None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> OfflineModelServer:
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._httpd.daemon_threads = True
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="offline-model", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> OfflineModelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: OfflineModelServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _json(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
+
+    def _error(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self._json(
+            status,
+            {"error": {"message": message, "type": "invalid_request_error", "code": code}},
+            headers,
+        )
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") in ("/v1/models", "/models"):
+            self._json(
+                200, {"object": "list", "data": [{"id": "offline-scripted", "object": "model"}]}
+            )
+        elif self.path.rstrip("/") in ("", "/health", "/v1"):
+            self._json(200, {"ok": True})
+        else:
+            self._error(404, f"no route {self.path}")
+
+    def do_POST(self) -> None:
+        owner = self.owner
+        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            self._error(404, f"no route {self.path}")
+            return
+        if owner.api_key is not None:
+            auth = self.headers.get("Authorization", "")
+            if auth != f"Bearer {owner.api_key}":
+                self._error(401, "Incorrect API key provided.", "invalid_api_key")
+                return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            self._error(400, "We could not parse the JSON body of your request.")
+            return
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            self._error(400, "'messages' is a required property and must be a non-empty array")
+            return
+        key, step = owner._next_step(body)
+        record = RecordedRequest(time.time(), key, body)
+        with owner._lock:
+            owner.requests.append(record)
+        if isinstance(step, Fault) and step.kind == "http":
+            record.outcome = f"http {step.status}"
+            headers: dict[str, str] = {}
+            if step.retry_after_s is not None:
+                headers["Retry-After"] = f"{step.retry_after_s:g}"
+            if step.retry_after_ms is not None:
+                headers["retry-after-ms"] = str(step.retry_after_ms)
+            self._error(step.status, step.message, step.code, headers)
+            return
+        if not body.get("stream"):
+            reply = step if isinstance(step, Reply) else default_agent(body)
+            record.outcome = "ok"
+            self._json(200, _completion(body, reply))
+            return
+        record.outcome = "stream"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self._stream(body, step, record)
+        except (BrokenPipeError, ConnectionResetError):
+            record.outcome = "client went away"
+
+    def _send_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _event(self, payload: dict[str, Any] | str) -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        self._send_chunk(f"data: {text}\n\n".encode())
+
+    def _stream(self, body: dict[str, Any], step: Step, record: RecordedRequest) -> None:
+        owner = self.owner
+        reply = (
+            step
+            if isinstance(step, Reply)
+            else Reply(text="This answer will be cut off by a scripted fault before it ends. " * 4)
+        )
+        fault = step if isinstance(step, Fault) else None
+        delay = reply.delay_s
+        if owner.tokens_per_second:
+            delay = 1.0 / owner.tokens_per_second
+        if reply.first_token_delay_s:
+            time.sleep(reply.first_token_delay_s)
+        sent = 0
+        for chunk in _chunks(body, reply):
+            if fault is not None and sent >= fault.after_chunks:
+                self._fault(fault, record)
+                return
+            self._event(chunk)
+            sent += 1
+            if delay and chunk["choices"] and _has_payload(chunk):
+                time.sleep(delay)
+        if fault is not None:
+            self._fault(fault, record)
+            return
+        self._event("[DONE]")
+        self._send_chunk(b"")
+        record.outcome = "ok"
+
+    def _fault(self, fault: Fault, record: RecordedRequest) -> None:
+        record.outcome = fault.kind
+        if fault.kind == "malformed":
+            self._send_chunk(
+                b'data: {"id": "chatcmpl-broken", "choices": [{"delta": {"content": \n\n'
+            )
+            self._send_chunk(b"")
+            return
+        if fault.kind == "stall":
+            deadline = time.monotonic() + fault.stall_s
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+                # An SSE comment keeps the TCP connection busy without sending any data; it
+                # also tells us when the client has gone so the thread can end.
+                try:
+                    self._send_chunk(b": stalled\n\n")
+                except OSError:
+                    return
+            return
+        # drop: end the TCP connection in the middle of the chunked body
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _has_payload(chunk: dict[str, Any]) -> bool:
+    delta = chunk["choices"][0].get("delta") or {}
+    return bool(delta.get("content") or delta.get("tool_calls"))
+
+
+def _chunks(body: dict[str, Any], reply: Reply) -> Iterator[dict[str, Any]]:
+    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    model = body.get("model") or "offline-scripted"
+    tools_offered = bool(body.get("tools"))
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    yield chunk({"role": "assistant", "content": ""})
+    text = reply.text
+    step = max(1, reply.chunk_chars)
+    for i in range(0, len(text), step):
+        yield chunk({"content": text[i : i + step]})
+    calls = reply.tool_calls if tools_offered else []
+    fragments: list[list[dict[str, Any]]] = []
+    for index, call in enumerate(calls):
+        args = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+        call_id = call.id or f"call_{uuid.uuid4().hex[:20]}"
+        parts = [
+            {
+                "index": index,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+        ]
+        size = max(1, reply.args_chunk_chars)
+        parts += [
+            {"index": index, "function": {"arguments": args[j : j + size]}}
+            for j in range(0, len(args), size)
+        ]
+        fragments.append(parts)
+    if reply.interleave_tool_calls:
+        # Real providers interleave the fragments of parallel calls; so do we.
+        while any(fragments):
+            for parts in fragments:
+                if parts:
+                    yield chunk({"tool_calls": [parts.pop(0)]})
+    else:
+        for parts in fragments:
+            for part in parts:
+                yield chunk({"tool_calls": [part]})
+    yield chunk({}, "tool_calls" if calls else "stop")
+    completion = _words(text) + sum(len(json.dumps(c.arguments)) // 4 for c in calls)
+    prompt = _estimate_prompt_tokens(body.get("messages") or [])
+    if (body.get("stream_options") or {}).get("include_usage"):
+        yield {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+
+
+def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    calls = reply.tool_calls if body.get("tools") else []
+    prompt = _estimate_prompt_tokens(body.get("messages") or [])
+    completion = _words(reply.text)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model") or "offline-scripted",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls" if calls else "stop",
+                "message": {
+                    "role": "assistant",
+                    "content": reply.text or None,
+                    "tool_calls": [
+                        {
+                            "id": c.id or f"call_{uuid.uuid4().hex[:20]}",
+                            "type": "function",
+                            "function": {
+                                "name": c.name,
+                                "arguments": c.arguments
+                                if isinstance(c.arguments, str)
+                                else json.dumps(c.arguments),
+                            },
+                        }
+                        for c in calls
+                    ]
+                    or None,
+                },
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="agentrun's offline OpenAI-compatible model")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument("--tokens-per-second", type=float, default=None)
+    args = parser.parse_args(argv)
+    server = OfflineModelServer(args.host, args.port, tokens_per_second=args.tokens_per_second)
+    server.start()
+    print(f"offline model listening on {server.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

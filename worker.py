@@ -1,0 +1,139 @@
+"""The agentrun worker: wiring only. A client with the pydantic data converter, and a worker
+with every workflow and activity. SIGTERM or SIGINT shut it down gracefully: it stops polling
+and gives running activities a grace period to finish."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.model import ModelActivities
+from activities.runs import RunActivities
+from activities.tool_exec import ToolActivities
+from activities.tools import ToolRegistry, default_registry
+from agentrun.db.migrate import upgrade
+from agentrun.db.repository import Repository
+from agentrun.settings import Settings, SettingsError, load_settings
+from workflows import ALL_WORKFLOWS
+
+log = logging.getLogger("agentrun.worker")
+
+
+@dataclass
+class WorkerParts:
+    worker: Worker
+    repo: Repository
+
+
+async def connect_client(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    repo: Repository,
+    *,
+    registry: ToolRegistry | None = None,
+    task_queue: str | None = None,
+    graceful_shutdown: timedelta = timedelta(seconds=30),
+) -> Worker:
+    registry = registry or default_registry()
+    workspace = Path(settings.data_dir) / "workspace"
+    runs = RunActivities(repo, settings, registry)
+    model = ModelActivities(repo, settings, registry)
+    tools = ToolActivities(repo, registry, workspace)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=[runs.prepare_run, runs.set_status, model.model_turn, tools.execute_tool],
+        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        graceful_shutdown_timeout=graceful_shutdown,
+    )
+
+
+async def run_worker(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    migrate: bool = True,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run a worker until `stop` is set, then shut it down gracefully."""
+    if migrate:
+        await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    client = await connect_client(settings)
+    repo = Repository.connect(settings.sqlalchemy_url)
+    worker = build_worker(client, settings, repo)
+    try:
+        async with worker:
+            log.info("worker polling task queue %r", settings.task_queue)
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            log.info("shutting down: finishing in-flight tasks")
+    finally:
+        await repo.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="agentrun-worker",
+        description="Run an agentrun worker (settings from the environment).",
+    )
+    parser.add_argument("--task-queue", help="override AGENTRUN_TASK_QUEUE")
+    parser.add_argument("--max-concurrent-activities", type=int)
+    parser.add_argument("--max-concurrent-workflow-tasks", type=int)
+    parser.add_argument("--no-migrate", action="store_true", help="skip the database migrations")
+    args = parser.parse_args(argv)
+    overrides = {
+        k: v
+        for k, v in {
+            "task_queue": args.task_queue,
+            "max_concurrent_activities": args.max_concurrent_activities,
+            "max_concurrent_workflow_tasks": args.max_concurrent_workflow_tasks,
+        }.items()
+        if v is not None
+    }
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        sys.exit(f"agentrun-worker: {exc}")
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop, migrate=not args.no_migrate)
+
+    try:
+        asyncio.run(_main())
+    except (OSError, RuntimeError) as exc:
+        sys.exit(f"agentrun-worker: {exc}")
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+
+
+if __name__ == "__main__":
+    main()

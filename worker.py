@@ -24,6 +24,7 @@ from activities.tool_exec import ToolActivities
 from activities.tools import ToolRegistry, default_registry
 from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
+from agentrun.offline_model import OfflineModelServer
 from agentrun.settings import Settings, SettingsError, load_settings
 from workflows import ALL_WORKFLOWS
 
@@ -79,6 +80,15 @@ async def run_worker(
     """Run a worker until `stop` is set, then shut it down gracefully."""
     if migrate:
         await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    offline: OfflineModelServer | None = None
+    if settings.uses_offline_model:
+        # No model endpoint configured: this worker carries agentrun's offline model.
+        offline = OfflineModelServer().start()
+        settings = settings.model_copy(update={"openai_base_url": offline.base_url})
+        log.warning(
+            "no OPENAI_BASE_URL set: using agentrun's offline scripted model at %s",
+            offline.base_url,
+        )
     client = await connect_client(settings)
     repo = Repository.connect(settings.sqlalchemy_url)
     worker = build_worker(client, settings, repo)
@@ -91,6 +101,8 @@ async def run_worker(
             log.info("shutting down: finishing in-flight tasks")
     finally:
         await repo.close()
+        if offline is not None:
+            offline.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -120,11 +120,17 @@ def default_agent(body: dict[str, Any]) -> Reply:
     offered = {t["function"]["name"] for t in body.get("tools") or [] if "function" in t}
     last = messages[-1] if messages else {}
     if last.get("role") == "tool":
+        names = {
+            c.get("id"): c.get("function", {}).get("name")
+            for m in messages
+            for c in m.get("tool_calls") or []
+        }
         results = []
         for m in reversed(messages):
             if m.get("role") != "tool":
                 break
-            results.append(f"- {m.get('name') or 'tool'}: {str(m.get('content'))[:300]}")
+            name = names.get(m.get("tool_call_id")) or "tool"
+            results.append(f"- {name}: {str(m.get('content'))[:300]}")
         results.reverse()
         return Reply(text="Here is what the tools returned:\n" + "\n".join(results) + "\nDone.")
     prompt = _last_user_text(messages)

@@ -1,0 +1,1 @@
+"""Client-side scripts and the `agentrun` CLI."""

@@ -1,0 +1,78 @@
+"""The Python API that scripts and backends use: start a run, follow its events, get its result."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+
+from agentrun.contracts import AgentConfig, RunResult, StartRunInput
+from agentrun.db.models import RunEvent
+from agentrun.db.repository import Repository, SessionBusyError
+from workflows.agent import SA_RUN_STATUS, SA_SESSION_ID, SA_WAITING_APPROVAL, AgentRunWorkflow
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+async def start_run(
+    client: Client,
+    task_queue: str,
+    prompt: str,
+    *,
+    session_id: str | None = None,
+    run_id: str | None = None,
+    config: AgentConfig | None = None,
+    repo: Repository | None = None,
+) -> WorkflowHandle[AgentRunWorkflow, RunResult]:
+    """Start a run (the workflow id is the run id). Starting the same run id again returns the
+    run already there. With a repository, a busy session is refused here, before anything
+    starts; the workflow refuses it in any case."""
+    inp = StartRunInput(
+        run_id=run_id or new_id("run"),
+        session_id=session_id or new_id("session"),
+        prompt=prompt,
+        config=config or AgentConfig(),
+    )
+    if repo is not None:
+        await _check_session(repo, inp.session_id, inp.run_id)
+    return await client.start_workflow(
+        AgentRunWorkflow.run,
+        inp,
+        id=inp.run_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(SA_SESSION_ID, inp.session_id),
+                SearchAttributePair(SA_RUN_STATUS, "QUEUED"),
+                SearchAttributePair(SA_WAITING_APPROVAL, False),
+            ]
+        ),
+        static_summary=f"agent run: {inp.prompt[:120]}",
+    )
+
+
+async def _check_session(repo: Repository, session_id: str, run_id: str) -> None:
+    from agentrun.db.models import RunStatus, Session
+
+    async with repo.session() as db:
+        session = await db.get(Session, session_id)
+    if session is None or not session.active_run_id or session.active_run_id == run_id:
+        return
+    holder = await repo.find_run(session.active_run_id)
+    if holder is not None and not RunStatus(holder.status).terminal:
+        raise SessionBusyError(session_id, holder.id)
+
+
+async def follow(repo: Repository, run_id: str, after_seq: int = 0) -> AsyncIterator[RunEvent]:
+    """Every event of the run after `after_seq`, live, until the run ends."""
+    async for event in repo.follow_events(run_id, after_seq):
+        yield event

@@ -17,6 +17,15 @@ from agentrun.db.models import ToolCallStatus
 from agentrun.db.repository import Repository
 
 RESULT_CAP = 64_000
+# Heartbeats tell Temporal the worker is alive (a lost worker's tool is retried within the
+# heartbeat timeout, not after start-to-close) and carry cancellation to the tool.
+HEARTBEAT_EVERY_S = 1.0
+
+
+async def _heartbeat_every(seconds: float) -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(seconds)
 
 
 def _format_validation(exc: ValidationError) -> str:
@@ -78,6 +87,7 @@ class ToolActivities:
         workspace.mkdir(parents=True, exist_ok=True)
         attempt = activity.info().attempt
         ctx = ToolContext(inp.run_id, call.id, workspace, attempt)
+        heartbeat = asyncio.create_task(_heartbeat_every(HEARTBEAT_EVERY_S))
         try:
             value = await asyncio.wait_for(tool.call(args, ctx), tool.timeout_s)
         except RetryableToolError as exc:
@@ -90,6 +100,8 @@ class ToolActivities:
             return f"error: {tool.name} timed out after {tool.timeout_s:g}s", True
         except Exception as exc:
             return f"error: {tool.name} raised {type(exc).__name__}: {exc}", True
+        finally:
+            heartbeat.cancel()
         text = _as_text(value)
         if len(text) > RESULT_CAP:
             text = text[:RESULT_CAP] + f"\n[result truncated at {RESULT_CAP} characters]"

@@ -10,11 +10,13 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import ctypes
 import inspect
 import math
 import operator
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -187,6 +189,7 @@ async def bash(args: BashArgs, ctx: ToolContext) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
         env={**os.environ, "AGENTRUN_TOOL_CALL_ID": ctx.tool_call_id},
     )
     try:
@@ -203,6 +206,13 @@ async def bash(args: BashArgs, ctx: ToolContext) -> str:
     if len(text) > BASH_OUTPUT_CAP:
         text = text[:BASH_OUTPUT_CAP] + f"\n[output truncated at {BASH_OUTPUT_CAP} characters]"
     return f"exit code {proc.returncode}\n{text}"
+
+
+def _die_with_parent() -> None:
+    # A worker killed with SIGKILL cannot clean up; on Linux the kernel ends the command too.
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _kill_group(pid: int) -> None:
@@ -322,7 +332,7 @@ def builtin_tools() -> list[Tool]:
             bash,
             approval="needs_approval",
             timeout_s=660,
-            max_attempts=1,
+            max_attempts=3,
         ),
         Tool(
             "current_time",

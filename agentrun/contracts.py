@@ -48,6 +48,7 @@ class AgentConfig(Strict):
     model_timeout_s: float = Field(default=300, gt=0, le=3600)
     model_heartbeat_timeout_s: float = Field(default=30, gt=0, le=600)
     model_max_attempts: int = Field(default=6, ge=1, le=100)
+    tool_heartbeat_timeout_s: float = Field(default=10, ge=2, le=600)
 
 
 class StartRunInput(Strict):

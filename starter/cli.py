@@ -69,7 +69,9 @@ async def _dev(args: argparse.Namespace) -> int:
             console.print("Press Ctrl-C to stop.")
             await stop.wait()
         else:
-            console.print(f"  Worker     polling task queue {settings.task_queue!r}; Ctrl-C stops all")
+            console.print(
+                f"  Worker     polling task queue {settings.task_queue!r}; Ctrl-C stops all"
+            )
             await run_worker(settings, stop, migrate=False)
     finally:
         with console.status("stopping..."):

@@ -46,7 +46,9 @@ async def follow_and_print(repo: Repository, run_id: str, as_json: bool) -> str:
             console.print()
             text_open = False
         if event.type == "stream.reset":
-            console.print(f"[yellow]↺ model attempt {data['attempt']} (retrying turn {data['turn']})[/]")
+            console.print(
+                f"[yellow]↺ model attempt {data['attempt']} (retrying turn {data['turn']})[/]"
+            )
         elif event.type == "tool.call":
             console.print(f"[cyan]→ {data['name']}[/] {data['arguments']}", markup=True)
         elif event.type == "tool.result":
@@ -241,7 +243,5 @@ def register(sub: Any) -> None:
         "demo", help="bring up the embedded stack and run an example agent task end to end"
     )
     demo.add_argument("--prompt", default=DEMO_PROMPT)
-    demo.add_argument(
-        "--keep-running", action="store_true", help="keep the stack up after the run"
-    )
+    demo.add_argument("--keep-running", action="store_true", help="keep the stack up after the run")
     demo.set_defaults(handler=_demo, is_async=True)

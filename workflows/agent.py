@@ -144,7 +144,9 @@ class AgentRunWorkflow:
             ),
             result_type=ModelTurnResult,
             start_to_close_timeout=timedelta(seconds=config.model_timeout_s + 30),
-            heartbeat_timeout=timedelta(seconds=config.model_heartbeat_timeout_s + 5),
+            # A little over the client's read timeout, so a stall is caught and recorded by the
+            # activity itself; a lost worker is noticed within this.
+            heartbeat_timeout=timedelta(seconds=config.model_heartbeat_timeout_s + 2),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=1),
                 backoff_coefficient=2.0,
@@ -192,6 +194,7 @@ class AgentRunWorkflow:
                 arg,
                 result_type=ToolResult,
                 start_to_close_timeout=timedelta(seconds=(info.timeout_s if info else 60) + 30),
+                heartbeat_timeout=timedelta(seconds=inp.config.tool_heartbeat_timeout_s),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1),
                     maximum_interval=timedelta(seconds=30),

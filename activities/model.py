@@ -209,9 +209,11 @@ class ModelActivities:
             kwargs["max_tokens"] = inp.config.max_output_tokens
         stall = inp.config.model_heartbeat_timeout_s
         try:
-            stream = await self.client().chat.completions.create(
+            # The SDK's overloads cannot see through **kwargs; the call is the documented one.
+            create: Any = self.client().chat.completions.create
+            stream = await create(
                 model=inp.model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
                 stream=True,
                 stream_options={"include_usage": True},
                 # A read that waits longer than the heartbeat timeout is a stall: end it here

@@ -21,12 +21,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from agentrun.contracts import AgentConfig, StartRunInput
-from agentrun.offline_model import OfflineModelServer
-from agentrun.settings import Settings, load_settings
-from worker import build_worker
-
 from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
+from agentrun.offline_model import OfflineModelServer
+from agentrun.settings import Settings, load_settings
 from agentrun.stack import (
     SEARCH_ATTRIBUTES,
     EmbeddedPostgres,
@@ -34,6 +32,7 @@ from agentrun.stack import (
     free_port,
     temporal_cli_path,
 )
+from worker import build_worker
 
 
 @pytest.fixture(scope="session")

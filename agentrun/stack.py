@@ -34,6 +34,19 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "AgentWaitingApproval": "Bool",
 }
 
+
+def search_attribute_keys() -> list[Any]:
+    """The typed keys of SEARCH_ATTRIBUTES, for WorkflowEnvironment.start_local and friends."""
+    from temporalio.common import SearchAttributeKey
+
+    return [
+        SearchAttributeKey.for_bool(name)
+        if kind == "Bool"
+        else SearchAttributeKey.for_keyword(name)
+        for name, kind in SEARCH_ATTRIBUTES.items()
+    ]
+
+
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 

@@ -24,7 +24,13 @@ from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
 from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import load_settings
-from agentrun.stack import EmbeddedPostgres, ensure_database, free_port, temporal_cli_path
+from agentrun.stack import (
+    EmbeddedPostgres,
+    ensure_database,
+    free_port,
+    search_attribute_keys,
+    temporal_cli_path,
+)
 from worker import build_worker
 from workflows.agent import AgentRunWorkflow
 
@@ -38,7 +44,10 @@ async def main() -> None:
     sa_url = url.replace("postgresql://", "postgresql+psycopg://")
     upgrade(sa_url)
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli_path(), data_converter=pydantic_data_converter
+        dev_server_existing_path=temporal_cli_path(),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+        search_attributes=search_attribute_keys(),
     )
     model = OfflineModelServer().start()
     settings = load_settings(

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -26,10 +25,10 @@ from agentrun.db.repository import Repository
 from agentrun.offline_model import OfflineModelServer
 from agentrun.settings import Settings, load_settings
 from agentrun.stack import (
-    SEARCH_ATTRIBUTES,
     EmbeddedPostgres,
     ensure_database,
     free_port,
+    search_attribute_keys,
     temporal_cli_path,
 )
 from worker import build_worker
@@ -84,23 +83,12 @@ async def repo(database_url: str) -> AsyncIterator[Repository]:
         await repository.close()
 
 
-def _search_attribute_keys() -> list[SearchAttributeKey]:  # type: ignore[type-arg]
-    keys: list[SearchAttributeKey] = []  # type: ignore[type-arg]
-    for name, kind in SEARCH_ATTRIBUTES.items():
-        keys.append(
-            SearchAttributeKey.for_bool(name)
-            if kind == "Bool"
-            else SearchAttributeKey.for_keyword(name)
-        )
-    return keys
-
-
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(),
         data_converter=pydantic_data_converter,
-        search_attributes=_search_attribute_keys(),
+        search_attributes=search_attribute_keys(),
         dev_server_log_level="error",
     )
     try:

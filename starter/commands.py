@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -218,8 +219,10 @@ async def _demo(args: argparse.Namespace) -> int:
             as_json=False,
         )
         console.print(f"[bold]Web UI:[/] {web_ui_link(settings, run_id)}")
-        if args.keep_running and (stack.temporal or stack.postgres):
-            console.print("The stack keeps running; Ctrl-C stops it.")
+        # At a terminal, keep the stack up so the Web UI link opens the run; in a script, stop.
+        keep = args.keep_running or (sys.stdin.isatty() and not args.exit)
+        if keep and (stack.temporal or stack.postgres):
+            console.print("The stack keeps running so you can open the link; Ctrl-C stops it.")
             await asyncio.Event().wait()
         return 0 if status == RunStatus.DONE else 1
     finally:

@@ -154,25 +154,97 @@ class Repository:
         another run that has not ended raises SessionBusyError and writes nothing.
         """
         async with self.session() as db, db.begin():
-            await self._insert_once(db, Session, {"id": session_id, "metadata_": {}}, Session.id)
-            existing = await db.get(Run, run_id)
-            if existing is not None:
-                return existing
-            if claim_session:
-                await self._claim_session(db, session_id, run_id)
-            row, _ = await self._insert_once(
-                db,
-                Run,
-                {
-                    "id": run_id,
-                    "session_id": session_id,
-                    "model": model,
-                    "config": config or {},
-                    "status": RunStatus.QUEUED.value,
-                },
-                Run.id,
+            run, _ = await self._create_run(
+                db, run_id, session_id, model, config or {}, claim_session=claim_session
             )
-            return row
+            return run
+
+    async def _create_run(
+        self,
+        db: AsyncSession,
+        run_id: str,
+        session_id: str,
+        model: str,
+        config: dict[str, Any],
+        *,
+        claim_session: bool,
+    ) -> tuple[Run, bool]:
+        """Insert the run (and its session) unless it exists; returns (run, created)."""
+        await self._insert_once(db, Session, {"id": session_id, "metadata_": {}}, Session.id)
+        existing = await db.get(Run, run_id)
+        if existing is not None:
+            if existing.session_id != session_id:
+                raise ValueError(
+                    f"run {run_id!r} already exists in session {existing.session_id!r}"
+                )
+            return existing, False
+        if claim_session:
+            await self._claim_session(db, session_id, run_id)
+        return await self._insert_once(
+            db,
+            Run,
+            {
+                "id": run_id,
+                "session_id": session_id,
+                "model": model,
+                "config": config,
+                "status": RunStatus.QUEUED.value,
+            },
+            Run.id,
+        )
+
+    @staticmethod
+    async def _lock_run(db: AsyncSession, run_id: str) -> Run:
+        run = (
+            await db.execute(select(Run).where(Run.id == run_id).with_for_update())
+        ).scalar_one_or_none()
+        if run is None:
+            raise NotFoundError(f"no run with id {run_id!r}")
+        return run
+
+    @staticmethod
+    async def _lock_tool_call(db: AsyncSession, run_id: str, tool_call_id: str) -> ToolCall:
+        call = (
+            await db.execute(
+                select(ToolCall)
+                .where(ToolCall.run_id == run_id, ToolCall.tool_call_id == tool_call_id)
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
+        if call is None:
+            raise NotFoundError(f"run {run_id!r} has no tool call {tool_call_id!r}")
+        return call
+
+    async def _insert_llm_call(
+        self,
+        db: AsyncSession,
+        run_id: str,
+        turn: int,
+        attempt: int,
+        model: str,
+        status: str,
+        values: dict[str, Any],
+    ) -> tuple[LlmCall, bool]:
+        """One llm_calls row per (run, turn, attempt); a new row counts on the run."""
+        row, inserted = await self._insert_once(
+            db,
+            LlmCall,
+            {
+                "idempotency_key": idempotency_key(run_id, turn, attempt),
+                "run_id": run_id,
+                "turn": turn,
+                "attempt": attempt,
+                "model": model,
+                "status": status,
+                **values,
+            },
+            LlmCall.idempotency_key,
+        )
+        if inserted:
+            await db.execute(
+                update(Run).where(Run.id == run_id).values(llm_call_count=Run.llm_call_count + 1)
+            )
+        return row, inserted
 
     async def _claim_session(self, db: AsyncSession, session_id: str, run_id: str) -> None:
         session = (
@@ -212,11 +284,7 @@ class Repository:
         the same transaction.
         """
         async with self.session() as db, db.begin():
-            run = (
-                await db.execute(select(Run).where(Run.id == run_id).with_for_update())
-            ).scalar_one_or_none()
-            if run is None:
-                raise NotFoundError(f"no run with id {run_id!r}")
+            run = await self._lock_run(db, run_id)
             current = RunStatus(run.status)
             if current == status or current.terminal or status.rank < current.rank:
                 return run, False
@@ -246,11 +314,7 @@ class Repository:
         """Append events with gapless seqs; an event whose key is already there is returned
         as it was recorded and not appended again."""
         async with self.session() as db, db.begin():
-            run = (
-                await db.execute(select(Run).where(Run.id == run_id).with_for_update())
-            ).scalar_one_or_none()
-            if run is None:
-                raise NotFoundError(f"no run with id {run_id!r}")
+            run = await self._lock_run(db, run_id)
             return await self._append_locked(db, run, events)
 
     async def append_event(
@@ -486,15 +550,7 @@ class Repository:
     ) -> tuple[ToolCall, bool]:
         """Move a tool call forward; a finished call is never changed again."""
         async with self.session() as db, db.begin():
-            row = (
-                await db.execute(
-                    select(ToolCall)
-                    .where(ToolCall.run_id == run_id, ToolCall.tool_call_id == tool_call_id)
-                    .with_for_update()
-                )
-            ).scalar_one_or_none()
-            if row is None:
-                raise NotFoundError(f"run {run_id!r} has no tool call {tool_call_id!r}")
+            row = await self._lock_tool_call(db, run_id, tool_call_id)
             current = ToolCallStatus(row.status)
             if current.terminal or status.rank < current.rank:
                 return row, False
@@ -506,15 +562,7 @@ class Repository:
     async def start_tool_attempt(self, run_id: str, tool_call_id: str) -> ToolCall:
         """Count an execution attempt; returns the row (check .status for a recorded result)."""
         async with self.session() as db, db.begin():
-            row = (
-                await db.execute(
-                    select(ToolCall)
-                    .where(ToolCall.run_id == run_id, ToolCall.tool_call_id == tool_call_id)
-                    .with_for_update()
-                )
-            ).scalar_one_or_none()
-            if row is None:
-                raise NotFoundError(f"run {run_id!r} has no tool call {tool_call_id!r}")
+            row = await self._lock_tool_call(db, run_id, tool_call_id)
             if not ToolCallStatus(row.status).terminal:
                 row.status = ToolCallStatus.RUNNING.value
                 row.attempts += 1
@@ -534,18 +582,8 @@ class Repository:
         """Record a tool's result on its row, as a tool message, and as a tool.result event,
         all in one transaction; a repeat returns what was recorded first."""
         async with self.session() as db, db.begin():
-            run = (
-                await db.execute(select(Run).where(Run.id == run_id).with_for_update())
-            ).scalar_one()
-            call = (
-                await db.execute(
-                    select(ToolCall)
-                    .where(ToolCall.run_id == run_id, ToolCall.tool_call_id == tool_call_id)
-                    .with_for_update()
-                )
-            ).scalar_one_or_none()
-            if call is None:
-                raise NotFoundError(f"run {run_id!r} has no tool call {tool_call_id!r}")
+            run = await self._lock_run(db, run_id)
+            call = await self._lock_tool_call(db, run_id, tool_call_id)
             message, inserted = await self._insert_once(
                 db,
                 Message,
@@ -598,26 +636,7 @@ class Repository:
         **values: Any,
     ) -> LlmCall:
         async with self.session() as db, db.begin():
-            row, inserted = await self._insert_once(
-                db,
-                LlmCall,
-                {
-                    "idempotency_key": idempotency_key(run_id, turn, attempt),
-                    "run_id": run_id,
-                    "turn": turn,
-                    "attempt": attempt,
-                    "model": model,
-                    "status": status,
-                    **values,
-                },
-                LlmCall.idempotency_key,
-            )
-            if inserted:
-                await db.execute(
-                    update(Run)
-                    .where(Run.id == run_id)
-                    .values(llm_call_count=Run.llm_call_count + 1)
-                )
+            row, _ = await self._insert_llm_call(db, run_id, turn, attempt, model, status, values)
             return row
 
     async def run_llm_calls(self, run_id: str) -> list[LlmCall]:
@@ -649,27 +668,11 @@ class Repository:
         """Create the run (claiming its session), its user message and the QUEUED event in one
         transaction. A repeat returns the run as it is and writes nothing."""
         async with self.session() as db, db.begin():
-            await self._insert_once(db, Session, {"id": session_id, "metadata_": {}}, Session.id)
-            existing = await db.get(Run, run_id)
-            if existing is not None:
-                if existing.session_id != session_id:
-                    raise ValueError(
-                        f"run {run_id!r} already exists in session {existing.session_id!r}"
-                    )
-                return existing
-            await self._claim_session(db, session_id, run_id)
-            run, _ = await self._insert_once(
-                db,
-                Run,
-                {
-                    "id": run_id,
-                    "session_id": session_id,
-                    "model": model,
-                    "config": config,
-                    "status": RunStatus.QUEUED.value,
-                },
-                Run.id,
+            run, created = await self._create_run(
+                db, run_id, session_id, model, config, claim_session=True
             )
+            if not created:
+                return run
             await self._insert_once(
                 db,
                 Message,
@@ -738,27 +741,18 @@ class Repository:
             )
             missing = [a for a in range(1, attempt) if a not in have]
             for a in missing:
-                _, inserted = await self._insert_once(
+                await self._insert_llm_call(
                     db,
-                    LlmCall,
+                    run_id,
+                    turn,
+                    a,
+                    model,
+                    "lost",
                     {
-                        "idempotency_key": idempotency_key(run_id, turn, a),
-                        "run_id": run_id,
-                        "turn": turn,
-                        "attempt": a,
-                        "model": model,
-                        "status": "lost",
                         "error": "the attempt ended without a record: its worker was lost or "
-                        "it timed out (heartbeat or start-to-close)",
+                        "it timed out (heartbeat or start-to-close)"
                     },
-                    LlmCall.idempotency_key,
                 )
-                if inserted:
-                    await db.execute(
-                        update(Run)
-                        .where(Run.id == run_id)
-                        .values(llm_call_count=Run.llm_call_count + 1)
-                    )
             return len(missing)
 
     async def record_model_turn(
@@ -782,9 +776,7 @@ class Repository:
         made from the turn and index, in the message and the tool_calls row alike.
         """
         async with self.session() as db, db.begin():
-            run = (
-                await db.execute(select(Run).where(Run.id == run_id).with_for_update())
-            ).scalar_one()
+            run = await self._lock_run(db, run_id)
             key = idempotency_key(run_id, turn, "assistant")
             existing = (
                 await db.execute(select(Message).where(Message.idempotency_key == key))
@@ -827,19 +819,8 @@ class Repository:
                 },
                 Message.idempotency_key,
             )
-            llm_call, _ = await self._insert_once(
-                db,
-                LlmCall,
-                {
-                    "idempotency_key": idempotency_key(run_id, turn, attempt),
-                    "run_id": run_id,
-                    "turn": turn,
-                    "attempt": attempt,
-                    "model": model,
-                    "status": "ok",
-                    **call_values,
-                },
-                LlmCall.idempotency_key,
+            llm_call, _ = await self._insert_llm_call(
+                db, run_id, turn, attempt, model, "ok", call_values
             )
             for c in calls:
                 arguments = c["function"]["arguments"]
@@ -860,7 +841,6 @@ class Repository:
                 )
             run.prompt_tokens += prompt_tokens
             run.completion_tokens += completion_tokens
-            run.llm_call_count += 1
             run.tool_call_count += len(calls)
             run.turns = max(run.turns, turn)
             run.updated_at = _utcnow()

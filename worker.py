@@ -64,10 +64,21 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=ALL_WORKFLOWS,
-        activities=[runs.prepare_run, runs.set_status, model.model_turn, tools.execute_tool],
+        activities=[
+            runs.prepare_run,
+            runs.set_status,
+            runs.request_waits,
+            runs.record_decision,
+            runs.append_event,
+            model.model_turn,
+            tools.execute_tool,
+        ],
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=graceful_shutdown,
+        # Heartbeats carry cancellation to a running activity; sending them at least every
+        # second makes a cancel stop a stream or a tool within about a second.
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
     )
 
 

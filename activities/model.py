@@ -176,8 +176,28 @@ class ModelActivities:
             inp.run_id,
             inp.config.context_token_budget,
         )
-        tools = [t.openai_schema() for t in self.registry.select(inp.tools)]
+        tools = self._tool_schemas(inp)
         return await self._stream_turn(inp, attempt, messages, tools)
+
+    def _tool_schemas(self, inp: ModelTurnInput) -> list[dict[str, Any]]:
+        client = {c.name: c for c in inp.config.client_tools}
+        schemas = []
+        for name in inp.tools:
+            if name in client:
+                c = client[name]
+                schemas.append(
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": c.name,
+                            "description": c.description,
+                            "parameters": c.parameters,
+                        },
+                    }
+                )
+            else:
+                schemas.extend(t.openai_schema() for t in self.registry.select([name]))
+        return schemas
 
     async def _stream_turn(
         self,

@@ -7,10 +7,17 @@ from temporalio.exceptions import ApplicationError
 
 from activities.tools import ToolRegistry
 from agentrun.contracts import (
+    AgentConfig,
+    AppendEventInput,
     PrepareRunInput,
+    RecordDecisionInput,
+    RecordedDecision,
+    RequestWaitInput,
     RunResult,
     SetStatusInput,
     StartRunSetup,
+    ToolApproval,
+    ToolInfo,
     Usage,
     preview,
 )
@@ -25,10 +32,45 @@ class RunActivities:
         self.settings = settings
         self.registry = registry
 
+    def resolve_tools(self, config: AgentConfig) -> list[ToolInfo]:
+        """The run's tools with their approval policy resolved: the preset, then overrides."""
+        tools = self.registry.select(config.tools)
+        names = {t.name for t in tools}
+        known = names | {c.name for c in config.client_tools}
+        clash = [c.name for c in config.client_tools if c.name in names]
+        if clash:
+            raise ValueError(f"client tool(s) {', '.join(clash)} clash with built-in tool names")
+        unknown = sorted((set(config.approval_overrides) | set(config.approval_allow)) - known)
+        if unknown:
+            raise ValueError(f"approval settings name unknown tool(s): {', '.join(unknown)}")
+        infos = []
+        for tool in tools:
+            approval: ToolApproval = {
+                "tool_default": tool.approval,
+                "require_all": "needs_approval",
+                "allow_safe": "auto" if tool.read_only else "needs_approval",
+                "allow_listed": "auto" if tool.name in config.approval_allow else "needs_approval",
+                "skip_all": "auto",
+            }[config.approval]  # type: ignore[assignment]
+            info = tool.info()
+            info.approval = config.approval_overrides.get(tool.name, approval)
+            info.parameters = tool.openai_schema()["function"]["parameters"]
+            infos.append(info)
+        for client in config.client_tools:
+            infos.append(
+                ToolInfo(
+                    name=client.name,
+                    kind="client",
+                    approval=config.approval_overrides.get(client.name, "auto"),
+                    parameters=client.parameters,
+                )
+            )
+        return infos
+
     @activity.defn(name="agentrun.prepare_run")
     async def prepare_run(self, inp: PrepareRunInput) -> StartRunSetup:
         try:
-            tools = self.registry.select(inp.config.tools)
+            tools = self.resolve_tools(inp.config)
         except ValueError as exc:
             raise ApplicationError(str(exc), type="InvalidConfig", non_retryable=True) from exc
         model = inp.config.model or self.settings.model
@@ -44,7 +86,37 @@ class RunActivities:
             raise ApplicationError(str(exc), type="SessionBusy", non_retryable=True) from exc
         except ValueError as exc:
             raise ApplicationError(str(exc), type="InvalidInput", non_retryable=True) from exc
-        return StartRunSetup(run_id=run.id, model=run.model, tools=[t.info() for t in tools])
+        return StartRunSetup(run_id=run.id, model=run.model, tools=tools)
+
+    @activity.defn(name="agentrun.request_waits")
+    async def request_waits(self, inp: RequestWaitInput) -> bool:
+        _, changed = await self.repo.request_waits(inp.run_id, [c.model_dump() for c in inp.calls])
+        return changed
+
+    @activity.defn(name="agentrun.record_decision")
+    async def record_decision(self, inp: RecordDecisionInput) -> RecordedDecision:
+        d = inp.decision
+        row = await self.repo.record_decision(
+            inp.run_id,
+            tool_call_id=d.tool_call_id,
+            decision=d.decision,
+            decided_by=d.decided_by,
+            reason=d.reason,
+            arguments=d.arguments,
+        )
+        return RecordedDecision(
+            tool_call_id=row.tool_call_id,
+            name=row.name,
+            decision=row.decision,  # type: ignore[arg-type]
+            arguments=row.decided_arguments or row.arguments,
+            decided_by=row.decided_by or "",
+            reason=row.decision_reason,
+        )
+
+    @activity.defn(name="agentrun.append_event")
+    async def append_event(self, inp: AppendEventInput) -> int:
+        event = await self.repo.append_event(inp.run_id, inp.type, inp.data, key=inp.key)
+        return event.seq
 
     @activity.defn(name="agentrun.set_status")
     async def set_status(self, inp: SetStatusInput) -> RunResult:

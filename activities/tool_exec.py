@@ -51,7 +51,10 @@ class ToolActivities:
     @activity.defn(name="agentrun.execute_tool")
     async def execute_tool(self, inp: ExecuteToolInput) -> ToolResult:
         call = inp.call
-        row = await self.repo.start_tool_attempt(inp.run_id, call.id)
+        if inp.skip_reason is not None or inp.given_result is not None:
+            row = await self.repo.get_tool_call(inp.run_id, call.id)
+        else:
+            row = await self.repo.start_tool_attempt(inp.run_id, call.id)
         if ToolCallStatus(row.status).terminal:
             text, _ = preview(row.result or "")
             return ToolResult(
@@ -63,6 +66,8 @@ class ToolActivities:
             )
         if inp.skip_reason is not None:
             return await self._record(inp, inp.skip_reason, is_error=True)
+        if inp.given_result is not None:
+            return await self._record(inp, inp.given_result, is_error=inp.given_is_error)
         result, is_error = await self._run(inp)
         return await self._record(inp, result, is_error)
 

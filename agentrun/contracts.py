@@ -7,7 +7,7 @@ Fields are only ever added, and only as optional, so runs in flight keep decodin
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,10 +20,24 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 ToolApproval = Literal["auto", "needs_approval"]
+ApprovalPreset = Literal["tool_default", "require_all", "allow_safe", "allow_listed", "skip_all"]
+DecisionKind = Literal["approve", "approve_with_edits", "reject"]
+ToolKind = Literal["server", "client"]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ClientTool(Strict):
+    """A tool the caller runs itself: the run waits for its result (update submit_tool_result)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = Field(default="", max_length=4_000)
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON schema of the arguments.",
+    )
 
 
 class AgentConfig(Strict):
@@ -49,6 +63,19 @@ class AgentConfig(Strict):
     model_heartbeat_timeout_s: float = Field(default=30, gt=0, le=600)
     model_max_attempts: int = Field(default=6, ge=1, le=100)
     tool_heartbeat_timeout_s: float = Field(default=10, ge=2, le=600)
+    approval: ApprovalPreset = Field(
+        default="tool_default",
+        description="tool_default: each tool's own policy (bash asks); require_all; allow_safe: "
+        "read-only built-ins run, the rest ask; allow_listed: only approval_allow runs without "
+        "asking; skip_all: nothing asks.",
+    )
+    approval_allow: list[str] = Field(default_factory=list)
+    approval_overrides: dict[str, ToolApproval] = Field(default_factory=dict)
+    approval_timeout_s: float | None = Field(
+        default=None, gt=0, le=365 * 24 * 3600, description="None: wait as long as it takes."
+    )
+    approval_timeout_action: Literal["reject", "fail"] = "reject"
+    client_tools: list[ClientTool] = Field(default_factory=list, max_length=128)
 
 
 class StartRunInput(Strict):
@@ -101,12 +128,15 @@ class RunResult(BaseModel):
 
 
 class ToolInfo(BaseModel):
-    """What the workflow needs to know of a tool to schedule it."""
+    """What the workflow needs to know of a tool to schedule it (approval already resolved
+    from the tool's default, the preset and the overrides)."""
 
     name: str
     approval: ToolApproval = "auto"
     timeout_s: float = 60
     max_attempts: int = 3
+    kind: ToolKind = "server"
+    parameters: dict[str, Any] = Field(default_factory=dict)
 
 
 class StartRunSetup(BaseModel):
@@ -164,6 +194,10 @@ class ExecuteToolInput(BaseModel):
     skip_reason: str | None = Field(
         default=None, description="Record this error result instead of running the tool."
     )
+    given_result: str | None = Field(
+        default=None, description="A client-side tool's result to record as it is."
+    )
+    given_is_error: bool = False
 
 
 class ToolResult(BaseModel):
@@ -177,3 +211,88 @@ class ToolResult(BaseModel):
 def preview(text: str, limit: int = RESULT_TEXT_LIMIT) -> tuple[str, bool]:
     """The text cut to `limit` characters, and whether it was cut."""
     return (text, False) if len(text) <= limit else (text[:limit], True)
+
+
+class ToolDecision(Strict):
+    """Payload of the update decide_tool_call and the signal tool_decision."""
+
+    tool_call_id: str = Field(min_length=1, max_length=200)
+    decision: DecisionKind
+    arguments: dict[str, Any] | None = Field(
+        default=None, description="The edited arguments, with approve_with_edits."
+    )
+    arguments_sha256: str | None = Field(
+        default=None, description="The hash from tool.approval_requested, to bind the decision."
+    )
+    decided_by: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, max_length=4_000)
+
+
+class RecordedDecision(BaseModel):
+    """A decision as recorded: what decide_tool_call returns."""
+
+    tool_call_id: str
+    name: str
+    decision: DecisionKind
+    arguments: str
+    decided_by: str
+    reason: str | None = None
+
+
+class ToolResultSubmission(Strict):
+    """Payload of the update submit_tool_result (a client-side tool's result)."""
+
+    tool_call_id: str = Field(min_length=1, max_length=200)
+    result: Any = None
+    is_error: bool = False
+
+
+class CancelRequest(Strict):
+    """Payload of the update and the signal cancel."""
+
+    reason: str | None = Field(default=None, max_length=4_000)
+    requested_by: str | None = Field(default=None, max_length=200)
+
+
+class CancelAnswer(BaseModel):
+    status: str
+    message: str
+
+
+class PendingCall(BaseModel):
+    tool_call_id: str
+    name: str
+    kind: Literal["approval", "client_result"]
+    arguments: str
+    arguments_sha256: str
+    turn: int
+
+
+class RequestWaitInput(BaseModel):
+    run_id: str
+    calls: list[PendingCall]
+
+
+class RecordDecisionInput(BaseModel):
+    run_id: str
+    decision: RecordedDecision
+
+
+class AppendEventInput(BaseModel):
+    run_id: str
+    type: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    key: str | None = None
+
+
+class RunStatusView(BaseModel):
+    """What the query status answers."""
+
+    run_id: str
+    status: str
+    phase: str
+    turn: int
+    model: str
+    pending: list[PendingCall] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    cancel_requested: bool = False

@@ -159,7 +159,13 @@ async def test_worker_killed_during_a_tool_is_replaced(
     worker_process.start()
     handle = await temporal_env.client.start_workflow(
         AgentRunWorkflow.run,
-        start_input(run_id, prompt, workspace=str(workspace), tool_heartbeat_timeout_s=2),
+        start_input(
+            run_id,
+            prompt,
+            workspace=str(workspace),
+            tool_heartbeat_timeout_s=2,
+            approval="skip_all",
+        ),
         id=run_id,
         task_queue=settings.task_queue,
     )

@@ -1,32 +1,48 @@
 """The agent run workflow. The workflow id is the run id.
 
 Conversation text lives in Postgres, not in this workflow's history: the workflow holds ids,
-counters and short previews, so history per turn stays the same however long a session grows.
-Activities are named by stable strings; renaming one breaks runs in flight.
+counters, short previews and the calls it waits on, so history per turn stays the same however
+long a session grows. Activities are named by stable strings; renaming one breaks runs in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    import jsonschema
+
     from agentrun.contracts import (
+        AppendEventInput,
+        CancelAnswer,
+        CancelRequest,
         ExecuteToolInput,
         ModelTurnInput,
         ModelTurnResult,
+        PendingCall,
         PrepareRunInput,
+        RecordDecisionInput,
+        RecordedDecision,
+        RequestWaitInput,
         RunResult,
+        RunStatusView,
         SetStatusInput,
         StartRunInput,
         StartRunSetup,
         ToolCallRequest,
+        ToolDecision,
         ToolInfo,
         ToolResult,
+        ToolResultSubmission,
         Usage,
     )
 
@@ -42,6 +58,7 @@ BOOKKEEPING_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
 )
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
+TERMINAL = ("DONE", "FAILED", "CANCELED")
 
 
 def _error_message(err: BaseException) -> str:
@@ -49,9 +66,38 @@ def _error_message(err: BaseException) -> str:
     return getattr(cause, "message", None) or str(cause)
 
 
+def arguments_sha256(arguments: str) -> str:
+    return hashlib.sha256(arguments.encode()).hexdigest()
+
+
+def _describe(call: ToolCallRequest) -> str:
+    """`bash \\`ls -la\\`` for a shell command, `name {args}` for the rest, kept short."""
+    try:
+        args = json.loads(call.arguments or "{}")
+    except ValueError:
+        args = None
+    if call.name == "bash" and isinstance(args, dict) and isinstance(args.get("command"), str):
+        text = f"bash `{args['command']}`"
+    else:
+        text = f"{call.name} {call.arguments}"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@dataclass
+class _Wait:
+    """A tool call that waits for a person's decision or a caller's result."""
+
+    pending: PendingCall
+    info: ToolInfo | None
+    decision: ToolDecision | None = None
+    result: ToolResultSubmission | None = None
+    recorded: RecordedDecision | None = None
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class AgentRunWorkflow:
     def __init__(self) -> None:
+        self._run_id = ""
         self._phase = "starting"
         self._status = "QUEUED"
         self._turn = 0
@@ -59,26 +105,41 @@ class AgentRunWorkflow:
         self._usage = Usage()
         self._tools: dict[str, ToolInfo] = {}
         self._model = ""
+        self._waits: dict[str, _Wait] = {}
+        self._settled: dict[str, str] = {}
+        self._early: dict[str, ToolDecision] = {}
+        self._cancel: CancelRequest | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._finished = False
 
     @workflow.run
     async def run(self, inp: StartRunInput) -> RunResult:
+        self._run_id = inp.run_id
         await self._prepare(inp)
         try:
             await self._set_status(inp, "RUNNING")
-            await self._loop(inp)
-            return await self._set_status(inp, "DONE")
+            self._main = asyncio.create_task(self._loop(inp))
+            if self._cancel is not None:  # cancelled while the run was being opened
+                self._main.cancel()
+            await self._main
+            return await self._finish(inp, "DONE")
         except asyncio.CancelledError:
-            # Temporal's own cancel: in-flight activities were cancelled with this task; record
-            # the end of the run, then let the workflow close as cancelled.
-            await self._set_status(inp, "CANCELED", error="cancelled")
+            if self._cancel is not None:
+                # Cancelled by our own update or signal: the run ends CANCELED, the workflow
+                # completes with that result.
+                return await self._finish(inp, "CANCELED", error=self._cancel_reason())
+            # Temporal's own cancel (Web UI, CLI): record it, then close as cancelled.
+            await self._finish(inp, "CANCELED", error="cancelled through Temporal")
             raise
         except ActivityError as err:
-            if isinstance(err.__cause__, CancelledError):
-                await self._set_status(inp, "CANCELED", error="cancelled")
-                raise
+            if is_cancelled_exception(err) and self._cancel is not None:
+                return await self._finish(inp, "CANCELED", error=self._cancel_reason())
             message = _error_message(err)
-            await self._set_status(inp, "FAILED", error=message)
+            await self._finish(inp, "FAILED", error=message)
             raise ApplicationError(message, type="RunFailed", non_retryable=True) from err
+        except ApplicationError as err:
+            await self._finish(inp, "FAILED", error=err.message)
+            raise
 
     async def _loop(self, inp: StartRunInput) -> None:
         config = inp.config
@@ -120,6 +181,7 @@ class AgentRunWorkflow:
             )
         except ActivityError as err:
             # Nothing was written (a busy session, a bad config): fail with the reason.
+            self._finished = True
             raise ApplicationError(
                 _error_message(err), type="RunRefused", non_retryable=True
             ) from err
@@ -153,6 +215,9 @@ class AgentRunWorkflow:
                 maximum_interval=timedelta(seconds=60),
                 maximum_attempts=config.model_max_attempts,
             ),
+            # A cancel waits for the activity to stop (its heartbeat carries the cancel), so
+            # no stream outlives its run and the partial text is in the event log first.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=f"model turn {turn}",
         )
         self._usage = self._usage.add(result.usage)
@@ -161,23 +226,199 @@ class AgentRunWorkflow:
     async def _run_tools(self, inp: StartRunInput, calls: list[ToolCallRequest]) -> None:
         self._phase = "tools"
         budget = max(0, inp.config.max_tool_calls - self._tool_calls_used)
-        names = ", ".join(c.name for c in calls)
-        workflow.set_current_details(f"turn {self._turn}: running {names}")
-        tasks = []
-        for index, call in enumerate(calls):
-            skip = None
-            if index >= budget:
-                skip = (
-                    f"error: not run: the run's limit of {inp.config.max_tool_calls} tool calls "
-                    "was reached"
-                )
-            tasks.append(self._execute_tool(inp, call, skip))
+        workflow.set_current_details(
+            f"turn {self._turn}: running {', '.join(c.name for c in calls)}"
+        )
+        skips: list[str | None] = [
+            None
+            if index < budget
+            else f"error: not run: the run's limit of {inp.config.max_tool_calls} tool calls "
+            "was reached"
+            for index in range(len(calls))
+        ]
         self._tool_calls_used += min(len(calls), budget)
-        results = await asyncio.gather(*tasks)
+        await self._request_waits(inp, [c for c, s in zip(calls, skips, strict=True) if s is None])
+        results = await asyncio.gather(
+            *(self._handle_call(inp, c, s) for c, s in zip(calls, skips, strict=True))
+        )
         self._usage = self._usage.add(Usage(tool_calls=len(results)))
 
-    async def _execute_tool(
+    def _wait_kind(self, call: ToolCallRequest) -> str | None:
+        info = self._tools.get(call.name)
+        if info is None:
+            return None
+        if info.kind == "client":
+            return "client_result"
+        return "approval" if info.approval == "needs_approval" else None
+
+    async def _request_waits(self, inp: StartRunInput, calls: list[ToolCallRequest]) -> None:
+        pending = []
+        for call in calls:
+            kind = self._wait_kind(call)
+            if kind is None:
+                continue
+            p = PendingCall(
+                tool_call_id=call.id,
+                name=call.name,
+                kind=kind,  # type: ignore[arg-type]
+                arguments=call.arguments,
+                arguments_sha256=arguments_sha256(call.arguments),
+                turn=self._turn,
+            )
+            # Known before the request is written, so a decision sent the moment an app sees
+            # tool.approval_requested always validates.
+            self._waits[call.id] = _Wait(p, self._tools.get(call.name))
+            pending.append(p)
+        if not pending:
+            return
+        for p in pending:
+            early = self._early.pop(p.tool_call_id, None)
+            if early is not None:
+                await self._apply_signal_decision(early)
+        await workflow.execute_activity(
+            "agentrun.request_waits",
+            RequestWaitInput(run_id=inp.run_id, calls=pending),
+            result_type=bool,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+            summary="request approval"
+            if any(p.kind == "approval" for p in pending)
+            else "request client result",
+        )
+        self._show_waits()
+
+    def _show_waits(self) -> None:
+        approvals = [w for w in self._waits.values() if w.pending.kind == "approval"]
+        results = [w for w in self._waits.values() if w.pending.kind == "client_result"]
+        waiting = bool(approvals)
+        if waiting and self._status != "WAITING_APPROVAL":
+            self._status = "WAITING_APPROVAL"
+            workflow.upsert_search_attributes(
+                [SA_RUN_STATUS.value_set(self._status), SA_WAITING_APPROVAL.value_set(True)]
+            )
+        parts = [
+            "waiting for approval: " + _describe(self._as_request(w.pending)) for w in approvals
+        ] + [
+            "waiting for client result: " + _describe(self._as_request(w.pending)) for w in results
+        ]
+        if parts:
+            self._phase = "waiting"
+            workflow.set_current_details("\n".join(parts))
+
+    @staticmethod
+    def _as_request(p: PendingCall) -> ToolCallRequest:
+        return ToolCallRequest(id=p.tool_call_id, name=p.name, arguments=p.arguments)
+
+    async def _handle_call(
         self, inp: StartRunInput, call: ToolCallRequest, skip: str | None
+    ) -> ToolResult:
+        if skip is not None:
+            return await self._execute_tool(inp, call, skip=skip)
+        wait = self._waits.get(call.id)
+        if wait is None:
+            return await self._execute_tool(inp, call)
+        if wait.pending.kind == "client_result":
+            submission = await self._await_wait(inp, wait, lambda: wait.result is not None)
+            self._settle(wait, "result submitted" if submission else "timed out")
+            if wait.result is None:
+                return await self._execute_tool(
+                    inp,
+                    call,
+                    skip=f"error: no result from the client within "
+                    f"{inp.config.approval_timeout_s:g}s",
+                )
+            return await self._execute_tool(
+                inp,
+                call,
+                given=wait.result.result
+                if isinstance(wait.result.result, str)
+                else json.dumps(wait.result.result, ensure_ascii=False),
+                given_is_error=wait.result.is_error,
+            )
+        decided = await self._await_wait(inp, wait, lambda: wait.decision is not None)
+        decision = wait.decision if decided else None
+        if decision is None:
+            decision = ToolDecision(
+                tool_call_id=call.id,
+                decision="reject",
+                decided_by="timeout",
+                reason="approval timed out",
+            )
+        arguments = (
+            json.dumps(decision.arguments, ensure_ascii=False)
+            if decision.decision == "approve_with_edits" and decision.arguments is not None
+            else call.arguments
+        )
+        wait.recorded = await workflow.execute_activity(
+            "agentrun.record_decision",
+            RecordDecisionInput(
+                run_id=inp.run_id,
+                decision=RecordedDecision(
+                    tool_call_id=call.id,
+                    name=call.name,
+                    decision=decision.decision,
+                    arguments=arguments,
+                    decided_by=decision.decided_by or "unknown",
+                    reason=decision.reason,
+                ),
+            ),
+            result_type=RecordedDecision,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+            summary=f"decision {decision.decision} {call.name}",
+        )
+        self._settle(wait, f"{wait.recorded.decision} by {wait.recorded.decided_by}")
+        await self._leave_waiting_if_clear(inp)
+        if wait.recorded.decision == "reject":
+            reason = f": {wait.recorded.reason}" if wait.recorded.reason else ""
+            return await self._execute_tool(
+                inp,
+                call,
+                skip=f"error: the call was rejected by {wait.recorded.decided_by}{reason}",
+            )
+        return await self._execute_tool(
+            inp, call.model_copy(update={"arguments": wait.recorded.arguments})
+        )
+
+    async def _await_wait(self, inp: StartRunInput, wait: _Wait, done: object) -> bool:
+        """Wait (durable timer) for a decision or result; False on timeout with 'reject'."""
+        timeout = inp.config.approval_timeout_s
+        try:
+            await workflow.wait_condition(done, timeout=timeout)  # type: ignore[arg-type]
+            return True
+        except TimeoutError:
+            if inp.config.approval_timeout_action == "fail":
+                what = "approval" if wait.pending.kind == "approval" else "client result"
+                raise ApplicationError(
+                    f"{what} of {wait.pending.name} ({wait.pending.tool_call_id}) timed out "
+                    f"after {timeout:g}s",
+                    type="ApprovalTimeout",
+                    non_retryable=True,
+                ) from None
+            return False
+
+    def _settle(self, wait: _Wait, how: str) -> None:
+        self._waits.pop(wait.pending.tool_call_id, None)
+        self._settled[wait.pending.tool_call_id] = how
+
+    async def _leave_waiting_if_clear(self, inp: StartRunInput) -> None:
+        if self._status != "WAITING_APPROVAL":
+            return
+        if any(w.pending.kind == "approval" for w in self._waits.values()):
+            self._show_waits()
+            return
+        workflow.upsert_search_attributes([SA_WAITING_APPROVAL.value_set(False)])
+        await self._set_status(inp, "RUNNING")
+        self._phase = "tools"
+
+    async def _execute_tool(
+        self,
+        inp: StartRunInput,
+        call: ToolCallRequest,
+        *,
+        skip: str | None = None,
+        given: str | None = None,
+        given_is_error: bool = False,
     ) -> ToolResult:
         info = self._tools.get(call.name)
         arg = ExecuteToolInput(
@@ -187,6 +428,8 @@ class AgentRunWorkflow:
             call=call,
             workspace=inp.config.workspace,
             skip_reason=skip,
+            given_result=given,
+            given_is_error=given_is_error,
         )
         try:
             return await workflow.execute_activity(
@@ -200,10 +443,11 @@ class AgentRunWorkflow:
                     maximum_interval=timedelta(seconds=30),
                     maximum_attempts=info.max_attempts if info else 3,
                 ),
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"tool {call.name}",
             )
         except ActivityError as err:
-            if isinstance(err.__cause__, CancelledError):
+            if is_cancelled_exception(err):
                 raise
             # The tool's own retries are spent: the model gets an error result, the run goes on.
             arg.skip_reason = f"error: {call.name} failed: {_error_message(err)}"
@@ -234,15 +478,177 @@ class AgentRunWorkflow:
             summary=f"status {status}",
         )
 
+    async def _finish(self, inp: StartRunInput, status: str, error: str | None = None) -> RunResult:
+        if self._waits:
+            workflow.upsert_search_attributes([SA_WAITING_APPROVAL.value_set(False)])
+        result = await self._set_status(inp, status, error)
+        self._finished = True
+        # Let update handlers that wait on this run answer before the workflow closes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    def _cancel_reason(self) -> str:
+        req = self._cancel or CancelRequest()
+        by = f" by {req.requested_by}" if req.requested_by else ""
+        return f"cancelled{by}" + (f": {req.reason}" if req.reason else "")
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def _check_decision(self, d: ToolDecision) -> str | None:
+        """Why a decision cannot be taken, or None when it can."""
+        call_id = d.tool_call_id
+        if call_id in self._settled:
+            return f"tool call {call_id!r} was already decided ({self._settled[call_id]})"
+        wait = self._waits.get(call_id)
+        if wait is None:
+            return f"unknown tool call {call_id!r}: no call of run {self._run_id!r} waits for it"
+        if wait.pending.kind != "approval":
+            return (
+                f"tool call {call_id!r} waits for a client-side result (submit_tool_result), "
+                "not a decision"
+            )
+        if wait.decision is not None:
+            return f"tool call {call_id!r} was already decided ({wait.decision.decision})"
+        if d.arguments_sha256 is not None and d.arguments_sha256 != wait.pending.arguments_sha256:
+            return (
+                f"arguments_sha256 does not match the arguments of {call_id!r} "
+                f"(expected {wait.pending.arguments_sha256})"
+            )
+        if d.decision == "approve_with_edits":
+            if d.arguments is None:
+                return "approve_with_edits needs the edited arguments"
+            schema = wait.info.parameters if wait.info else {}
+            errors = sorted(
+                jsonschema.Draft202012Validator(schema).iter_errors(d.arguments),
+                key=lambda e: list(e.path),
+            )
+            if errors:
+                where = lambda e: ".".join(str(p) for p in e.path) or "arguments"  # noqa: E731
+                return f"edited arguments do not fit {wait.pending.name}'s schema: " + "; ".join(
+                    f"{where(e)}: {e.message}" for e in errors[:5]
+                )
+        elif d.arguments is not None:
+            return "arguments are only taken with the decision approve_with_edits"
+        return None
+
+    @workflow.update(name="decide_tool_call")
+    async def decide_tool_call(self, d: ToolDecision) -> RecordedDecision:
+        # Checked again here: two updates can pass their validators in one workflow task.
+        problem = self._check_decision(d)
+        if problem:
+            raise ApplicationError(problem, type="InvalidDecision", non_retryable=True)
+        wait = self._waits[d.tool_call_id]
+        wait.decision = d
+        await workflow.wait_condition(lambda: wait.recorded is not None or self._finished)
+        if wait.recorded is None:
+            raise ApplicationError("the run ended before the decision was recorded")
+        return wait.recorded
+
+    @decide_tool_call.validator
+    def _validate_decision(self, d: ToolDecision) -> None:
+        problem = self._check_decision(d)
+        if problem:
+            raise ValueError(problem)
+
+    @workflow.signal(name="tool_decision")
+    async def tool_decision(self, d: ToolDecision) -> None:
+        call_id = d.tool_call_id
+        if self._finished:
+            return
+        if call_id not in self._waits and call_id not in self._settled:
+            # Before the run waits for it: keep it (the first one) until it does.
+            self._early.setdefault(call_id, d)
+            return
+        await self._apply_signal_decision(d)
+
+    async def _apply_signal_decision(self, d: ToolDecision) -> None:
+        problem = self._check_decision(d)
+        if problem is None:
+            self._waits[d.tool_call_id].decision = d
+            return
+        if "already decided" in problem:
+            return  # a duplicate: ignored
+        await workflow.execute_activity(
+            "agentrun.append_event",
+            AppendEventInput(
+                run_id=self._run_id,
+                type="tool.decision_invalid",
+                data={
+                    "tool_call_id": d.tool_call_id,
+                    "decision": d.decision,
+                    "error": problem,
+                    "decided_by": d.decided_by,
+                },
+            ),
+            result_type=int,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+            summary="record invalid decision",
+        )
+
+    def _check_result(self, r: ToolResultSubmission) -> str | None:
+        if r.tool_call_id in self._settled:
+            return f"tool call {r.tool_call_id!r} already has its result"
+        wait = self._waits.get(r.tool_call_id)
+        if wait is None:
+            return f"unknown tool call {r.tool_call_id!r}: no call of this run waits for a result"
+        if wait.pending.kind != "client_result":
+            return f"tool call {r.tool_call_id!r} runs on the server; it waits for a decision"
+        if wait.result is not None:
+            return f"tool call {r.tool_call_id!r} already has its result"
+        return None
+
+    @workflow.update(name="submit_tool_result")
+    async def submit_tool_result(self, r: ToolResultSubmission) -> str:
+        problem = self._check_result(r)
+        if problem:
+            raise ApplicationError(problem, type="InvalidResult", non_retryable=True)
+        self._waits[r.tool_call_id].result = r
+        return "accepted"
+
+    @submit_tool_result.validator
+    def _validate_result(self, r: ToolResultSubmission) -> None:
+        problem = self._check_result(r)
+        if problem:
+            raise ValueError(problem)
+
+    # -- cancel ----------------------------------------------------------------------------
+
+    def _request_cancel(self, req: CancelRequest) -> bool:
+        if self._finished or self._status in TERMINAL or self._cancel is not None:
+            return False
+        self._cancel = req
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
+        return True
+
+    @workflow.update(name="cancel")
+    async def cancel(self, req: CancelRequest) -> CancelAnswer:
+        if self._status in TERMINAL or self._finished:
+            return CancelAnswer(
+                status=self._status,
+                message=f"the run already ended ({self._status}); nothing to cancel",
+            )
+        if not self._request_cancel(req):
+            return CancelAnswer(status=self._status, message="a cancel was already requested")
+        await workflow.wait_condition(lambda: self._finished)
+        return CancelAnswer(status=self._status, message=self._cancel_reason())
+
+    @workflow.signal(name="cancel")
+    def cancel_signal(self, req: CancelRequest) -> None:
+        self._request_cancel(req)
+
     # -- queries ---------------------------------------------------------------------------
 
     @workflow.query(name="status")
-    def status(self) -> dict[str, object]:
-        return {
-            "status": self._status,
-            "phase": self._phase,
-            "turn": self._turn,
-            "tool_calls_used": self._tool_calls_used,
-            "model": self._model,
-            "usage": self._usage.model_dump(),
-        }
+    def status(self) -> RunStatusView:
+        return RunStatusView(
+            run_id=self._run_id,
+            status=self._status,
+            phase=self._phase,
+            turn=self._turn,
+            model=self._model,
+            pending=[w.pending for w in self._waits.values()],
+            usage=self._usage,
+            cancel_requested=self._cancel is not None,
+        )

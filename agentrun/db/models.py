@@ -72,10 +72,13 @@ class ToolCallStatus(enum.StrEnum):
 
     @property
     def rank(self) -> int:
+        # approved and rejected are decisions, not ends: a result (or an error result saying
+        # the call was rejected) still follows and finishes the call.
         return {
             "pending": 0,
             "pending_approval": 1,
             "approved": 2,
+            "rejected": 2,
             "running": 3,
         }.get(self.value, 4)
 
@@ -154,6 +157,8 @@ class ToolCall(Base):
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decision_reason: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The arguments the tool ran with when a person edited them on approval.
+    decided_arguments: Mapped[str | None] = mapped_column(Text)
     result: Mapped[str | None] = mapped_column(Text)
     is_error: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -886,6 +886,97 @@ class Repository:
             await self._append_locked(db, run, events)
             return message, llm_call, True
 
+    async def request_waits(self, run_id: str, calls: list[dict[str, Any]]) -> tuple[Run, bool]:
+        """Mark calls as waiting for a person (approval) or a caller (client-side result):
+        the tool_calls rows, a tool.approval_requested / tool.result_requested event each,
+        and WAITING_APPROVAL when an approval is among them. Returns (run, status_changed)."""
+        async with self.session() as db, db.begin():
+            run = await self._lock_run(db, run_id)
+            events = []
+            for c in calls:
+                row = await self._lock_tool_call(db, run_id, c["tool_call_id"])
+                if c["kind"] == "approval" and row.status == ToolCallStatus.PENDING.value:
+                    row.status = ToolCallStatus.PENDING_APPROVAL.value
+                kind = "approval" if c["kind"] == "approval" else "result"
+                events.append(
+                    EventIn(
+                        f"tool.{kind}_requested",
+                        {
+                            "tool_call_id": c["tool_call_id"],
+                            "name": c["name"],
+                            "arguments": c["arguments"],
+                            "arguments_sha256": c["arguments_sha256"],
+                            "turn": c["turn"],
+                        },
+                        key=f"tool.{kind}_requested:{c['tool_call_id']}",
+                    )
+                )
+            await self._append_locked(db, run, events)
+            changed = False
+            current = RunStatus(run.status)
+            if any(c["kind"] == "approval" for c in calls) and current == RunStatus.RUNNING:
+                run.status = RunStatus.WAITING_APPROVAL.value
+                run.updated_at = _utcnow()
+                changed = True
+                await self._append_locked(
+                    db,
+                    run,
+                    [
+                        EventIn(
+                            "run.status",
+                            {"status": run.status, "previous": current.value},
+                        )
+                    ],
+                )
+            return run, changed
+
+    async def record_decision(
+        self,
+        run_id: str,
+        *,
+        tool_call_id: str,
+        decision: str,
+        decided_by: str,
+        reason: str | None,
+        arguments: str,
+    ) -> ToolCall:
+        """Record who decided what on a call, once: a repeat returns the first decision."""
+        async with self.session() as db, db.begin():
+            run = await self._lock_run(db, run_id)
+            row = await self._lock_tool_call(db, run_id, tool_call_id)
+            if row.decision is not None:
+                return row
+            row.decision = decision
+            row.decided_by = decided_by
+            row.decision_reason = reason
+            row.decided_at = _utcnow()
+            if arguments != row.arguments:
+                row.decided_arguments = arguments
+            if not ToolCallStatus(row.status).terminal:
+                row.status = (
+                    ToolCallStatus.REJECTED if decision == "reject" else ToolCallStatus.APPROVED
+                ).value
+            await self._append_locked(
+                db,
+                run,
+                [
+                    EventIn(
+                        "tool.decided",
+                        {
+                            "tool_call_id": tool_call_id,
+                            "name": row.name,
+                            "decision": decision,
+                            "decided_by": decided_by,
+                            "reason": reason,
+                            "arguments": arguments,
+                            "edited": arguments != row.arguments,
+                        },
+                        key=f"tool.decided:{tool_call_id}",
+                    )
+                ],
+            )
+            return row
+
     async def final_assistant_text(self, run_id: str) -> str:
         async with self.session() as db:
             text_ = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -11,8 +12,19 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
-from agentrun.contracts import AgentConfig, RunResult, StartRunInput
+from agentrun.contracts import (
+    AgentConfig,
+    CancelAnswer,
+    CancelRequest,
+    RecordedDecision,
+    RunResult,
+    RunStatusView,
+    StartRunInput,
+    ToolDecision,
+    ToolResultSubmission,
+)
 from agentrun.db.models import RunEvent
 from agentrun.db.repository import Repository, SessionBusyError
 from workflows.agent import SA_RUN_STATUS, SA_SESSION_ID, SA_WAITING_APPROVAL, AgentRunWorkflow
@@ -76,3 +88,68 @@ async def follow(repo: Repository, run_id: str, after_seq: int = 0) -> AsyncIter
     """Every event of the run after `after_seq`, live, until the run ends."""
     async for event in repo.follow_events(run_id, after_seq):
         yield event
+
+
+async def decide(
+    client: Client,
+    run_id: str,
+    tool_call_id: str,
+    decision: str,
+    *,
+    arguments: dict[str, Any] | None = None,
+    arguments_sha256: str | None = None,
+    decided_by: str | None = None,
+    reason: str | None = None,
+) -> RecordedDecision:
+    """Approve, approve with edited arguments, or reject a call that waits (update
+    decide_tool_call). A bad decision raises WorkflowUpdateFailedError with the reason."""
+    payload = ToolDecision(
+        tool_call_id=tool_call_id,
+        decision=decision,  # type: ignore[arg-type]
+        arguments=arguments,
+        arguments_sha256=arguments_sha256,
+        decided_by=decided_by,
+        reason=reason,
+    )
+    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, run_id)
+    return await handle.execute_update("decide_tool_call", payload, result_type=RecordedDecision)
+
+
+async def submit_tool_result(
+    client: Client, run_id: str, tool_call_id: str, result: Any, *, is_error: bool = False
+) -> str:
+    """Hand a client-side tool's result to the run (update submit_tool_result)."""
+    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, run_id)
+    return await handle.execute_update(
+        "submit_tool_result",
+        ToolResultSubmission(tool_call_id=tool_call_id, result=result, is_error=is_error),
+        result_type=str,
+    )
+
+
+async def cancel_run(
+    client: Client, run_id: str, reason: str | None = None, requested_by: str | None = None
+) -> CancelAnswer:
+    """Cancel a run and wait until it has stopped. A run that already ended is left as it is
+    and the answer says so."""
+    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, run_id)
+    try:
+        return await handle.execute_update(
+            "cancel",
+            CancelRequest(reason=reason, requested_by=requested_by),
+            result_type=CancelAnswer,
+        )
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        desc = await handle.describe()  # raises RPCError NOT_FOUND for an unknown run
+        status = desc.status.name if desc.status else "UNKNOWN"
+        return CancelAnswer(
+            status=status, message=f"the run already ended ({status}); nothing to cancel"
+        )
+
+
+async def run_status(client: Client, run_id: str) -> RunStatusView:
+    """The query status: phase, turn, pending approvals with their arguments, usage so far."""
+    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, run_id)
+    return await handle.query(AgentRunWorkflow.status)

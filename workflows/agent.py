@@ -132,8 +132,12 @@ class AgentRunWorkflow:
             await self._finish(inp, "CANCELED", error="cancelled through Temporal")
             raise
         except ActivityError as err:
-            if is_cancelled_exception(err) and self._cancel is not None:
-                return await self._finish(inp, "CANCELED", error=self._cancel_reason())
+            if is_cancelled_exception(err):
+                # An activity that acknowledged a cancel: ours (update/signal) or Temporal's.
+                if self._cancel is not None:
+                    return await self._finish(inp, "CANCELED", error=self._cancel_reason())
+                await self._finish(inp, "CANCELED", error="cancelled through Temporal")
+                raise
             message = _error_message(err)
             await self._finish(inp, "FAILED", error=message)
             raise ApplicationError(message, type="RunFailed", non_retryable=True) from err
@@ -144,6 +148,7 @@ class AgentRunWorkflow:
     async def _loop(self, inp: StartRunInput) -> None:
         config = inp.config
         while True:
+            self._raise_if_cancelled()
             self._turn += 1
             tools_on = (
                 bool(self._tools)
@@ -151,6 +156,7 @@ class AgentRunWorkflow:
                 and self._tool_calls_used < config.max_tool_calls
             )
             result = await self._model_turn(inp, self._turn, tools_on)
+            self._raise_if_cancelled()
             if not result.tool_calls:
                 return
             await self._run_tools(inp, result.tool_calls)
@@ -238,6 +244,7 @@ class AgentRunWorkflow:
         ]
         self._tool_calls_used += min(len(calls), budget)
         await self._request_waits(inp, [c for c, s in zip(calls, skips, strict=True) if s is None])
+        self._raise_if_cancelled()
         results = await asyncio.gather(
             *(self._handle_call(inp, c, s) for c, s in zip(calls, skips, strict=True))
         )
@@ -384,7 +391,11 @@ class AgentRunWorkflow:
         """Wait (durable timer) for a decision or result; False on timeout with 'reject'."""
         timeout = inp.config.approval_timeout_s
         try:
-            await workflow.wait_condition(done, timeout=timeout)  # type: ignore[arg-type]
+            await workflow.wait_condition(
+                lambda: done() or self._cancel is not None,  # type: ignore[operator]
+                timeout=timeout,
+            )
+            self._raise_if_cancelled()
             return True
         except TimeoutError:
             if inp.config.approval_timeout_action == "fail":
@@ -486,6 +497,13 @@ class AgentRunWorkflow:
         # Let update handlers that wait on this run answer before the workflow closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
+
+    def _raise_if_cancelled(self) -> None:
+        # Task.cancel() alone is not enough: when the cancel lands in the same workflow task
+        # as the result the main task awaits, the SDK hands over the result and drops the
+        # cancel. Every step therefore also checks the request itself.
+        if self._cancel is not None:
+            raise asyncio.CancelledError(self._cancel_reason())
 
     def _cancel_reason(self) -> str:
         req = self._cancel or CancelRequest()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,17 +12,18 @@ from rich.console import Console
 
 from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import StackError
+from starter.commands import (
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+    print_json,
+)
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
+__all__ = ["CliError", "main", "print_json"]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -164,12 +164,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_UNREACHABLE
     except KeyboardInterrupt:
         code = 130
+    except Exception as exc:  # one line, never a traceback
+        err_console.print(f"[red]agentrun: unexpected error: {type(exc).__name__}: {exc}[/]")
+        code = 1
     sys.exit(code)
-
-
-def print_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""Start a run and wait for its result, with the Python API.
+
+    python -m starter.start_and_wait "what is 6*7?" [--session ID] [--run-id ID]
+
+Prints the run's result as JSON. Settings (TEMPORAL_ADDRESS, AGENTRUN_TASK_QUEUE, ...) come
+from the environment, as for every agentrun command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from agentrun.contracts import AgentConfig
+from agentrun.settings import load_settings
+from starter.api import start_run
+from worker import connect_client
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("prompt")
+    parser.add_argument("--session")
+    parser.add_argument("--run-id")
+    args = parser.parse_args()
+
+    settings = load_settings()
+    client = await connect_client(settings)
+    handle = await start_run(
+        client,
+        settings.task_queue,
+        args.prompt,
+        session_id=args.session,
+        run_id=args.run_id,
+        config=AgentConfig(approval="skip_all"),
+    )
+    result = await handle.result()
+    print(result.model_dump_json())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -102,6 +102,20 @@ def _wait_for(
     raise StackError(f"{what} did not become ready within {timeout:.0f}s (log: {log})")
 
 
+def _die_with_parent(sig: int) -> Callable[[], None]:
+    """A preexec_fn: the kernel sends `sig` to the child when its parent dies, so a killed
+    `agentrun dev` (or test run) leaves no server behind."""
+
+    def preexec() -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
 def _stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float = 20) -> None:
     if proc.poll() is not None:
         return
@@ -257,7 +271,12 @@ class EmbeddedPostgres:
             *self.extra_options,
         ]
         self.process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, user=user, start_new_session=True
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=user,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(signal.SIGINT),
         )
         log.close()
         _wait_for(
@@ -398,7 +417,11 @@ class TemporalDevServer:
             args += ["--search-attribute", f"{name}={kind}"]
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(signal.SIGTERM),
         )
         log.close()
         _wait_for(

@@ -160,6 +160,7 @@ class Follower:
         self.cursor = after_seq
         interrupted = asyncio.Event()
         loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGINT)
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
         events = self.repo.follow_events(self.run_id, after_seq, poll_interval=0.5)
         try:
@@ -183,6 +184,9 @@ class Follower:
                 await self._show(event)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+            # remove_signal_handler leaves Python's default handler; put back asyncio.run's,
+            # so a later Ctrl-C still unwinds through the callers' clean-up.
+            signal.signal(signal.SIGINT, previous)
             self.renderer.end_text()
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
@@ -230,7 +234,7 @@ class Follower:
         answer = await asyncio.to_thread(
             Prompt.ask,
             f"Run [bold]{data['name']}[/] {data['arguments']}? "
-            "[a]pprove, [e]dit arguments, [r]eject, [l]eave",
+            r"\[a]pprove, \[e]dit arguments, \[r]eject, \[l]eave",
             choices=["a", "e", "r", "l"],
             default="a",
             console=console,
@@ -730,8 +734,12 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         keep = args.keep_running or (sys.stdin.isatty() and not args.exit)
         if keep and (stack.temporal or stack.postgres):
             console.print("The stack keeps running so you can open the link; Ctrl-C stops it.")
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.Event().wait()
+            stop_asked = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop_asked.set)
+            await stop_asked.wait()
+            console.print("stopping the stack...")
         return _exit_for(status)
     finally:
         stop.set()

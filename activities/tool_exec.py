@@ -68,10 +68,12 @@ class ToolActivities:
             return await self._record(inp, inp.skip_reason, is_error=True)
         if inp.given_result is not None:
             return await self._record(inp, inp.given_result, is_error=inp.given_is_error)
-        result, is_error = await self._run(inp)
+        result, is_error = await self._run(inp, row.attempts)
         return await self._record(inp, result, is_error)
 
-    async def _run(self, inp: ExecuteToolInput) -> tuple[str, bool]:
+    async def _run(self, inp: ExecuteToolInput, runs: int) -> tuple[str, bool]:
+        """Run the tool; `runs` counts the times it was started for this call, this one too
+        (a lost worker or a database outage retries the activity without spending them)."""
         call = inp.call
         tool = self.registry.get(call.name)
         if tool is None:
@@ -96,9 +98,9 @@ class ToolActivities:
         try:
             value = await asyncio.wait_for(tool.call(args, ctx), tool.timeout_s)
         except RetryableToolError as exc:
-            if attempt < tool.max_attempts:
+            if runs < tool.max_attempts:
                 raise ApplicationError(f"{tool.name}: {exc}", type="ToolRetry") from exc
-            return f"error: {tool.name} failed after {attempt} attempts: {exc}", True
+            return f"error: {tool.name} failed after {runs} attempts: {exc}", True
         except ToolError as exc:
             return f"error: {exc}", True
         except TimeoutError:

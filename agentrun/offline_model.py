@@ -111,7 +111,9 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-_ARITH = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?(?:\s*[-+*/%]\s*\(?\s*\d+(?:\.\d+)?\s*\)?)+)")
+_ARITH = re.compile(
+    r"(?:(?<=\s)|^)(\d+(?:\.\d+)?(?:\s*[-+*/%]\s*\(?\s*\d+(?:\.\d+)?\s*\)?)+)(?![\w.])"
+)
 
 
 def default_agent(body: dict[str, Any]) -> Reply:

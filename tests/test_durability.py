@@ -5,10 +5,6 @@ per run does not grow with the session."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,50 +19,9 @@ from agentrun.db.models import LlmCall, Message, RunEvent, ToolCall
 from agentrun.db.repository import Repository
 from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
-from tests.conftest import start_input
+from tests.conftest import WorkerProcess, start_input
 from workflows import ALL_WORKFLOWS
 from workflows.agent import AgentRunWorkflow
-
-
-class WorkerProcess:
-    """An `agentrun-worker` in its own process, so it can be killed for real."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings = settings
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        s = self.settings
-        env = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": s.temporal_address,
-            "AGENTRUN_DATABASE_URL": s.database_url,
-            "OPENAI_BASE_URL": s.openai_base_url or "",
-            "OPENAI_API_KEY": "test-key",
-            "AGENTRUN_TASK_QUEUE": s.task_queue,
-            "AGENTRUN_DATA_DIR": str(s.data_dir),
-        }
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", "import worker; worker.main(['--no-migrate'])"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ BOOKKEEPING_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
 )
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
+TOOL_INFRA_RETRY_S = 600
 TERMINAL = ("DONE", "FAILED", "CANCELED")
 
 
@@ -448,11 +449,18 @@ class AgentRunWorkflow:
                 arg,
                 result_type=ToolResult,
                 start_to_close_timeout=timedelta(seconds=(info.timeout_s if info else 60) + 30),
+                # The tool's own retries are counted by the activity (tool_calls.attempts); the
+                # activity itself retries through lost workers and database outages, bounded
+                # by time.
+                schedule_to_close_timeout=timedelta(
+                    seconds=((info.timeout_s if info else 60) + 30)
+                    * (info.max_attempts if info else 3)
+                    + TOOL_INFRA_RETRY_S
+                ),
                 heartbeat_timeout=timedelta(seconds=inp.config.tool_heartbeat_timeout_s),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1),
-                    maximum_interval=timedelta(seconds=30),
-                    maximum_attempts=info.max_attempts if info else 3,
+                    maximum_interval=timedelta(seconds=10),
                 ),
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"tool {call.name}",

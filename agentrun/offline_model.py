@@ -174,6 +174,7 @@ class OfflineModelServer:
         tokens_per_second: float | None = None,
         api_key: str | None = None,
         fault_rates: FaultRates | None = None,
+        record_sends: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -184,6 +185,8 @@ class OfflineModelServer:
         self._scripts: dict[str, deque[Step]] = {}
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
+        # (time.time(), text) of every content chunk sent, for latency benchmarks.
+        self.sends: list[tuple[float, str]] | None = [] if record_sends else None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -388,6 +391,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._event(chunk)
             sent += 1
+            if owner.sends is not None and chunk["choices"]:
+                content = (chunk["choices"][0].get("delta") or {}).get("content")
+                if content:
+                    owner.sends.append((time.time(), content))
             if delay and chunk["choices"] and _has_payload(chunk):
                 time.sleep(delay)
         if fault is not None:

@@ -19,6 +19,7 @@ model and one in-process worker. Rows:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import platform
 import re
 import statistics
@@ -147,6 +148,9 @@ class Listener:
     async def __aexit__(self, *exc: object) -> None:
         if self._task:
             self._task.cancel()
+            # Let the cancelled wait unregister its socket before the socket is closed.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         await self.conn.close()
 
     def token_latencies(self, sends: dict[str, float]) -> list[float]:

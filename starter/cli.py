@@ -10,27 +10,19 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import StackError
 from starter.commands import (
     EXIT_OK,
     EXIT_UNREACHABLE,
-    EXIT_USAGE,
     CliError,
     print_json,
+    settings_or_exit,
 )
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 __all__ = ["CliError", "main", "print_json"]
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 # -- agentrun dev ------------------------------------------------------------------------------
@@ -40,7 +32,7 @@ async def _dev(args: argparse.Namespace) -> int:
     from agentrun.devstack import DevStack
     from worker import run_worker
 
-    settings = _settings(args)
+    settings = settings_or_exit()
     stack = DevStack(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -86,7 +78,7 @@ async def _dev(args: argparse.Namespace) -> int:
 def _db(args: argparse.Namespace) -> int:
     from agentrun.db.migrate import current_revision, head_revision, upgrade
 
-    settings = _settings(args)
+    settings = settings_or_exit()
     try:
         if args.db_command == "upgrade":
             revision = upgrade(settings.sqlalchemy_url)
@@ -157,15 +149,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             code = args.handler(args)
     except CliError as exc:
-        err_console.print(f"[red]agentrun: {exc}[/]")
+        err_console.print(f"agentrun: {exc}", style="red", markup=False)
         code = exc.code
     except StackError as exc:
-        err_console.print(f"[red]agentrun: {exc}[/]")
+        err_console.print(f"agentrun: {exc}", style="red", markup=False)
         code = EXIT_UNREACHABLE
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:  # one line, never a traceback
-        err_console.print(f"[red]agentrun: unexpected error: {type(exc).__name__}: {exc}[/]")
+        err_console.print(
+            f"agentrun: unexpected error: {type(exc).__name__}: {exc}", style="red", markup=False
+        )
         code = 1
     sys.exit(code)
 

@@ -196,12 +196,12 @@ async def bench_stream_latency(b: Bench) -> None:
             pct(lat, 99) <= 60,
         )
         b.row(f"DB commits per 1,000 tokens @ {rate:g} tok/s", f"{len(deltas) * 1000 / tokens:.0f}")
-        per_s = len(deltas) / span
+        per_s = (len(deltas) - 1) / span  # N commits span N - 1 flush intervals
         b.row(
             f"DB commits per second per stream @ {rate:g} tok/s",
             f"{per_s:.1f}",
             "≤ 20/s",
-            per_s <= 20.5,
+            per_s <= 20,
         )
         # The same tokens through Temporal Workflow Streams.
         run_no += 10

@@ -53,6 +53,8 @@ SA_RUN_STATUS = SearchAttributeKey.for_keyword("AgentRunStatus")
 SA_MODEL = SearchAttributeKey.for_keyword("AgentModel")
 SA_WAITING_APPROVAL = SearchAttributeKey.for_bool("AgentWaitingApproval")
 
+# Bookkeeping (open the run, move its status, record a decision) runs as local activities:
+# short idempotent database writes that need no task-queue round trip of their own.
 BOOKKEEPING_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=10),
@@ -173,7 +175,7 @@ class AgentRunWorkflow:
             ]
         )
         try:
-            setup = await workflow.execute_activity(
+            setup = await workflow.execute_local_activity(
                 "agentrun.prepare_run",
                 PrepareRunInput(
                     run_id=inp.run_id,
@@ -283,7 +285,7 @@ class AgentRunWorkflow:
             early = self._early.pop(p.tool_call_id, None)
             if early is not None:
                 await self._apply_signal_decision(early)
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             "agentrun.request_waits",
             RequestWaitInput(run_id=inp.run_id, calls=pending),
             result_type=bool,
@@ -357,7 +359,7 @@ class AgentRunWorkflow:
             if decision.decision == "approve_with_edits" and decision.arguments is not None
             else call.arguments
         )
-        wait.recorded = await workflow.execute_activity(
+        wait.recorded = await workflow.execute_local_activity(
             "agentrun.record_decision",
             RecordDecisionInput(
                 run_id=inp.run_id,
@@ -488,7 +490,7 @@ class AgentRunWorkflow:
         workflow.set_current_details(
             f"{status.lower()}" + (f": {error}" if error else "") + f" (turn {self._turn})"
         )
-        return await workflow.execute_activity(
+        return await workflow.execute_local_activity(
             "agentrun.set_status",
             SetStatusInput(run_id=inp.run_id, status=status, error=error),
             result_type=RunResult,
@@ -594,7 +596,7 @@ class AgentRunWorkflow:
             return
         if "already decided" in problem:
             return  # a duplicate: ignored
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             "agentrun.append_event",
             AppendEventInput(
                 run_id=self._run_id,

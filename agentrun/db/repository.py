@@ -317,6 +317,29 @@ class Repository:
             run = await self._lock_run(db, run_id)
             return await self._append_locked(db, run, events)
 
+    async def append_stream_event(self, run_id: str, type: str, data: dict[str, Any]) -> int:
+        """Append one event without an idempotency key in a single statement; returns its seq.
+
+        The hot path of streaming (message.delta): the UPDATE takes the run row's lock and
+        allocates the seq, the INSERT and the NOTIFY ride in the same statement, so a delta
+        costs one round trip instead of five, with the same gapless, commit-ordered seqs.
+        """
+        async with self.engine.begin() as conn:
+            seq = (
+                await conn.execute(
+                    _STREAM_APPEND,
+                    {
+                        "run_id": run_id,
+                        "type": type,
+                        "data": json.dumps(data, ensure_ascii=False),
+                        "channel": NOTIFY_CHANNEL,
+                    },
+                )
+            ).scalar_one_or_none()
+        if seq is None:
+            raise NotFoundError(f"no run with id {run_id!r}")
+        return int(seq)
+
     async def append_event(
         self, run_id: str, type: str, data: dict[str, Any] | None = None, key: str | None = None
     ) -> RunEvent:
@@ -988,6 +1011,22 @@ class Repository:
                 )
             ).scalar_one_or_none()
             return text_ or ""
+
+
+_STREAM_APPEND = text(
+    """
+    WITH r AS (
+        UPDATE runs SET last_event_seq = last_event_seq + 1
+        WHERE id = :run_id
+        RETURNING id, last_event_seq
+    ), ins AS (
+        INSERT INTO run_events (run_id, seq, type, data, created_at)
+        SELECT r.id, r.last_event_seq, :type, CAST(:data AS jsonb), now() FROM r
+        RETURNING run_id, seq
+    )
+    SELECT ins.seq FROM ins, LATERAL (SELECT pg_notify(:channel, ins.run_id || ':' || ins.seq)) n
+    """
+)
 
 
 def estimate_tokens(text_: str | None) -> int:

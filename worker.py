@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -25,6 +24,7 @@ from activities.tools import ToolRegistry, default_registry
 from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
 from agentrun.offline_model import OfflineModelServer
+from agentrun.process import exit_process
 from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import ensure_search_attributes
 from workflows import ALL_WORKFLOWS
@@ -160,9 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         asyncio.run(_main())
     except (OSError, RuntimeError) as exc:
-        sys.exit(f"agentrun-worker: {exc}")
-    with contextlib.suppress(Exception):
-        logging.shutdown()
+        print(f"agentrun-worker: {exc}", file=sys.stderr)
+        exit_process(1)
+    exit_process(0)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from agentrun.process import exit_process
 from agentrun.settings import load_settings
 from starter.api import cancel_run
 from worker import connect_client
@@ -26,3 +27,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    exit_process(0)  # see agentrun.process: no teardown crash after a Temporal client

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
+from agentrun.process import exit_process
 from agentrun.stack import StackError
 from starter.commands import (
     EXIT_OK,
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"agentrun: unexpected error: {type(exc).__name__}: {exc}", style="red", markup=False
         )
         code = 1
-    sys.exit(code)
+    exit_process(code)
 
 
 if __name__ == "__main__":

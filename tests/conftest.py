@@ -7,6 +7,7 @@ AGENTRUN_TEST_DATABASE_URL. Temporal is `temporal server start-dev` from the tem
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -153,6 +154,17 @@ async def worker(
     w = build_worker(temporal_env.client, settings, repo, graceful_shutdown=timedelta(seconds=1))
     async with w:
         yield w
+
+
+async def next_event(repo: Repository, run_id: str, type_: str, timeout: float = 60) -> Any:
+    """The run's first event of this type, waiting for it (bounded) as a follower would."""
+
+    async def scan() -> Any:
+        async for e in repo.follow_events(run_id, 0, poll_interval=0.2, until_terminal=False):
+            if e.type == type_:
+                return e
+
+    return await asyncio.wait_for(scan(), timeout)
 
 
 def start_input(

@@ -19,6 +19,7 @@ from agentrun.db.repository import Repository
 from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
 from agentrun.stack import free_port
+from tests.conftest import next_event
 
 
 @dataclass
@@ -150,12 +151,7 @@ async def test_approval_from_a_second_process_while_the_first_follows(
         env, "run", prompt, "--run-id", run_id, "--no-input", "--json", "--workspace", str(tmp_path)
     )
 
-    async def pending() -> None:
-        async for e in repo.follow_events(run_id, 0, poll_interval=0.2, until_terminal=False):
-            if e.type == "tool.approval_requested":
-                return
-
-    await asyncio.wait_for(pending(), 60)
+    await next_event(repo, run_id, "tool.approval_requested")
     status = await agentrun(env, "status", run_id, "--json")
     view = json.loads(status.out)
     assert view["status"] == "WAITING_APPROVAL"
@@ -221,12 +217,7 @@ async def test_cancel_from_the_cli(
     env = cli_env(settings)
     follower = await spawn(env, "run", prompt, "--run-id", run_id, "--tools", "", "--json")
 
-    async def streaming() -> None:
-        async for e in repo.follow_events(run_id, 0, poll_interval=0.2, until_terminal=False):
-            if e.type == "message.delta":
-                return
-
-    await asyncio.wait_for(streaming(), 60)
+    await next_event(repo, run_id, "message.delta")
     done = await agentrun(env, "cancel", run_id, "--reason", "testing")
     assert done.code == 0 and done.out.startswith("CANCELED"), done.out + done.err
     out, _ = await asyncio.wait_for(follower.communicate(), 60)
@@ -296,12 +287,7 @@ async def test_starter_scripts(
         str(tmp_path),
     )
 
-    async def waiting() -> None:
-        async for e in repo.follow_events(run_b, 0, poll_interval=0.2, until_terminal=False):
-            if e.type == "tool.approval_requested":
-                return
-
-    await asyncio.wait_for(waiting(), 60)
+    await next_event(repo, run_b, "tool.approval_requested")
     done = await script(env, "starter.send_decision", run_b, "reject", "--reason", "scripted")
     assert done.code == 0 and "reject bash call_s" in done.out, done.err
     await asyncio.wait_for(follower.communicate(), 60)
@@ -312,12 +298,7 @@ async def test_starter_scripts(
     model_server.script(f"to cancel {run_c}", [Reply(text="z " * 500, delay_s=0.02)])
     follower = await spawn(env, "run", f"to cancel {run_c}", "--run-id", run_c, "--json")
 
-    async def deltas() -> None:
-        async for e in repo.follow_events(run_c, 0, poll_interval=0.2, until_terminal=False):
-            if e.type == "message.delta":
-                return
-
-    await asyncio.wait_for(deltas(), 60)
+    await next_event(repo, run_c, "message.delta")
     done = await script(env, "starter.cancel", run_c, "--reason", "scripted")
     assert done.code == 0 and done.out.startswith("CANCELED"), done.err
     await asyncio.wait_for(follower.communicate(), 60)

@@ -19,7 +19,7 @@ from agentrun.db.models import LlmCall, Message, RunEvent, ToolCall
 from agentrun.db.repository import Repository
 from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
-from tests.conftest import WorkerProcess, start_input
+from tests.conftest import WorkerProcess, next_event, start_input
 from workflows import ALL_WORKFLOWS
 from workflows.agent import AgentRunWorkflow
 
@@ -31,15 +31,6 @@ def worker_process(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess
         yield wp
     finally:
         wp.stop()
-
-
-async def wait_for_event(repo: Repository, run_id: str, type_: str, timeout: float = 60) -> None:
-    async def scan() -> None:
-        async for event in repo.follow_events(run_id, 0, poll_interval=0.2, until_terminal=False):
-            if event.type == type_:
-                return
-
-    await asyncio.wait_for(scan(), timeout)
 
 
 async def assert_exactly_once(repo: Repository, run_id: str, turns: int, tools: int) -> None:
@@ -79,7 +70,7 @@ async def test_worker_killed_while_streaming_is_replaced(
         id=run_id,
         task_queue=settings.task_queue,
     )
-    await wait_for_event(repo, run_id, "message.delta")
+    await next_event(repo, run_id, "message.delta")
     worker_process.kill()
     worker_process.start()
     result = await asyncio.wait_for(handle.result(), 90)
@@ -124,7 +115,7 @@ async def test_worker_killed_during_a_tool_is_replaced(
         id=run_id,
         task_queue=settings.task_queue,
     )
-    await wait_for_event(repo, run_id, "tool.call")
+    await next_event(repo, run_id, "tool.call")
     deadline = asyncio.get_running_loop().time() + 30
     while not (workspace / "starts.log").exists():
         assert asyncio.get_running_loop().time() < deadline, "the tool never started"

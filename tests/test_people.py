@@ -30,7 +30,7 @@ from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
 from agentrun.stack import temporal_cli_path
 from starter.api import cancel_run, decide, run_status, submit_tool_result
-from tests.conftest import start_input
+from tests.conftest import next_event, start_input
 from workflows.agent import AgentRunWorkflow, arguments_sha256
 
 SETTLE_TIMES: dict[str, float] = {}
@@ -45,15 +45,6 @@ async def start(
         id=run_id,
         task_queue=settings.task_queue,
     )
-
-
-async def next_event(repo: Repository, run_id: str, type_: str, timeout: float = 30) -> Any:
-    async def scan() -> Any:
-        async for e in repo.follow_events(run_id, 0, poll_interval=0.2, until_terminal=False):
-            if e.type == type_:
-                return e
-
-    return await asyncio.wait_for(scan(), timeout)
 
 
 def bash_call(command: str, call_id: str = "call_bash") -> Reply:

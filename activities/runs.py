@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.tools import ToolRegistry
 from agentrun.contracts import (
@@ -21,7 +23,7 @@ from agentrun.contracts import (
     Usage,
     preview,
 )
-from agentrun.db.models import RunStatus
+from agentrun.db.models import Run, RunStatus
 from agentrun.db.repository import Repository, SessionBusyError
 from agentrun.settings import Settings
 
@@ -75,18 +77,46 @@ class RunActivities:
             raise ApplicationError(str(exc), type="InvalidConfig", non_retryable=True) from exc
         model = inp.config.model or self.settings.model
         try:
-            run = await self.repo.open_run(
-                run_id=inp.run_id,
-                session_id=inp.session_id,
-                model=model,
-                config=inp.config.model_dump(mode="json"),
-                prompt=inp.prompt,
-            )
+            try:
+                run = await self._open(inp, model)
+            except SessionBusyError as exc:
+                if not await self._release_if_gone(exc.active_run_id):
+                    raise
+                run = await self._open(inp, model)
         except SessionBusyError as exc:
             raise ApplicationError(str(exc), type="SessionBusy", non_retryable=True) from exc
         except ValueError as exc:
             raise ApplicationError(str(exc), type="InvalidInput", non_retryable=True) from exc
         return StartRunSetup(run_id=run.id, model=run.model, tools=tools)
+
+    async def _open(self, inp: PrepareRunInput, model: str) -> Run:
+        return await self.repo.open_run(
+            run_id=inp.run_id,
+            session_id=inp.session_id,
+            model=model,
+            config=inp.config.model_dump(mode="json"),
+            prompt=inp.prompt,
+        )
+
+    async def _release_if_gone(self, holder: str) -> bool:
+        """A run whose workflow was terminated (or timed out) never recorded its end and would
+        hold its session forever: record it as FAILED, which frees the session."""
+        try:
+            desc = await activity.client().get_workflow_handle(holder).describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            status_name = "NOT_FOUND"
+        else:
+            if desc.status in (None, WorkflowExecutionStatus.RUNNING):
+                return False
+            status_name = desc.status.name
+        _, changed = await self.repo.set_run_status(
+            holder,
+            RunStatus.FAILED,
+            error=f"the run's workflow ended without recording it ({status_name})",
+        )
+        return changed
 
     @activity.defn(name="agentrun.request_waits")
     async def request_waits(self, inp: RequestWaitInput) -> bool:

@@ -16,7 +16,7 @@ from agentrun.db.models import LlmCall, Message, ToolCall
 from agentrun.db.repository import Repository
 from agentrun.offline_model import Fault, OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
-from tests.conftest import start_input
+from tests.conftest import next_event, start_input
 from workflows.agent import AgentRunWorkflow
 
 
@@ -364,3 +364,31 @@ async def test_a_repeated_start_returns_the_same_run(
     assert (await h1.result()).status == "DONE"
     assert await repo.count(Message, run_id=run_id) == 2
     assert await repo.count(LlmCall, run_id=run_id) == 1
+
+
+async def test_a_terminated_run_does_not_hold_its_session_forever(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+) -> None:
+    session_id = f"s-{uuid.uuid4()}"
+    first, second = f"run-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
+    model_server.script(first, [Reply(text="never finished " * 200, delay_s=0.05)])
+    handle = await temporal_env.client.start_workflow(
+        AgentRunWorkflow.run,
+        start_input(first, f"long {first}", session_id, tools=[]),
+        id=first,
+        task_queue=settings.task_queue,
+    )
+    await next_event(repo, first, "message.delta")
+    # Terminate skips every clean-up in the workflow: the run row still says RUNNING.
+    await handle.terminate(reason="operator pulled the plug")
+    assert (await repo.get_run(first)).status == "RUNNING"
+    result = await run_to_end(
+        temporal_env, settings, start_input(second, f"next {second}", session_id, tools=[])
+    )
+    assert result.status == "DONE"
+    gone = await repo.get_run(first)
+    assert gone.status == "FAILED" and "TERMINATED" in (gone.error or "")

@@ -26,7 +26,7 @@ from temporalio.worker import Worker
 from agentrun.contracts import AgentConfig, StartRunInput
 from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
-from agentrun.offline_model import OfflineModelServer
+from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings, load_settings
 from agentrun.stack import (
     EmbeddedPostgres,
@@ -165,6 +165,13 @@ async def next_event(repo: Repository, run_id: str, type_: str, timeout: float =
                 return e
 
     return await asyncio.wait_for(scan(), timeout)
+
+
+def bash_call(command: str, call_id: str = "call_bash") -> Reply:
+    """A scripted model reply that asks to run one shell command."""
+    return Reply(
+        text="I will run it.", tool_calls=[ToolCallSpec("bash", {"command": command}, id=call_id)]
+    )
 
 
 def start_input(

@@ -19,7 +19,7 @@ from agentrun.db.repository import Repository
 from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
 from agentrun.stack import free_port
-from tests.conftest import next_event
+from tests.conftest import bash_call, next_event
 
 
 @dataclass
@@ -79,12 +79,6 @@ async def script(env: dict[str, str], module: str, *args: str) -> Done:
     return Done(proc.returncode or 0, out.decode(), err.decode())
 
 
-def bash_reply(command: str, call_id: str) -> Reply:
-    return Reply(
-        text="Running it.", tool_calls=[ToolCallSpec("bash", {"command": command}, id=call_id)]
-    )
-
-
 async def test_run_with_yes_approves_and_prints_the_answer(
     settings: Settings,
     worker: Worker,
@@ -95,7 +89,7 @@ async def test_run_with_yes_approves_and_prints_the_answer(
 ) -> None:
     prompt = f"say hi with bash {run_id}"
     model_server.script(
-        prompt, [bash_reply("echo hi-from-bash", "call_yes"), Reply(text="Said hi.")]
+        prompt, [bash_call("echo hi-from-bash", "call_yes"), Reply(text="Said hi.")]
     )
     done = await agentrun(
         cli_env(settings), "run", prompt, "--run-id", run_id, "--yes", "--workspace", str(tmp_path)
@@ -144,7 +138,7 @@ async def test_approval_from_a_second_process_while_the_first_follows(
 ) -> None:
     prompt = f"two processes {run_id}"
     model_server.script(
-        prompt, [bash_reply("echo approved-elsewhere", "call_2p"), Reply(text="Ok.")]
+        prompt, [bash_call("echo approved-elsewhere", "call_2p"), Reply(text="Ok.")]
     )
     env = cli_env(settings)
     first = await spawn(
@@ -274,7 +268,7 @@ async def test_starter_scripts(
     assert result["status"] == "DONE" and result["final_text"] == "Started and waited."
 
     run_b = f"run-script-b-{os.getpid()}-{free_port()}"
-    model_server.script(f"decide {run_b}", [bash_reply("echo x", "call_s"), Reply(text="Fine.")])
+    model_server.script(f"decide {run_b}", [bash_call("echo x", "call_s"), Reply(text="Fine.")])
     follower = await spawn(
         env,
         "run",

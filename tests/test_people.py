@@ -30,7 +30,7 @@ from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
 from agentrun.stack import temporal_cli_path
 from starter.api import cancel_run, decide, run_status, submit_tool_result
-from tests.conftest import next_event, start_input
+from tests.conftest import bash_call, next_event, start_input
 from workflows.agent import AgentRunWorkflow, arguments_sha256
 
 SETTLE_TIMES: dict[str, float] = {}
@@ -44,12 +44,6 @@ async def start(
         start_input(run_id, prompt, **config),
         id=run_id,
         task_queue=settings.task_queue,
-    )
-
-
-def bash_call(command: str, call_id: str = "call_bash") -> Reply:
-    return Reply(
-        text="I will run it.", tool_calls=[ToolCallSpec("bash", {"command": command}, id=call_id)]
     )
 
 

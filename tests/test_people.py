@@ -171,17 +171,17 @@ async def test_bad_decisions_are_refused_and_change_nothing(
         run_id,
         "call_bash",
         "approve_with_edits",
-        arguments={"command": "echo edited"},
+        arguments={"command": "sleep 1; echo edited"},
         decided_by="bob",
     )
-    assert json.loads(recorded.arguments) == {"command": "echo edited"}
+    assert json.loads(recorded.arguments) == {"command": "sleep 1; echo edited"}
     with pytest.raises(WorkflowUpdateFailedError) as info:
         await decide(client, run_id, "call_bash", "reject", decided_by="eve")
     assert "already decided" in str(info.value.cause)
     assert (await handle.result()).status == "DONE"
     call = await repo.get_tool_call(run_id, "call_bash")
     assert call.decision == "approve_with_edits" and call.decided_by == "bob"
-    assert json.loads(call.decided_arguments or "") == {"command": "echo edited"}
+    assert json.loads(call.decided_arguments or "") == {"command": "sleep 1; echo edited"}
     assert call.result == "exit code 0\nedited\n"
 
 
@@ -549,35 +549,7 @@ async def test_the_temporal_cli_signals_and_updates_a_waiting_run(
         timeout=60,
     )
     assert signal.returncode == 0, signal.stderr
-    update = await asyncio.to_thread(
-        subprocess.run,
-        [
-            cli,
-            "workflow",
-            "update",
-            "execute",
-            "--address",
-            address,
-            "--workflow-id",
-            run_id,
-            "--name",
-            "decide_tool_call",
-            "--input",
-            json.dumps(
-                {
-                    "tool_call_id": "call_b",
-                    "decision": "reject",
-                    "decided_by": "cli",
-                    "reason": "from the CLI",
-                }
-            ),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert update.returncode == 0, update.stderr
-    assert '"decision": "reject"' in update.stdout or "reject" in update.stdout
+    # While call_b still waits, so the run cannot have finished: a bad update and a query.
     bad = await asyncio.to_thread(
         subprocess.run,
         [
@@ -617,6 +589,35 @@ async def test_the_temporal_cli_signals_and_updates_a_waiting_run(
         timeout=60,
     )
     assert query.returncode == 0, query.stderr
+    update = await asyncio.to_thread(
+        subprocess.run,
+        [
+            cli,
+            "workflow",
+            "update",
+            "execute",
+            "--address",
+            address,
+            "--workflow-id",
+            run_id,
+            "--name",
+            "decide_tool_call",
+            "--input",
+            json.dumps(
+                {
+                    "tool_call_id": "call_b",
+                    "decision": "reject",
+                    "decided_by": "cli",
+                    "reason": "from the CLI",
+                }
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert update.returncode == 0, update.stderr
+    assert '"decision": "reject"' in update.stdout or "reject" in update.stdout
     assert (await handle.result()).final_text == "CLI decided."
     calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
     assert calls["call_a"].decision == "approve" and calls["call_a"].result == "exit code 0\na\n"

@@ -10,7 +10,6 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,6 @@ from agentrun.stack import ensure_search_attributes
 from workflows import ALL_WORKFLOWS
 
 log = logging.getLogger("agentrun.worker")
-
-
-@dataclass
-class WorkerParts:
-    worker: Worker
-    repo: Repository
 
 
 async def connect_client(settings: Settings) -> Client:
@@ -108,7 +101,7 @@ async def run_worker(
         )
     client = await connect_client(settings)
     try:
-        await ensure_search_attributes(settings.temporal_address, settings.temporal_namespace)
+        await ensure_search_attributes(client)
     except Exception as exc:
         # Temporal Cloud and locked-down clusters refuse the operator API: register them there
         # by hand (README); runs cannot upsert attributes the namespace does not know.

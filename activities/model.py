@@ -126,10 +126,6 @@ class DeltaWriter:
         if self._task is not None:
             await self._task
 
-    def abort(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
 
 class ModelActivities:
     def __init__(
@@ -275,9 +271,9 @@ class ModelActivities:
                 await asyncio.shield(writer.close())
             raise
         except Exception as exc:
+            # Whatever streamed before the failure stays in the event log.
             with contextlib.suppress(Exception):
                 await writer.close()
-            writer.abort()
             raise await self._failed(inp, attempt, started, first_token, exc) from exc
 
         latency_ms = int((time.monotonic() - started) * 1000)

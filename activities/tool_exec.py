@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.tools import RetryableToolError, ToolContext, ToolError, ToolRegistry
 from agentrun.contracts import ExecuteToolInput, ToolResult, preview
-from agentrun.db.models import ToolCallStatus
+from agentrun.db.models import ToolCall, ToolCallStatus
 from agentrun.db.repository import Repository
 
 RESULT_CAP = 64_000
@@ -56,14 +56,7 @@ class ToolActivities:
         else:
             row = await self.repo.start_tool_attempt(inp.run_id, call.id)
         if ToolCallStatus(row.status).terminal:
-            text, _ = preview(row.result or "")
-            return ToolResult(
-                tool_call_id=call.id,
-                name=call.name,
-                is_error=row.is_error,
-                preview=text,
-                replayed=True,
-            )
+            return _as_result(inp, row, replayed=True)
         if inp.skip_reason is not None:
             return await self._record(inp, inp.skip_reason, is_error=True)
         if inp.given_result is not None:
@@ -122,7 +115,16 @@ class ToolActivities:
             result=result,
             is_error=is_error,
         )
-        text, _ = preview(row.result or "")
-        return ToolResult(
-            tool_call_id=inp.call.id, name=inp.call.name, is_error=row.is_error, preview=text
-        )
+        return _as_result(inp, row, replayed=False)
+
+
+def _as_result(inp: ExecuteToolInput, row: ToolCall, *, replayed: bool) -> ToolResult:
+    """The small result the workflow keeps: the recorded text is cut to a preview."""
+    text, _ = preview(row.result or "")
+    return ToolResult(
+        tool_call_id=inp.call.id,
+        name=inp.call.name,
+        is_error=row.is_error,
+        preview=text,
+        replayed=replayed,
+    )

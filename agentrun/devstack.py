@@ -56,7 +56,7 @@ class DevStack:
                 {
                     "pid": os.getpid(),
                     "temporal_address": self.settings.temporal_address,
-                    "database_url": self.settings.database_url,
+                    "database_url": self.settings.database_url_display,
                     "ui_url": self.ui_url,
                     "started_temporal": self.temporal is not None,
                     "started_postgres": self.postgres is not None,

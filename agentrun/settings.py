@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         return parts._replace(scheme="postgresql").geturl()
 
     @property
+    def database_url_display(self) -> str:
+        """The database URL as it may be shown or logged: any password replaced by ***."""
+        return redact_url(self.database_url)
+
+    @property
     def uses_offline_model(self) -> bool:
         return self.openai_base_url is None
 
@@ -125,6 +130,16 @@ class Settings(BaseSettings):
     def database_host_port(self) -> tuple[str, int]:
         parts = urlsplit(self.database_url)
         return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user-info part replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def _variable_name(field: str) -> str:

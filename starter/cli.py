@@ -49,7 +49,7 @@ async def _dev(args: argparse.Namespace) -> int:
             f"[bold green]agentrun stack ready[/] in {stack.started_in_s:.1f}s\n"
             f"  Temporal   {settings.temporal_address} (namespace {settings.temporal_namespace})\n"
             f"  Web UI     {stack.ui_url}\n"
-            f"  PostgreSQL {settings.database_url}\n"
+            f"  PostgreSQL {settings.database_url_display}\n"
             f"  Model      "
             + (
                 "offline scripted model (set OPENAI_BASE_URL for a real one)"
@@ -87,7 +87,7 @@ def _db(args: argparse.Namespace) -> int:
             console.print(f"database at revision {current_revision(settings.sqlalchemy_url)}")
     except Exception as exc:
         raise CliError(
-            f"cannot reach the database at {settings.database_url}: {_first_line(exc)}; "
+            f"cannot reach the database at {settings.database_url_display}: {_first_line(exc)}; "
             "start it (agentrun dev) or set AGENTRUN_DATABASE_URL",
             EXIT_UNREACHABLE,
         ) from None

@@ -91,7 +91,7 @@ async def database(settings: Settings) -> AsyncIterator[Repository]:
                 await asyncio.wait_for(conn.execute(text("SELECT 1")), 5)
         except Exception:
             raise CliError(
-                f"cannot reach PostgreSQL at {settings.database_url}: start it with "
+                f"cannot reach PostgreSQL at {settings.database_url_display}: start it with "
                 "`agentrun dev` or set AGENTRUN_DATABASE_URL",
                 EXIT_UNREACHABLE,
             ) from None
@@ -685,6 +685,16 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     from worker import run_worker
 
     settings = settings_or_exit()
+    interactive = sys.stdin.isatty() and not args.yes
+    if not interactive and not args.yes and not settings.uses_offline_model:
+        # Approvals are only given for the user against the offline model, whose tool calls
+        # are scripted; a real model's calls need a person or an explicit --yes.
+        raise CliError(
+            f"no terminal to ask for approvals at, and a real model ({settings.model} at "
+            f"{settings.openai_base_url}) is configured: run the demo at a terminal, or pass "
+            "--yes to approve every call it makes",
+            EXIT_USAGE,
+        )
     stack = DevStack(settings)
     with console.status("bringing up the embedded stack (Temporal + PostgreSQL)..."):
         await stack.up()
@@ -715,7 +725,6 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             )
             if worker_task.done():
                 worker_task.result()
-        interactive = sys.stdin.isatty() and not args.yes
         if not interactive:
             console.print("[dim]no terminal to ask at (or --yes): approvals are given for you[/]")
         console.print(f"[bold]prompt:[/] {args.prompt}")

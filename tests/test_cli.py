@@ -299,3 +299,30 @@ async def test_starter_scripts(
     assert (await repo.get_run(run_c)).status == "CANCELED"
     done = await script(env, "starter.cancel", run_c)
     assert "already ended" in done.out
+
+
+async def test_the_database_password_is_never_printed(settings: Settings) -> None:
+    secret = "pw-d0-not-print-me"
+    unreachable = f"postgresql://agentrun:{secret}@127.0.0.1:{free_port()}/agentrun"
+    env = cli_env(settings, AGENTRUN_DATABASE_URL=unreachable)
+    for args in (("db", "current"), ("transcript", "run-nope"), ("follow", "run-nope")):
+        done = await agentrun(env, *args)
+        assert done.code == 3, (args, done)
+        assert secret not in done.out + done.err, args
+        assert "agentrun:***@127.0.0.1" in done.err, args
+
+
+async def test_demo_without_a_terminal_does_not_approve_a_real_models_calls(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # A real endpoint is configured (it need not answer: nothing may start before the refusal).
+    env = cli_env(
+        settings,
+        OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+        AGENTRUN_MODEL="some-real-model",
+        AGENTRUN_DATA_DIR=str(tmp_path / "demo-data"),
+    )
+    done = await agentrun(env, "demo", "--prompt", "run `rm -rf ~`")
+    assert done.code == 2, done
+    assert "--yes" in done.err and "some-real-model" in done.err
+    assert not (tmp_path / "demo-data").exists()

@@ -1,0 +1,86 @@
+"""The names outside apps and running workflows depend on: the workflow type, its updates,
+signals and queries, the activity names, the search-attribute keys and the error types a
+refusal carries. Renaming any of them breaks clients or runs in flight: add, never rename.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from temporalio.common import SearchAttributeKey
+
+WORKFLOW_NAME = "agentrun.AgentRun"
+NOTIFY_CHANNEL = "agentrun_events"
+
+
+class Update(enum.StrEnum):
+    DECIDE_TOOL_CALL = "decide_tool_call"
+    SUBMIT_TOOL_RESULT = "submit_tool_result"
+    CANCEL = "cancel"
+
+
+class Signal(enum.StrEnum):
+    TOOL_DECISION = "tool_decision"
+    CANCEL = "cancel"
+
+
+class Query(enum.StrEnum):
+    STATUS = "status"
+
+
+class Activity(enum.StrEnum):
+    """Registered activity names; recorded histories replay against them."""
+
+    PREPARE_RUN = "agentrun.prepare_run"
+    SET_STATUS = "agentrun.set_status"
+    REQUEST_WAITS = "agentrun.request_waits"
+    RECORD_DECISION = "agentrun.record_decision"
+    APPEND_EVENT = "agentrun.append_event"
+    MODEL_TURN = "agentrun.model_turn"
+    EXECUTE_TOOL = "agentrun.execute_tool"
+    RECORD_TOOL_OUTCOME = "agentrun.record_tool_outcome"
+
+
+class SearchAttribute(enum.StrEnum):
+    SESSION_ID = "AgentSessionId"
+    RUN_STATUS = "AgentRunStatus"
+    MODEL = "AgentModel"
+    WAITING_APPROVAL = "AgentWaitingApproval"
+
+
+SA_SESSION_ID = SearchAttributeKey.for_keyword(SearchAttribute.SESSION_ID)
+SA_RUN_STATUS = SearchAttributeKey.for_keyword(SearchAttribute.RUN_STATUS)
+SA_MODEL = SearchAttributeKey.for_keyword(SearchAttribute.MODEL)
+SA_WAITING_APPROVAL = SearchAttributeKey.for_bool(SearchAttribute.WAITING_APPROVAL)
+
+SEARCH_ATTRIBUTE_KEYS: tuple[SearchAttributeKey, ...] = (
+    SA_SESSION_ID,
+    SA_RUN_STATUS,
+    SA_MODEL,
+    SA_WAITING_APPROVAL,
+)
+
+
+class ErrorType(enum.StrEnum):
+    """`ApplicationError.type` of every refusal and failure a client can see; the typed client
+    maps these to exception classes, never the message text."""
+
+    # a decision (update decide_tool_call)
+    UNKNOWN_TOOL_CALL = "UnknownToolCall"
+    ALREADY_DECIDED = "AlreadyDecided"
+    WRONG_WAIT_KIND = "WrongWaitKind"
+    HASH_MISMATCH = "HashMismatch"
+    SCHEMA_MISMATCH = "SchemaMismatch"
+    INVALID_DECISION = "InvalidDecision"
+    # a client-side result (update submit_tool_result)
+    ALREADY_SUBMITTED = "AlreadySubmitted"
+    RESULT_TOO_LARGE = "ResultTooLarge"
+    INVALID_RESULT = "InvalidResult"
+    # a run
+    RUN_ENDED = "RunEnded"
+    RUN_REFUSED = "RunRefused"
+    RUN_FAILED = "RunFailed"
+    SESSION_BUSY = "SessionBusy"
+    INVALID_CONFIG = "InvalidConfig"
+    INVALID_INPUT = "InvalidInput"
+    APPROVAL_TIMEOUT = "ApprovalTimeout"

@@ -179,7 +179,9 @@ class Settings(BaseSettings):
 
     @property
     def cors_origins(self) -> list[str]:
-        return [o.strip().rstrip("/") for o in self.codec_server_cors_origins.split(",") if o.strip()]
+        return [
+            o.strip().rstrip("/") for o in self.codec_server_cors_origins.split(",") if o.strip()
+        ]
 
     @property
     def database_host_port(self) -> tuple[str, int]:

@@ -49,9 +49,9 @@ def print_json(obj: object) -> None:
     sys.stdout.flush()
 
 
-def settings_or_exit() -> Settings:
+def settings_or_exit(**overrides: object) -> Settings:
     try:
-        return load_settings()
+        return load_settings(**overrides)
     except SettingsError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
 

@@ -26,9 +26,11 @@ NEWER_START = {
     "session_id": "s-1",
     "prompt": "hello",
     "from_the_future": {"x": 1},
-    "config": {"max_turns": 3, "reasoning_effort": "high", "client_tools": [
-        {"name": "pick", "ui_hint": "modal"}
-    ]},
+    "config": {
+        "max_turns": 3,
+        "reasoning_effort": "high",
+        "client_tools": [{"name": "pick", "ui_hint": "modal"}],
+    },
 }
 
 

@@ -1,6 +1,7 @@
 """Every type that crosses the workflow boundary: workflow input and result, activity inputs
 and results. Clients, workflows and activities all import this one module, and every client and
-worker uses temporalio.contrib.pydantic.pydantic_data_converter.
+worker uses agentrun.converter.data_converter (temporalio's pydantic_data_converter plus the
+payload codec).
 
 Fields are only ever added, and only as optional, so runs in flight keep decoding. Payloads
 are read tolerantly and made strictly (see Strict), so that in a rolling deploy an older worker

@@ -185,7 +185,22 @@ async def promote_on_start(client: Client, settings: Settings) -> None:
                 version.build_id,
             )
             return
-    # A local stack's earlier build may have polled another task queue; do not let that
-    # block a developer's restart.
-    if await make_version_current(client, version, ignore_missing_task_queues=local):
-        log.info("worker deployment version %s is now current", version.to_canonical_string())
+    try:
+        # A local stack's earlier build may have polled another task queue; do not let that
+        # block a developer's restart.
+        if await make_version_current(client, version, ignore_missing_task_queues=local):
+            log.info("worker deployment version %s is now current", version.to_canonical_string())
+    except (RPCError, TimeoutError) as exc:
+        if local or mode == "always":
+            raise
+        # A shared cluster may not let workers change routing (a Cloud API key without that
+        # permission, say): keep serving, and say what completes the rollout.
+        log.warning(
+            "could not make build %r of worker deployment %r current (%s); run: temporal "
+            "worker deployment set-current-version --deployment-name %s --build-id %s",
+            version.build_id,
+            version.deployment_name,
+            exc,
+            version.deployment_name,
+            version.build_id,
+        )

@@ -263,3 +263,78 @@ async def test_a_rotated_key_reads_and_replays_old_runs_and_no_key_cannot(
     wrong = keyed.model_copy(update={"payload_keys": codec_setting(f"k2:{NEW_KEY}")}, deep=True)
     with pytest.raises(Exception, match=r"key id 'k1'.*holds the key ids k2"):
         await (await connect_client(wrong)).get_workflow_handle(run_id).result()
+
+
+def test_agentrun_codec_server_serves_until_ctrl_c(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    from agentrun.codec import PayloadEncryptionCodec, parse_keys
+    from agentrun.stack import port_in_use
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "AGENTRUN_PAYLOAD_KEYS": f"k1:{OLD_KEY}",
+        "AGENTRUN_CODEC_SERVER_PORT": str(port),
+        "AGENTRUN_CODEC_SERVER_TOKEN": TOKEN,
+        "COLUMNS": "200",
+    }
+    cmd = [sys.executable, "-c", "from starter.cli import main; main()", "codec-server"]
+    # Without keys there is nothing to serve; beyond 127.0.0.1 a token is required.
+    no_keys = subprocess.run(
+        cmd, env={**env, "AGENTRUN_PAYLOAD_KEYS": ""}, capture_output=True, text=True, timeout=60
+    )
+    assert no_keys.returncode == 2 and "AGENTRUN_PAYLOAD_KEYS is not set" in no_keys.stderr
+    open_to_all = subprocess.run(
+        [*cmd, "--host", "0.0.0.0"],
+        env={**env, "AGENTRUN_CODEC_SERVER_TOKEN": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert open_to_all.returncode == 2 and "AGENTRUN_CODEC_SERVER_TOKEN" in open_to_all.stderr
+
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not port_in_use("127.0.0.1", port):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout
+            time.sleep(0.1)
+        [sealed] = PayloadEncryptionCodec(parse_keys(f"k1:{OLD_KEY}")).encode_sync(
+            [_json_payload("hello codec")]
+        )
+        body = {
+            "payloads": [
+                {
+                    "metadata": {
+                        k: base64.b64encode(v).decode() for k, v in sealed.metadata.items()
+                    },
+                    "data": base64.b64encode(sealed.data).decode(),
+                }
+            ]
+        }
+        status, _, raw = post(
+            f"http://127.0.0.1:{port}/api/default/decode",
+            body,
+            {"Content-Type": "application/json", "Authorization": TOKEN},
+        )
+        assert status == 200, raw
+        assert base64.b64decode(json.loads(raw)["payloads"][0]["data"]) == b'"hello codec"'
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert f"http://127.0.0.1:{port}" in out and OLD_KEY not in out and TOKEN not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _json_payload(text: str) -> Any:
+    from temporalio.api.common.v1 import Payload
+
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(text).encode())

@@ -171,21 +171,19 @@ async def promote_on_start(client: Client, settings: Settings) -> None:
     version = deployment_version(settings)
     local = is_local(settings.temporal_host_port[0])
     mode = settings.set_current_version
-    if mode == "auto" and not local:
-        current = await current_build_id(client, version.deployment_name)
-        if current is not None and current != version.build_id:
-            log.warning(
-                "worker deployment %r: build %r is current; this worker (build %r) serves "
-                "only runs pinned to it until an operator makes it current: temporal worker "
-                "deployment set-current-version --deployment-name %s --build-id %s",
-                version.deployment_name,
-                current,
-                version.build_id,
-                version.deployment_name,
-                version.build_id,
-            )
-            return
     try:
+        if mode == "auto" and not local:
+            current = await current_build_id(client, version.deployment_name)
+            if current is not None and current != version.build_id:
+                log.warning(
+                    "worker deployment %r: build %r is current; this worker (build %r) serves "
+                    "only runs pinned to it until an operator makes it current: %s",
+                    version.deployment_name,
+                    current,
+                    version.build_id,
+                    _set_current_command(version),
+                )
+                return
         # A local stack's earlier build may have polled another task queue; do not let that
         # block a developer's restart.
         if await make_version_current(client, version, ignore_missing_task_queues=local):
@@ -196,11 +194,16 @@ async def promote_on_start(client: Client, settings: Settings) -> None:
         # A shared cluster may not let workers change routing (a Cloud API key without that
         # permission, say): keep serving, and say what completes the rollout.
         log.warning(
-            "could not make build %r of worker deployment %r current (%s); run: temporal "
-            "worker deployment set-current-version --deployment-name %s --build-id %s",
+            "could not make build %r of worker deployment %r current (%s); run: %s",
             version.build_id,
             version.deployment_name,
             exc,
-            version.deployment_name,
-            version.build_id,
+            _set_current_command(version),
         )
+
+
+def _set_current_command(version: WorkerDeploymentVersion) -> str:
+    return (
+        "temporal worker deployment set-current-version "
+        f"--deployment-name {version.deployment_name} --build-id {version.build_id}"
+    )

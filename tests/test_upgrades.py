@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -182,3 +184,31 @@ async def test_an_older_worker_reads_payloads_from_a_newer_client(
         assert answer["decision"] == "approve"
         result = await asyncio.wait_for(handle.result(), BOUND)
         assert json.loads(json.dumps(result))["status"] == "DONE"
+
+
+async def test_on_a_shared_cluster_only_the_first_build_promotes_itself(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    repo: Repository,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import agentrun.deployment as deployment_module
+    from agentrun.deployment import current_build_id, promote_on_start
+
+    monkeypatch.setattr(deployment_module, "is_local", lambda host: False)
+    client = temporal_env.client
+    deployment = f"agentrun-shared-{uuid.uuid4().hex[:8]}"
+    a = versioned(settings, deployment, "build-a")
+    b = versioned(settings, deployment, "build-b")
+    async with build_worker(client, a, repo, graceful_shutdown=timedelta(seconds=1)):
+        await asyncio.wait_for(promote_on_start(client, a), BOUND)  # first deploy: current
+        assert await current_build_id(client, deployment) == "build-a"
+        async with build_worker(client, b, repo, graceful_shutdown=timedelta(seconds=1)):
+            with caplog.at_level(logging.WARNING, logger="agentrun.deployment"):
+                await asyncio.wait_for(promote_on_start(client, b), BOUND)
+            assert await current_build_id(client, deployment) == "build-a"  # operator's call
+            assert f"--deployment-name {deployment} --build-id build-b" in caplog.text
+            always = b.model_copy(update={"set_current_version": "always"})
+            await asyncio.wait_for(promote_on_start(client, always), BOUND)
+            assert await current_build_id(client, deployment) == "build-b"

@@ -1,6 +1,8 @@
-"""The agentrun worker: wiring only. A client with the pydantic data converter, and a worker
-with every workflow and activity. SIGTERM or SIGINT shut it down gracefully: it stops polling
-and gives running activities a grace period to finish."""
+"""The agentrun worker: wiring only. A client with agentrun's data converter (pydantic, plus
+payload encryption when keys are set), and a worker with every workflow and activity, run as a
+version of a Worker Deployment with runs pinned to the build they started on. SIGTERM or SIGINT
+shut it down gracefully: it stops polling and gives running activities a grace period to
+finish."""
 
 from __future__ import annotations
 
@@ -15,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.model import ModelActivities
 from activities.runs import RunActivities
 from activities.tool_exec import ToolActivities
 from activities.tools import ToolRegistry, default_registry
+from agentrun.converter import data_converter
 from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
+from agentrun.deployment import deployment_config, promote_on_start
 from agentrun.offline_model import OfflineModelServer
 from agentrun.process import exit_process
 from agentrun.settings import Settings, SettingsError, load_settings
@@ -37,7 +40,7 @@ async def connect_client(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
     )
 
 
@@ -77,6 +80,8 @@ def build_worker(
         # Heartbeats carry cancellation to a running activity; sending them at least every
         # second makes a cancel stop a stream or a tool within about a second.
         max_heartbeat_throttle_interval=timedelta(seconds=1),
+        # None (AGENTRUN_WORKER_VERSIONING=false): an unversioned worker.
+        deployment_config=deployment_config(settings),
     )
 
 
@@ -111,6 +116,7 @@ async def run_worker(
     try:
         async with worker:
             log.info("worker polling task queue %r", settings.task_queue)
+            await promote_on_start(client, settings)
             if ready is not None:
                 ready.set()
             await stop.wait()

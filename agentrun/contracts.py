@@ -1,13 +1,16 @@
 """Every type that crosses the workflow boundary: workflow input and result, activity inputs
 and results. Clients, workflows and activities all import this one module, and every client and
-worker uses temporalio.contrib.pydantic.pydantic_data_converter.
+worker uses agentrun.converter.data_converter (temporalio's pydantic_data_converter plus the
+payload codec).
 
-Fields are only ever added, and only as optional, so runs in flight keep decoding.
+Fields are only ever added, and only as optional, so runs in flight keep decoding. Payloads
+are read tolerantly and made strictly (see Strict), so that in a rolling deploy an older worker
+reads what a newer client or worker sends.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -26,7 +29,33 @@ ToolKind = Literal["server", "client"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A payload that outside callers make. Strict where it is made, tolerant where it is read.
+
+    During a rolling deploy a newer client or worker may send a field this code does not know
+    yet; the reading side (the data converter's validate_json inside workflows and activities,
+    model_validate) ignores it instead of failing the workflow task. Where a payload is *made*
+    (the constructor in code, strict_validate at the edges: CLI, client API, HTTP API) an
+    unknown field is a mistake and is refused with its name.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    def __init__(self, /, **data: Any) -> None:
+        __tracebackhide__ = True
+        self.__pydantic_validator__.validate_python(data, self_instance=self, extra="forbid")
+
+    # Pydantic calls a model's own __init__ from every validation unless it carries this mark;
+    # with it, reading a payload (validate_json, model_validate) stays tolerant.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+
+StrictModel = TypeVar("StrictModel", bound=BaseModel)
+
+
+def strict_validate(model: type[StrictModel], data: Any) -> StrictModel:
+    """Validate outside input (a parsed JSON object, a dict from a caller) at an edge: every
+    rule of `model`, and an unknown field anywhere inside is refused with where it is."""
+    return model.model_validate(data, extra="forbid")
 
 
 class ClientTool(Strict):

@@ -121,8 +121,14 @@ class DevStack:
             )
         from temporalio.client import Client
 
+        from agentrun.converter import data_converter
+
         await ensure_search_attributes(
-            await Client.connect(s.temporal_address, namespace=s.temporal_namespace)
+            await Client.connect(
+                s.temporal_address,
+                namespace=s.temporal_namespace,
+                data_converter=data_converter(s),
+            )
         )
 
     def down(self) -> None:

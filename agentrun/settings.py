@@ -7,7 +7,7 @@ the variable a person has to fix.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -64,6 +64,62 @@ class Settings(BaseSettings):
         int,
         Field(validation_alias=_env("AGENTRUN_MAX_CONCURRENT_WORKFLOW_TASKS"), ge=1, le=10_000),
     ] = 100
+
+    # Worker Versioning (README "Upgrading workers"): workers run as a Worker Deployment and
+    # every run stays pinned to the build it started on.
+    worker_versioning: Annotated[
+        bool, Field(validation_alias=_env("AGENTRUN_WORKER_VERSIONING"))
+    ] = True
+    deployment_name: Annotated[
+        str,
+        Field(
+            validation_alias=_env("AGENTRUN_DEPLOYMENT_NAME"),
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$",
+        ),
+    ] = "agentrun"
+    build_id: Annotated[
+        str | None,
+        Field(
+            validation_alias=_env("AGENTRUN_BUILD_ID"),
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$",
+        ),
+    ] = None
+    set_current_version: Annotated[
+        Literal["auto", "always", "never"],
+        Field(validation_alias=_env("AGENTRUN_SET_CURRENT_VERSION")),
+    ] = "auto"
+    # Payload encryption (README "Payload encryption"): "id:base64key,..."; the first key
+    # encrypts, every key decrypts.
+    payload_keys: Annotated[
+        SecretStr | None, Field(validation_alias=_env("AGENTRUN_PAYLOAD_KEYS"))
+    ] = None
+    codec_server_host: Annotated[
+        str, Field(validation_alias=_env("AGENTRUN_CODEC_SERVER_HOST"), min_length=1)
+    ] = "127.0.0.1"
+    codec_server_port: Annotated[
+        int, Field(validation_alias=_env("AGENTRUN_CODEC_SERVER_PORT"), ge=1, le=65535)
+    ] = 8081
+    codec_server_token: Annotated[
+        SecretStr | None, Field(validation_alias=_env("AGENTRUN_CODEC_SERVER_TOKEN"))
+    ] = None
+    codec_server_cors_origins: Annotated[
+        str, Field(validation_alias=_env("AGENTRUN_CODEC_SERVER_CORS_ORIGINS"))
+    ] = "http://localhost:8233,http://127.0.0.1:8233"
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _payload_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from agentrun.codec import parse_keys
+
+        parse_keys(value.get_secret_value())  # raises ValueError without echoing a key
+        return value
+
+    @field_validator("build_id", mode="before")
+    @classmethod
+    def _empty_build_id(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("temporal_address")
     @classmethod
@@ -125,6 +181,12 @@ class Settings(BaseSettings):
     def temporal_host_port(self) -> tuple[str, int]:
         host, _, port = self.temporal_address.rpartition(":")
         return host, int(port)
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [
+            o.strip().rstrip("/") for o in self.codec_server_cors_origins.split(",") if o.strip()
+        ]
 
     @property
     def database_host_port(self) -> tuple[str, int]:

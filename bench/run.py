@@ -35,7 +35,6 @@ from typing import Any
 
 import psycopg
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.testing import WorkflowEnvironment
 
@@ -52,6 +51,7 @@ from bench_workflows import (  # noqa: E402
 )
 
 from agentrun.contracts import AgentConfig, StartRunInput  # noqa: E402
+from agentrun.converter import data_converter  # noqa: E402
 from agentrun.db.migrate import upgrade  # noqa: E402
 from agentrun.db.repository import NOTIFY_CHANNEL, Repository  # noqa: E402
 from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec  # noqa: E402
@@ -393,7 +393,8 @@ async def main() -> None:
     upgrade(sa_url)
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(),
-        data_converter=pydantic_data_converter,
+        # AGENTRUN_PAYLOAD_KEYS from the environment, as every client and worker.
+        data_converter=data_converter(load_settings()),
         dev_server_log_level="error",
         search_attributes=search_attribute_keys(),
     )
@@ -406,6 +407,8 @@ async def main() -> None:
         data_dir=tmp / "data",
         max_concurrent_activities=400,
         max_concurrent_workflow_tasks=200,
+        # One worker build and no rollout: unversioned, as the runs measured here do not move.
+        worker_versioning=False,
     )
     repo = Repository.connect(sa_url, pool_size=40)
     b = Bench(env, settings, repo, model)

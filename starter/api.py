@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
@@ -24,6 +24,7 @@ from agentrun.contracts import (
     StartRunInput,
     ToolDecision,
     ToolResultSubmission,
+    strict_validate,
 )
 from agentrun.db.models import RunEvent
 from agentrun.db.repository import Repository, SessionBusyError
@@ -41,17 +42,22 @@ async def start_run(
     *,
     session_id: str | None = None,
     run_id: str | None = None,
-    config: AgentConfig | None = None,
+    config: AgentConfig | Mapping[str, Any] | None = None,
     repo: Repository | None = None,
 ) -> WorkflowHandle[AgentRunWorkflow, RunResult]:
     """Start a run (the workflow id is the run id). Starting the same run id again returns the
     run already there. With a repository, a busy session is refused here, before anything
-    starts; the workflow refuses it in any case."""
+    starts; the workflow refuses it in any case. A config given as a mapping (parsed JSON, say)
+    is validated strictly: an unknown field raises ValidationError and nothing is sent."""
+    if config is None:
+        config = AgentConfig()
+    elif not isinstance(config, AgentConfig):
+        config = strict_validate(AgentConfig, dict(config))
     inp = StartRunInput(
         run_id=run_id or new_id("run"),
         session_id=session_id or new_id("session"),
         prompt=prompt,
-        config=config or AgentConfig(),
+        config=config,
     )
     if repo is not None:
         await _check_session(repo, inp.session_id, inp.run_id)

@@ -14,6 +14,7 @@ from agentrun.stack import StackError
 from starter.commands import (
     EXIT_OK,
     EXIT_UNREACHABLE,
+    EXIT_USAGE,
     CliError,
     print_json,
     settings_or_exit,
@@ -109,6 +110,61 @@ def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- agentrun codec-server ---------------------------------------------------------------------
+
+
+def _codec_server(args: argparse.Namespace) -> int:
+    from agentrun.codec_server import CodecServer
+    from agentrun.converter import codec_from_settings
+
+    overrides = {
+        k: v
+        for k, v in {"codec_server_host": args.host, "codec_server_port": args.port}.items()
+        if v is not None
+    }
+    settings = settings_or_exit(**overrides)
+    codec = codec_from_settings(settings)
+    if not codec.encrypts:
+        raise CliError(
+            "AGENTRUN_PAYLOAD_KEYS is not set: there is nothing to decode. Set the same keys "
+            "as the workers (id:base64key,...)",
+            EXIT_USAGE,
+        )
+    token = settings.codec_server_token
+    try:
+        server = CodecServer(
+            codec,
+            host=settings.codec_server_host,
+            port=settings.codec_server_port,
+            token=(token.get_secret_value() or None) if token else None,
+            cors_origins=settings.cors_origins,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except OSError as exc:
+        raise CliError(
+            f"cannot listen on {settings.codec_server_host}:{settings.codec_server_port}: "
+            f"{exc.strerror or exc}; free the port or set AGENTRUN_CODEC_SERVER_PORT",
+            EXIT_UNREACHABLE,
+        ) from None
+    console.print(
+        f"[bold green]codec server[/] on {server.url} (POST /encode, /decode), keys "
+        f"{', '.join(codec.key_ids)}; token {'required' if token else 'not set (local only)'}\n"
+        f"  Web UI: Settings > Codec Server > {server.url} (origins: "
+        f"{', '.join(settings.cors_origins) or 'none'})\n"
+        f"  CLI:    temporal workflow show -w RUN_ID --codec-endpoint {server.url}"
+        + (" --codec-auth 'Bearer $TOKEN'" if token else "")
+        + "\nPress Ctrl-C to stop."
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -133,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a worker (same as agentrun-worker)")
     worker.set_defaults(handler=_worker, is_async=False)
+
+    codec = sub.add_parser(
+        "codec-server",
+        help="serve /encode and /decode for the Temporal Web UI and CLI (encrypted payloads)",
+    )
+    codec.add_argument("--host", help="override AGENTRUN_CODEC_SERVER_HOST (default 127.0.0.1)")
+    codec.add_argument("--port", type=int, help="override AGENTRUN_CODEC_SERVER_PORT (8081)")
+    codec.set_defaults(handler=_codec_server, is_async=False)
 
     from starter.commands import register
 

@@ -21,7 +21,7 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentrun.contracts import AgentConfig
+from agentrun.contracts import AgentConfig, ToolDecision, strict_validate
 from agentrun.db.models import RunEvent, RunStatus
 from agentrun.db.repository import Repository, SessionBusyError
 from agentrun.settings import Settings, SettingsError, load_settings
@@ -49,9 +49,9 @@ def print_json(obj: object) -> None:
     sys.stdout.flush()
 
 
-def settings_or_exit() -> Settings:
+def settings_or_exit(**overrides: object) -> Settings:
     try:
-        return load_settings()
+        return load_settings(**overrides)
     except SettingsError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
 
@@ -293,22 +293,35 @@ class Follower:
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
+    fields: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        try:
+            fields = json.loads(args.config)
+        except ValueError as exc:
+            raise CliError(f"--config is not JSON: {exc}", EXIT_USAGE) from None
+        if not isinstance(fields, dict):
+            raise CliError("--config must be a JSON object of AgentConfig fields", EXIT_USAGE)
+    if args.model is not None:
+        fields["model"] = args.model
+    if args.tools is not None:
+        fields["tools"] = [t for t in args.tools.split(",") if t]
+    if args.workspace:
+        fields["workspace"] = str(Path(args.workspace).resolve())
+    if args.approval:
+        fields["approval"] = args.approval
     try:
-        return AgentConfig(
-            model=args.model,
-            tools=[t for t in args.tools.split(",") if t] if args.tools is not None else None,
-            workspace=str(Path(args.workspace).resolve()) if args.workspace else None,
-            approval=args.approval or "tool_default",
-        )
+        return strict_validate(AgentConfig, fields)
     except ValueError as exc:
-        raise CliError(f"bad option: {_first_error(exc)}", EXIT_USAGE) from None
+        raise CliError(f"bad option: {_first_error(exc, 'config')}", EXIT_USAGE) from None
 
 
-def _first_error(exc: Exception) -> str:
+def _first_error(exc: Exception, within: str = "") -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
         e = errors()[0]
-        where = ".".join(str(p) for p in e["loc"])
+        where = ".".join(str(p) for p in (*([within] if within else []), *e["loc"]))
+        if e["type"] == "extra_forbidden":
+            return f"{where}: unknown field (this agentrun does not know it)"
         return f"{where}: {e['msg']}"
     return str(exc)
 
@@ -469,13 +482,19 @@ async def cmd_decide(args: argparse.Namespace) -> int:
     client = await temporal(settings)
     who = args.by or "agentrun cli"
     if args.signal:
-        payload = {
-            "tool_call_id": args.tool_call_id,
-            "decision": decision,
-            "arguments": arguments,
-            "decided_by": who,
-            "reason": args.reason,
-        }
+        try:
+            payload = strict_validate(
+                ToolDecision,
+                {
+                    "tool_call_id": args.tool_call_id,
+                    "decision": decision,
+                    "arguments": arguments,
+                    "decided_by": who,
+                    "reason": args.reason,
+                },
+            )
+        except ValueError as exc:
+            raise CliError(f"bad decision: {_first_error(exc)}", EXIT_USAGE) from None
         try:
             await client.get_workflow_handle(args.run_id).signal("tool_decision", payload)
         except RPCError as exc:
@@ -774,6 +793,11 @@ def register(sub: Any) -> None:
         help="approval preset (default tool_default: bash asks)",
     )
     run.add_argument("--workspace", help="folder for the file and shell tools")
+    run.add_argument(
+        "--config",
+        metavar="JSON",
+        help="agent config as a JSON object (AgentConfig fields; the options above win)",
+    )
     run.add_argument("--yes", action="store_true", help="approve every call that asks")
     run.add_argument("--no-input", action="store_true", help="never prompt; Ctrl-C detaches")
     _json_flag(run)

@@ -144,6 +144,8 @@ def settings(
         model="offline-scripted",
         task_queue=task_queue,
         data_dir=tmp_path / "data",
+        # Workers built here are unversioned; tests/test_upgrades.py covers versioned ones.
+        worker_versioning=False,
     )
 
 
@@ -203,6 +205,7 @@ class WorkerProcess:
             "OPENAI_API_KEY": "test-key",
             "AGENTRUN_TASK_QUEUE": s.task_queue,
             "AGENTRUN_DATA_DIR": str(s.data_dir),
+            "AGENTRUN_WORKER_VERSIONING": "true" if s.worker_versioning else "false",
         }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

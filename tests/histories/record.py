@@ -305,6 +305,8 @@ async def record(out: Path) -> None:
             model="offline-scripted",
             task_queue=tq,
             data_dir=tmp / "data",
+            # An unversioned worker: nothing makes a recorder's version current.
+            worker_versioning=False,
         )
         try:
             async with build_worker(

@@ -13,7 +13,9 @@ import email.utils
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -226,7 +228,7 @@ class ModelActivities:
                         f"the database was unavailable for {self.settings.db_retry_s:g}s while "
                         f"trying to {what}: {_db_error_text(exc)}"
                     ) from None
-                activity.heartbeat()
+                _heartbeat()
                 await asyncio.sleep(min(delay, max(0.0, deadline - now)))
                 delay = min(delay * 2, 5.0)
 
@@ -249,18 +251,26 @@ class ModelActivities:
 
     @activity.defn(name="agentrun.model_turn")
     async def model_turn(self, inp: ModelTurnInput) -> ModelTurnResult:
-        beat = asyncio.create_task(_heartbeat_forever())
+        # Heartbeat details carry, from attempt to attempt, the attempts that failed on the
+        # database before they called the model: the database cannot record them itself.
+        beat = _Beat(db_only=_db_only_attempts(activity.info().heartbeat_details))
+        token = _BEAT.set(beat)
+        beater = asyncio.create_task(_heartbeat_forever())
         try:
-            return await self._model_turn(inp)
+            return await self._model_turn(inp, beat)
         except DatabaseUnavailableError as exc:
-            # Retryable, and not a model attempt: the next attempt records none for this one.
+            if not beat.model_called:
+                beat.db_only.append(activity.info().attempt)
+                beat.send()
+            # Retryable; when the model was not called it spends none of the model budget.
             raise ApplicationError(str(exc), type="DatabaseUnavailable") from None
         finally:
-            beat.cancel()
+            beater.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await beat
+                await beater
+            _BEAT.reset(token)
 
-    async def _model_turn(self, inp: ModelTurnInput) -> ModelTurnResult:
+    async def _model_turn(self, inp: ModelTurnInput, beat: _Beat) -> ModelTurnResult:
         info = activity.info()
         attempt = info.attempt
         recorded = await self._db(
@@ -272,7 +282,9 @@ class ModelActivities:
         config = await self._config(inp)
         await self._db(
             "mark lost attempts",
-            lambda: self.repo.mark_lost_attempts(inp.run_id, inp.turn, attempt, inp.model),
+            lambda: self.repo.mark_lost_attempts(
+                inp.run_id, inp.turn, attempt, inp.model, not_lost=beat.db_only
+            ),
         )
         # The model budget is counted in the database: attempts that failed on the database
         # before they reached the model do not spend it.
@@ -307,6 +319,7 @@ class ModelActivities:
             ),
         )
         tools = self._tool_schemas(inp, config)
+        beat.model_called = True
         return await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
 
     def _tool_schemas(self, inp: ModelTurnInput, config: AgentConfig) -> list[dict[str, Any]]:
@@ -576,9 +589,40 @@ class ModelActivities:
         )
 
 
+@dataclass
+class _Beat:
+    """What this attempt's heartbeats carry (the next attempt reads the last of them)."""
+
+    db_only: list[int] = field(default_factory=list)
+    model_called: bool = False
+
+    def send(self) -> None:
+        activity.heartbeat({"db_only_attempts": self.db_only})
+
+
+_BEAT: ContextVar[_Beat | None] = ContextVar("agentrun_model_beat", default=None)
+
+
+def _db_only_attempts(details: Sequence[Any]) -> list[int]:
+    # Tolerant: details from another version of this activity, or none, mean none.
+    last = details[-1] if details else None
+    attempts = last.get("db_only_attempts") if isinstance(last, dict) else None
+    if not isinstance(attempts, list):
+        return []
+    return [a for a in attempts if isinstance(a, int)]
+
+
+def _heartbeat() -> None:
+    beat = _BEAT.get()
+    if beat is not None:
+        beat.send()
+    else:
+        activity.heartbeat()
+
+
 async def _heartbeat_forever() -> None:
     while True:
-        activity.heartbeat()
+        _heartbeat()
         await asyncio.sleep(HEARTBEAT_EVERY_S)
 
 

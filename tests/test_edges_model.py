@@ -141,6 +141,57 @@ async def test_a_database_outage_mid_turn_does_not_spend_model_attempts(
     assert deltas == "word " * 80
 
 
+async def test_attempts_that_fail_on_the_database_do_not_spend_the_model_budget(
+    temporal_env: WorkflowEnvironment,
+    outage_pg: EmbeddedPostgres,
+    outage_repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+    tmp_path: Path,
+) -> None:
+    # An outage longer than the worker waits (AGENTRUN_DB_RETRY_S=2): attempts fail, and those
+    # that never reached the model must not count against model_max_attempts=3.
+    settings = load_settings(
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        database_url=outage_pg.url("outage"),
+        openai_base_url=model_server.base_url,
+        openai_api_key="test-key",
+        task_queue=f"tq-{uuid.uuid4()}",
+        data_dir=tmp_path / "data",
+        db_retry_s=2,
+    )
+    prompt = f"long outage {run_id}"
+    model_server.script(
+        prompt,
+        [Reply(text="word " * 80, chunk_chars=5, delay_s=0.05), Reply(text="Back again.")],
+    )
+    worker = build_worker(
+        temporal_env.client, settings, outage_repo, graceful_shutdown=timedelta(seconds=1)
+    )
+    async with worker:
+        handle = await temporal_env.client.start_workflow(
+            AgentRunWorkflow.run,
+            start_input(run_id, prompt, tools=[], model_max_attempts=3),
+            id=run_id,
+            task_queue=settings.task_queue,
+        )
+        await next_event(outage_repo, run_id, "message.delta")
+        await asyncio.to_thread(outage_pg.stop)
+        # The outage: long enough for several attempts to fail on the database.
+        await asyncio.sleep(15)
+        await asyncio.to_thread(outage_pg.start)
+        result = await asyncio.wait_for(handle.result(), 120)
+    assert result.status == "DONE", result
+    assert result.final_text == "Back again."
+    llm = await outage_repo.run_llm_calls(run_id)
+    statuses = [c.status for c in sorted(llm, key=lambda c: c.attempt)]
+    assert [c.attempt for c in sorted(llm, key=lambda c: c.attempt)] == list(range(1, len(llm) + 1))
+    assert statuses[0] == "lost" and statuses[-1] == "ok", statuses
+    assert len(statuses) >= 3 and set(statuses[1:-1]) == {"db_error"}, statuses
+    assert [r.outcome for r in model_server.requests_for(prompt)][-1] == "ok"
+    assert len(model_server.requests_for(prompt)) == 2
+
+
 # -- item 7: inputs the database cannot store --------------------------------------------------
 
 
@@ -284,6 +335,7 @@ async def test_history_does_not_grow_with_the_system_prompt(
     big = await _history_bytes(
         temporal_env, settings, model_server, system_prompt="You are careful. " * 5_823
     )
+    print(f"history of a 4-turn run: {small} B (default prompt), {big} B (99k system prompt)")
     # The prompt is in the workflow input once (the start event); it must not ride on every
     # model turn as well.
     assert big < small + 99_000 + 20_000, (small, big)

@@ -35,6 +35,7 @@ from agentrun.contracts import (
     ToolCallRequest,
     Usage,
     preview,
+    storable_text,
 )
 from agentrun.db.repository import Repository
 from agentrun.settings import Settings
@@ -264,6 +265,15 @@ class ModelActivities:
                 beat.send()
             # Retryable; when the model was not called it spends none of the model budget.
             raise ApplicationError(str(exc), type="DatabaseUnavailable") from None
+        except sqlalchemy.exc.DBAPIError as exc:
+            # Lost connections were waited out above; what is left is a value or a statement
+            # the database refuses, which no retry changes. The driver's message only: the
+            # statement's parameters (conversation text) stay out of Temporal and the logs.
+            raise ApplicationError(
+                f"the database refused a write of model turn {inp.turn}: {_db_error_text(exc)}",
+                type="DatabaseRefused",
+                non_retryable=True,
+            ) from None
         finally:
             beater.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -422,8 +432,9 @@ class ModelActivities:
                     if delta is not None and delta.content:
                         if first_token is None:
                             first_token = time.monotonic()
-                        text_parts.append(delta.content)
-                        writer.add(delta.content)
+                        content = storable_text(delta.content)
+                        text_parts.append(content)
+                        writer.add(content)
                     for tc in (delta.tool_calls if delta is not None else None) or []:
                         if first_token is None:
                             first_token = time.monotonic()
@@ -463,11 +474,16 @@ class ModelActivities:
                     await asyncio.shield(stream.close())
 
         latency_ms = int((time.monotonic() - started) * 1000)
+        # What the model sent is kept as sent, except what PostgreSQL cannot store (a NUL, a
+        # lone surrogate): a write it refuses would fail the turn on every attempt.
         tool_calls = [
             {
-                "id": c["id"],
+                "id": storable_text(c["id"]),
                 "type": "function",
-                "function": {"name": c["name"], "arguments": "".join(c["arguments"])},
+                "function": {
+                    "name": storable_text(c["name"]),
+                    "arguments": storable_text("".join(c["arguments"])),
+                },
             }
             for _, c in sorted(calls.items())
         ]

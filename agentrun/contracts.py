@@ -62,6 +62,14 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+def storable_text(value: str) -> str:
+    """The text with what PostgreSQL cannot store (NUL, lone surrogates) replaced by U+FFFD:
+    for text we did not choose and must keep, such as a model's reply."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return _SURROGATE.sub("\ufffd", value)
+
+
 def model_name_problem(value: str) -> str | None:
     if len(value) > MAX_MODEL_NAME_CHARS:
         return f"has {len(value)} characters; the limit is {MAX_MODEL_NAME_CHARS}"

@@ -245,6 +245,24 @@ async def test_a_raw_payload_the_database_cannot_store_fails_the_run_promptly(
     assert await repo.find_run(run_id) is None
 
 
+async def test_a_model_reply_with_a_nul_is_stored_not_retried(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    prompt = f"binary reply {run_id}"
+    model_server.script(prompt, [Reply(text="a\x00b")])
+    result = await asyncio.wait_for(
+        run_to_end(temporal_env, settings, start_input(run_id, prompt, tools=[])), 60
+    )
+    assert result.status == "DONE" and result.final_text == "a\ufffdb"
+    assert [(c.attempt, c.status) for c in await repo.run_llm_calls(run_id)] == [(1, "ok")]
+    assert len(model_server.requests_for(prompt)) == 1
+
+
 # -- item 8: unregistered search attributes -----------------------------------------------------
 
 

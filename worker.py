@@ -30,7 +30,7 @@ from agentrun.deployment import deployment_config, promote_on_start
 from agentrun.offline_model import OfflineModelServer
 from agentrun.process import exit_process
 from agentrun.settings import Settings, SettingsError, load_settings
-from agentrun.stack import ensure_search_attributes
+from agentrun.stack import StackError, require_search_attributes
 from workflows import ALL_WORKFLOWS
 
 log = logging.getLogger("agentrun.worker")
@@ -104,13 +104,15 @@ async def run_worker(
             "no OPENAI_BASE_URL set: using agentrun's offline scripted model at %s",
             offline.base_url,
         )
-    client = await connect_client(settings)
     try:
-        await ensure_search_attributes(client)
-    except Exception as exc:
-        # Temporal Cloud and locked-down clusters refuse the operator API: register them there
-        # by hand (README); runs cannot upsert attributes the namespace does not know.
-        log.warning("could not register agentrun's search attributes: %s", exc)
+        client = await connect_client(settings)
+        # Runs cannot upsert attributes the namespace does not know: refuse to start rather
+        # than take runs that would stall (Temporal Cloud: register them by hand, README).
+        await require_search_attributes(client)
+    except BaseException:
+        if offline is not None:
+            offline.stop()
+        raise
     repo = Repository.connect(settings.sqlalchemy_url)
     worker = build_worker(client, settings, repo)
     try:
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         asyncio.run(_main())
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, StackError) as exc:
         print(f"agentrun-worker: {exc}", file=sys.stderr)
         exit_process(1)
     exit_process(0)

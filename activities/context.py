@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from agentrun.db.models import Message
-from agentrun.db.repository import estimate_tokens
+from agentrun.db.repository import Repository, estimate_tokens
 
 MISSING_RESULT = "no result: the run ended before this tool call was carried out"
+# Older messages are read newest first in pages of this many rows, until the budget is met.
+PAGE_ROWS = 100
 
 
 def to_openai(message: Message) -> dict[str, Any]:
@@ -92,3 +94,43 @@ def build_context(
     for unit in kept_head + kept_tail:
         out.extend(unit)
     return out
+
+
+async def load_context(
+    repo: Repository, system_prompt: str, session_id: str, run_id: str, token_budget: int
+) -> list[dict[str, Any]]:
+    """build_context over the session, reading only as much of its history as the budget can
+    hold: the current run's messages whole, then earlier messages newest first, a page at a
+    time, until the complete units read (from a user message on) cost more than the budget
+    left. build_context keeps a run of newest units that fit and stops at the first that does
+    not, so the older messages never read could not have been kept: the result is the same
+    as over the whole session."""
+    current = await repo.run_messages(run_id)
+    tail_start = next((m for m in current if m.role == "user"), current[0] if current else None)
+    if tail_start is None:
+        messages = await repo.session_messages(session_id)
+        return build_context(system_prompt, messages, run_id, token_budget)
+    current = [m for m in current if m.id >= tail_start.id]
+    left = (
+        token_budget
+        - _tokens([{"role": "system", "content": system_prompt}])
+        - sum(_tokens(unit) for _, unit in _units(current))
+    )
+    older: list[Message] = []  # newest first
+    before: int | None = tail_start.id
+    while True:
+        page = await repo.session_messages_before(session_id, before, PAGE_ROWS)
+        older.extend(page)
+        if len(page) < PAGE_ROWS:
+            break  # the whole session is read
+        before = page[-1].id
+        if left < 0 or _cost_from_first_user(older[::-1]) > left:
+            break
+    return build_context(system_prompt, older[::-1] + current, run_id, token_budget)
+
+
+def _cost_from_first_user(messages: list[Message]) -> int:
+    """The cost of the units from the first user message on: a unit that starts there is
+    whole, whatever came before it."""
+    start = next((i for i, m in enumerate(messages) if m.role == "user"), len(messages))
+    return sum(_tokens(unit) for _, unit in _units(messages[start:]))

@@ -22,6 +22,7 @@ from agentrun.contracts import (
     ToolInfo,
     Usage,
     preview,
+    storage_problems,
 )
 from agentrun.db.models import Run, RunStatus
 from agentrun.db.repository import Repository, SessionBusyError
@@ -71,6 +72,14 @@ class RunActivities:
 
     @activity.defn(name="agentrun.prepare_run")
     async def prepare_run(self, inp: PrepareRunInput) -> StartRunSetup:
+        problems = storage_problems(inp)
+        if problems:
+            # The database would refuse these for ever; refuse the run instead, writing nothing.
+            raise ApplicationError(
+                "the run's input cannot be stored: " + "; ".join(problems),
+                type="InvalidInput",
+                non_retryable=True,
+            )
         try:
             tools = self.resolve_tools(inp.config)
         except ValueError as exc:

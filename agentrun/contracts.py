@@ -6,15 +6,35 @@ payload codec).
 Fields are only ever added, and only as optional, so runs in flight keep decoding. Payloads
 are read tolerantly and made strictly (see Strict), so that in a rolling deploy an older worker
 reads what a newer client or worker sends.
+
+Text that PostgreSQL cannot store (a NUL character, a lone UTF-16 surrogate) and a model name it
+cannot hold are refused where they enter, with a clear error, because a write the database
+refuses would otherwise be retried for ever. The workflow input (StartRunInput, AgentConfig,
+ClientTool) is checked when it is built in Python (clients, CLI, API) and not when it is
+decoded from a Temporal payload: a workflow whose input does not decode fails its workflow
+task over and over instead of ending, so the worker decodes it and refuses it itself
+(`storage_problems`, in prepare_run). Update and signal payloads (decisions, results, cancel)
+are checked always: one that does not decode is refused to its sender and the run is untouched.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 MAX_PROMPT_CHARS = 100_000
+MAX_MODEL_NAME_CHARS = 200
+DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
+_SURROGATE = re.compile("[\ud800-\udfff]")
 RESULT_TEXT_LIMIT = 4_000
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
 
@@ -58,6 +78,61 @@ def strict_validate(model: type[StrictModel], data: Any) -> StrictModel:
     return model.model_validate(data, extra="forbid")
 
 
+def text_problem(value: str) -> str | None:
+    """Why PostgreSQL cannot store this text (TEXT or JSONB), or None when it can."""
+    if "\x00" in value:
+        return f"contains a NUL character (\\x00) at index {value.index(chr(0))}"
+    surrogate = _SURROGATE.search(value)
+    if surrogate:
+        return (
+            f"contains a lone surrogate (U+{ord(surrogate.group()):04X}) at index "
+            f"{surrogate.start()}"
+        )
+    return None
+
+
+def storable_text(value: str) -> str:
+    """The text with what PostgreSQL cannot store (NUL, lone surrogates) replaced by U+FFFD:
+    for text we did not choose and must keep, such as a model's reply."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def model_name_problem(value: str) -> str | None:
+    if len(value) > MAX_MODEL_NAME_CHARS:
+        return f"has {len(value)} characters; the limit is {MAX_MODEL_NAME_CHARS}"
+    if not value.isprintable():
+        return "must be printable (no control, format or line-break characters)"
+    return None
+
+
+def _nested_text_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        return text_problem(value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            problem = _nested_text_problem(k) or _nested_text_problem(v)
+            if problem:
+                return problem
+    if isinstance(value, list | tuple):
+        for v in value:
+            problem = _nested_text_problem(v)
+            if problem:
+                return problem
+    return None
+
+
+def _check_text(value: Any, info: ValidationInfo, *, always: bool) -> Any:
+    # From a Temporal payload (JSON) the workflow input must decode; see the module docstring.
+    if value is None or (not always and info.mode == "json"):
+        return value
+    problem = _nested_text_problem(value)
+    if problem:
+        raise ValueError(f"{info.field_name} {problem}; PostgreSQL cannot store it")
+    return value
+
+
 class ClientTool(Strict):
     """A tool the caller runs itself: the run waits for its result (update submit_tool_result)."""
 
@@ -67,6 +142,11 @@ class ClientTool(Strict):
         default_factory=lambda: {"type": "object", "properties": {}},
         description="JSON schema of the arguments.",
     )
+
+    @field_validator("description", "parameters")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_text(value, info, always=False)
 
 
 class AgentConfig(Strict):
@@ -89,7 +169,20 @@ class AgentConfig(Strict):
     )
     flush_interval_ms: int = Field(default=50, ge=0, le=5_000)
     model_timeout_s: float = Field(default=300, gt=0, le=3600)
-    model_heartbeat_timeout_s: float = Field(default=30, gt=0, le=600)
+    model_heartbeat_timeout_s: float = Field(
+        default=30,
+        gt=0,
+        le=600,
+        description="Stall timeout: the longest wait between two chunks once the first arrived.",
+    )
+    model_first_token_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="The longest wait for the first chunk (a reasoning model may think long "
+        f"first); at most model_timeout_s. Unset: {DEFAULT_FIRST_TOKEN_TIMEOUT_S:g}s or "
+        "model_timeout_s, whichever is less.",
+    )
     model_max_attempts: int = Field(default=6, ge=1, le=100)
     tool_heartbeat_timeout_s: float = Field(default=10, ge=2, le=600)
     approval: ApprovalPreset = Field(
@@ -106,6 +199,38 @@ class AgentConfig(Strict):
     approval_timeout_action: Literal["reject", "fail"] = "reject"
     client_tools: list[ClientTool] = Field(default_factory=list, max_length=128)
 
+    @field_validator("system_prompt", "workspace")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_text(value, info, always=False)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or info.mode == "json":
+            return value
+        problem = model_name_problem(value)
+        if problem:
+            raise ValueError(f"the model name {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _first_token_within_call(self) -> AgentConfig:
+        first = self.model_first_token_timeout_s
+        if first is not None and first > self.model_timeout_s:
+            raise ValueError(
+                f"model_first_token_timeout_s ({first:g}) must not exceed model_timeout_s "
+                f"({self.model_timeout_s:g})"
+            )
+        return self
+
+    @property
+    def first_token_timeout_s(self) -> float:
+        """The wait for the first chunk that applies."""
+        if self.model_first_token_timeout_s is not None:
+            return min(self.model_first_token_timeout_s, self.model_timeout_s)
+        return min(DEFAULT_FIRST_TOKEN_TIMEOUT_S, self.model_timeout_s)
+
 
 class StartRunInput(Strict):
     """Input of the agentrun.AgentRun workflow. The workflow id is the run id."""
@@ -117,14 +242,37 @@ class StartRunInput(Strict):
 
     @field_validator("prompt")
     @classmethod
-    def _prompt(cls, value: str) -> str:
+    def _prompt(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("the prompt is empty")
         if len(value) > MAX_PROMPT_CHARS:
             raise ValueError(
                 f"the prompt has {len(value)} characters; the limit is {MAX_PROMPT_CHARS}"
             )
-        return value
+        return _check_text(value, info, always=False)  # type: ignore[no-any-return]
+
+
+def storage_problems(inp: StartRunInput | PrepareRunInput) -> list[str]:
+    """What in a run's input PostgreSQL cannot store: the worker's check of an input that was
+    decoded without the client-side validation (see the module docstring)."""
+    problems = []
+    config = inp.config
+    texts: list[tuple[str, Any]] = [
+        ("prompt", inp.prompt),
+        ("system_prompt", config.system_prompt),
+        ("workspace", config.workspace),
+        *((f"client tool {c.name} description", c.description) for c in config.client_tools),
+        *((f"client tool {c.name} parameters", c.parameters) for c in config.client_tools),
+    ]
+    for what, value in texts:
+        problem = _nested_text_problem(value)
+        if problem:
+            problems.append(f"{what} {problem}")
+    if config.model is not None:
+        problem = model_name_problem(config.model)
+        if problem:
+            problems.append(f"the model name {problem}")
+    return problems
 
 
 class Usage(BaseModel):
@@ -194,7 +342,11 @@ class ModelTurnInput(BaseModel):
     turn: int
     model: str
     tools: list[str] = Field(default_factory=list)
-    config: AgentConfig
+    config: AgentConfig | None = Field(
+        default=None,
+        description="Unset: the activity reads the run's config from its row, so history per "
+        "turn does not grow with the prompt or the tools. Set by workers before that change.",
+    )
 
 
 class ToolCallRequest(BaseModel):
@@ -256,6 +408,11 @@ class ToolDecision(Strict):
     decided_by: str | None = Field(default=None, max_length=200)
     reason: str | None = Field(default=None, max_length=4_000)
 
+    @field_validator("decided_by", "reason", "arguments")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_text(value, info, always=True)
+
 
 class RecordedDecision(BaseModel):
     """A decision as recorded: what decide_tool_call returns."""
@@ -275,12 +432,22 @@ class ToolResultSubmission(Strict):
     result: Any = None
     is_error: bool = False
 
+    @field_validator("result")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_text(value, info, always=True)
+
 
 class CancelRequest(Strict):
     """Payload of the update and the signal cancel."""
 
     reason: str | None = Field(default=None, max_length=4_000)
     requested_by: str | None = Field(default=None, max_length=200)
+
+    @field_validator("reason", "requested_by")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_text(value, info, always=True)
 
 
 class CancelAnswer(BaseModel):

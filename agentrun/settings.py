@@ -121,6 +121,17 @@ class Settings(BaseSettings):
     def _empty_build_id(cls, value: object) -> object:
         return None if value == "" else value
 
+    db_retry_s: Annotated[
+        float,
+        Field(
+            validation_alias=_env("AGENTRUN_DB_RETRY_S"),
+            ge=0,
+            le=24 * 3600,
+            description="How long an activity waits out an unreachable database before it "
+            "fails its attempt; a model turn spends no model attempt on the wait.",
+        ),
+    ] = 120.0
+
     @field_validator("temporal_address")
     @classmethod
     def _host_port(cls, value: str) -> str:

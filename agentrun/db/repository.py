@@ -38,6 +38,9 @@ from agentrun.db.models import (
 )
 
 NOTIFY_CHANNEL = "agentrun_events"
+# llm_calls statuses that spend a turn's model budget; "db_error" (the database failed before
+# the model was called) does not.
+MODEL_ATTEMPT_STATUSES = ("ok", "error", "lost")
 T = TypeVar("T")
 
 
@@ -244,6 +247,14 @@ class Repository:
             await db.execute(
                 update(Run).where(Run.id == run_id).values(llm_call_count=Run.llm_call_count + 1)
             )
+        elif status == "ok" and row.status == "lost":
+            # The attempt was given up as lost (a later attempt started), yet it finished: its
+            # success is the turn's record. The row already counts on the run.
+            row.status = "ok"
+            row.error = None
+            for name, value in values.items():
+                setattr(row, name, value)
+            await db.flush()
         return row, inserted
 
     async def _claim_session(self, db: AsyncSession, session_id: str, run_id: str) -> None:
@@ -507,6 +518,18 @@ class Repository:
             )
             return list(rows.scalars())
 
+    async def session_messages_before(
+        self, session_id: str, before_id: int | None, limit: int
+    ) -> list[Message]:
+        """Up to `limit` messages of the session older than message `before_id` (all when
+        None), newest first: a context is read backwards only as far as its budget needs."""
+        async with self.session() as db:
+            stmt = select(Message).where(Message.session_id == session_id)
+            if before_id is not None:
+                stmt = stmt.where(Message.id < before_id)
+            rows = await db.execute(stmt.order_by(Message.id.desc()).limit(limit))
+            return list(rows.scalars())
+
     async def run_messages(self, run_id: str) -> list[Message]:
         async with self.session() as db:
             rows = await db.execute(
@@ -726,16 +749,49 @@ class Repository:
             ).scalar_one_or_none()
             if message is None:
                 return None
-            call = (
-                await db.execute(
-                    select(LlmCall).where(
-                        LlmCall.run_id == run_id, LlmCall.turn == turn, LlmCall.status == "ok"
-                    )
-                )
-            ).scalar_one_or_none()
-            return message, call
+            return message, await self._ok_call(db, run_id, turn)
 
-    async def mark_lost_attempts(self, run_id: str, turn: int, attempt: int, model: str) -> int:
+    @staticmethod
+    async def _ok_call(db: AsyncSession, run_id: str, turn: int) -> LlmCall | None:
+        """The successful model call of a recorded turn (the first, should there be two)."""
+        return (
+            (
+                await db.execute(
+                    select(LlmCall)
+                    .where(LlmCall.run_id == run_id, LlmCall.turn == turn, LlmCall.status == "ok")
+                    .order_by(LlmCall.attempt)
+                    .limit(1)
+                )
+            )
+            .scalars()
+            .first()
+        )
+
+    async def model_attempts(self, run_id: str, turn: int) -> list[LlmCall]:
+        """The attempts of a turn that reached the model or were lost on the way (ok, error,
+        lost): what the turn's model budget counts. Attempts that never got past the database
+        are not among them."""
+        async with self.session() as db:
+            rows = await db.execute(
+                select(LlmCall)
+                .where(
+                    LlmCall.run_id == run_id,
+                    LlmCall.turn == turn,
+                    LlmCall.status.in_(MODEL_ATTEMPT_STATUSES),
+                )
+                .order_by(LlmCall.attempt)
+            )
+            return list(rows.scalars())
+
+    async def mark_lost_attempts(
+        self,
+        run_id: str,
+        turn: int,
+        attempt: int,
+        model: str,
+        *,
+        not_lost: Sequence[int] = (),
+    ) -> int:
         """Give every earlier attempt of a turn that left no llm_calls row (its worker died, or
         it stalled past its heartbeat timeout) a row that says so. Returns how many."""
         async with self.session() as db, db.begin():
@@ -750,6 +806,18 @@ class Repository:
             )
             missing = [a for a in range(1, attempt) if a not in have]
             for a in missing:
+                if a in not_lost:
+                    # Known to have failed on the database before it reached the model.
+                    await self._insert_llm_call(
+                        db,
+                        run_id,
+                        turn,
+                        a,
+                        model,
+                        "db_error",
+                        {"error": "the database was unavailable; the model was not called"},
+                    )
+                    continue
                 await self._insert_llm_call(
                     db,
                     run_id,
@@ -762,7 +830,7 @@ class Repository:
                         "it timed out (heartbeat or start-to-close)"
                     },
                 )
-            return len(missing)
+            return len([a for a in missing if a not in not_lost])
 
     async def record_model_turn(
         self,
@@ -791,26 +859,28 @@ class Repository:
                 await db.execute(select(Message).where(Message.idempotency_key == key))
             ).scalar_one_or_none()
             if existing is not None:
-                call = (
-                    await db.execute(
-                        select(LlmCall).where(
-                            LlmCall.run_id == run_id, LlmCall.turn == turn, LlmCall.status == "ok"
-                        )
+                call = await self._ok_call(db, run_id, turn)
+                if call is None:
+                    # The turn was recorded by an attempt whose row is missing or not ok (a
+                    # record from before lost rows were upgraded): this attempt's success
+                    # is as good a record of it.
+                    call, _ = await self._insert_llm_call(
+                        db, run_id, turn, attempt, model, "ok", call_values
                     )
-                ).scalar_one()
                 return existing, call, False
             used = set(
                 (
                     await db.execute(select(ToolCall.tool_call_id).where(ToolCall.run_id == run_id))
                 ).scalars()
             )
-            calls = []
-            for index, c in enumerate(tool_calls):
-                call_id = c.get("id") or ""
-                if not call_id or call_id in used:
-                    call_id = f"call_t{turn}_{index}"
-                used.add(call_id)
-                calls.append({**c, "id": call_id})
+            calls = [
+                {**c, "id": call_id}
+                for c, call_id in zip(
+                    tool_calls,
+                    unique_call_ids(turn, [c.get("id") or "" for c in tool_calls], used),
+                    strict=True,
+                )
+            ]
             prompt_tokens = int(call_values.get("prompt_tokens") or 0)
             completion_tokens = int(call_values.get("completion_tokens") or 0)
             message, _ = await self._insert_once(
@@ -1013,6 +1083,24 @@ _STREAM_APPEND = text(
     SELECT ins.seq FROM ins, LATERAL (SELECT pg_notify(:channel, ins.run_id || ':' || ins.seq)) n
     """
 )
+
+
+def unique_call_ids(turn: int, ids: list[str], used: set[str]) -> list[str]:
+    """The model's tool-call ids, with an empty id or one already used in the run (earlier, or
+    in this same reply) replaced by `call_t{turn}_{index}`, suffixed until it is unused: unique
+    by construction, so no call loses its row to another's."""
+    taken = set(used)
+    out = []
+    for index, call_id in enumerate(ids):
+        if not call_id or call_id in taken:
+            base = f"call_t{turn}_{index}"
+            call_id, n = base, 1
+            while call_id in taken:
+                n += 1
+                call_id = f"{base}_{n}"
+        taken.add(call_id)
+        out.append(call_id)
+    return out
 
 
 def estimate_tokens(text_: str | None) -> int:

@@ -109,6 +109,7 @@ async def test_a_database_outage_mid_turn_does_not_spend_model_attempts(
         openai_api_key="test-key",
         task_queue=f"tq-{uuid.uuid4()}",
         data_dir=tmp_path / "data",
+        worker_versioning=False,
     )
     assert settings.db_retry_s >= 90
     prompt = f"outage {run_id}"
@@ -159,6 +160,7 @@ async def test_attempts_that_fail_on_the_database_do_not_spend_the_model_budget(
         task_queue=f"tq-{uuid.uuid4()}",
         data_dir=tmp_path / "data",
         db_retry_s=2,
+        worker_versioning=False,
     )
     prompt = f"long outage {run_id}"
     model_server.script(
@@ -299,6 +301,7 @@ async def test_the_worker_refuses_to_start_without_its_search_attributes(
         openai_base_url=model_server.base_url,
         task_queue=f"tq-{uuid.uuid4()}",
         data_dir=tmp_path / "data",
+        worker_versioning=False,
     )
     stop = asyncio.Event()
     stop.set()  # a worker that did start would stop again at once

@@ -10,13 +10,9 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
-import ctypes
 import inspect
 import math
 import operator
-import os
-import signal
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from activities.sandbox import Sandbox, SandboxUnavailable, kill_group
 from agentrun.contracts import ToolApproval, ToolInfo
 
 
@@ -43,6 +40,8 @@ class ToolContext:
     tool_call_id: str
     workspace: Path
     attempt: int = 1
+    # How shell commands are confined; None: a sandbox with the default settings.
+    sandbox: Sandbox | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -80,7 +79,13 @@ class Tool:
         )
 
     async def call(self, args: BaseModel, ctx: ToolContext) -> Any:
-        result = self.fn(args, ctx)
+        if not inspect.iscoroutinefunction(self.fn):
+            # A plain function would block the event loop: its timeout could not fire and no
+            # heartbeat would go out. In a thread, the timeout answers on time; the thread
+            # itself cannot be killed and finishes in the background.
+            result = await asyncio.to_thread(self.fn, args, ctx)
+        else:
+            result = self.fn(args, ctx)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -177,47 +182,91 @@ class BashArgs(BaseModel):
 
 
 BASH_OUTPUT_CAP = 16_000
+# Bytes read before the command is stopped: enough for the cap in any UTF-8 text, and no more,
+# so a command that prints gigabytes costs the worker a few kilobytes.
+BASH_READ_CAP = BASH_OUTPUT_CAP * 4 + 4
+_DEFAULT_SANDBOX = Sandbox()
 
 
 async def bash(args: BashArgs, ctx: ToolContext) -> str:
+    sandbox = ctx.sandbox or _DEFAULT_SANDBOX
+    try:
+        await asyncio.to_thread(sandbox.check)
+        await asyncio.to_thread(sandbox.prepare_workspace, ctx.workspace)
+    except SandboxUnavailable as exc:
+        raise ToolError(str(exc)) from None
     proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-c",
-        args.command,
+        *sandbox.argv(args.command),
         cwd=ctx.workspace,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
-        env={**os.environ, "AGENTRUN_TOOL_CALL_ID": ctx.tool_call_id},
+        preexec_fn=sandbox.preexec(),
+        env=sandbox.env(
+            ctx.workspace,
+            {"AGENTRUN_TOOL_CALL_ID": ctx.tool_call_id, "AGENTRUN_RUN_ID": ctx.run_id},
+        ),
     )
+    assert proc.stdout is not None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), args.timeout_s)
+        async with asyncio.timeout(args.timeout_s):
+            out, cut = await _read_until_exit(proc, proc.stdout)
     except TimeoutError:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         await proc.wait()
         raise ToolError(f"command timed out after {args.timeout_s:g}s") from None
-    except asyncio.CancelledError:
-        # A cancelled activity must not leave its command running.
-        _kill_group(proc.pid)
+    except BaseException:
+        # Cancelled (or anything else): the command must not outlive the call.
+        kill_group(proc.pid)
         raise
     text = out.decode("utf-8", errors="replace")
-    if len(text) > BASH_OUTPUT_CAP:
-        text = text[:BASH_OUTPUT_CAP] + f"\n[output truncated at {BASH_OUTPUT_CAP} characters]"
-    return f"exit code {proc.returncode}\n{text}"
+    if cut or len(text) > BASH_OUTPUT_CAP:
+        text = text[:BASH_OUTPUT_CAP] + (
+            f"\n[output truncated at {BASH_OUTPUT_CAP} characters"
+            + ("; the command was stopped]" if cut else "]")
+        )
+    code = "killed (output past the cap)" if cut else str(proc.returncode)
+    return f"exit code {code}\n{text}"
 
 
-def _die_with_parent() -> None:
-    # A worker killed with SIGKILL cannot clean up; on Linux the kernel ends the command too.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+async def _read_until_exit(
+    proc: asyncio.subprocess.Process, stream: asyncio.StreamReader
+) -> tuple[bytes, bool]:
+    """The command's output up to BASH_READ_CAP bytes, and whether it was cut (the command is
+    then killed). Reading stops when the command exits: a process it left behind that holds
+    the pipe open (outside a PID namespace) does not keep the call waiting."""
+    buf = bytearray()
 
+    async def read() -> bool:
+        while True:
+            chunk = await stream.read(65_536)
+            if not chunk:
+                return False
+            buf.extend(chunk)
+            if len(buf) > BASH_READ_CAP:
+                return True
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    reader = asyncio.create_task(read())
+    exited = asyncio.create_task(proc.wait())
+    try:
+        await asyncio.wait({reader, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if reader.done() and reader.result():
+            kill_group(proc.pid)
+            await exited
+            return bytes(buf[:BASH_READ_CAP]), True
+        await exited
+        # Whatever it left behind goes with it (the namespace is gone already when there is one).
+        kill_group(proc.pid)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reader), 2)
+        cut = reader.done() and not reader.cancelled() and reader.result()
+        if cut:
+            return bytes(buf[:BASH_READ_CAP]), True
+        return bytes(buf), False
+    finally:
+        for task in (reader, exited):
+            task.cancel()
 
 
 class CurrentTimeArgs(BaseModel):

@@ -213,12 +213,12 @@ async def bash(args: BashArgs, ctx: ToolContext) -> str:
         async with asyncio.timeout(args.timeout_s):
             out, cut = await _read_until_exit(proc, proc.stdout)
     except TimeoutError:
-        kill_group(proc.pid)
-        await proc.wait()
+        await _stop(proc)
         raise ToolError(f"command timed out after {args.timeout_s:g}s") from None
     except BaseException:
         # Cancelled (or anything else): the command must not outlive the call.
         kill_group(proc.pid)
+        _close_pipes(proc)
         raise
     text = out.decode("utf-8", errors="replace")
     if cut or len(text) > BASH_OUTPUT_CAP:
@@ -234,39 +234,63 @@ async def _read_until_exit(
     proc: asyncio.subprocess.Process, stream: asyncio.StreamReader
 ) -> tuple[bytes, bool]:
     """The command's output up to BASH_READ_CAP bytes, and whether it was cut (the command is
-    then killed). Reading stops when the command exits: a process it left behind that holds
-    the pipe open (outside a PID namespace) does not keep the call waiting."""
+    then killed). Reading also stops shortly after the command exits: a process it left
+    behind holding the pipe (possible only without a PID namespace) does not keep the call
+    waiting."""
     buf = bytearray()
+    cut = False
 
-    async def read() -> bool:
+    async def read() -> None:
+        nonlocal cut
         while True:
             chunk = await stream.read(65_536)
             if not chunk:
-                return False
+                return
             buf.extend(chunk)
             if len(buf) > BASH_READ_CAP:
-                return True
+                cut = True
+                return
+
+    async def exit() -> None:
+        # Not proc.wait(): before Python 3.12 it also waits for the pipes to close.
+        while True:
+            if proc.returncode is not None:
+                return
+            await asyncio.sleep(0.05)
 
     reader = asyncio.create_task(read())
-    exited = asyncio.create_task(proc.wait())
+    exited = asyncio.create_task(exit())
     try:
         await asyncio.wait({reader, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if reader.done() and reader.result():
+        if reader.done() and not cut:
+            await exited  # the output ended; the command may still be running
+        elif not reader.done():
+            # It exited; whatever it left behind goes with it (a namespace is gone already),
+            # and what is still in the pipe is read for a moment.
             kill_group(proc.pid)
-            await exited
-            return bytes(buf[:BASH_READ_CAP]), True
-        await exited
-        # Whatever it left behind goes with it (the namespace is gone already when there is one).
-        kill_group(proc.pid)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(reader), 2)
-        cut = reader.done() and not reader.cancelled() and reader.result()
-        if cut:
-            return bytes(buf[:BASH_READ_CAP]), True
-        return bytes(buf), False
+            await asyncio.wait({reader}, timeout=2)
     finally:
-        for task in (reader, exited):
-            task.cancel()
+        reader.cancel()
+        exited.cancel()
+    await _stop(proc)
+    return bytes(buf[:BASH_READ_CAP]), cut
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Kill the command (its namespace, or its process group) and close our end of its pipe,
+    so that a full pipe nobody reads any more cannot hold the process record open."""
+    kill_group(proc.pid)
+    _close_pipes(proc)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+def _close_pipes(proc: asyncio.subprocess.Process) -> None:
+    # asyncio has no public way to close a subprocess's pipes without killing it; the
+    # transport's close() does both, and the process is being killed anyway.
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 class CurrentTimeArgs(BaseModel):

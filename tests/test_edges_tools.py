@@ -533,8 +533,10 @@ async def test_a_tool_whose_worker_dies_runs_at_most_max_attempts_times(
 
 async def test_a_huge_output_is_cut_and_the_command_stopped(tmp_path: Path) -> None:
     started = time.monotonic()
-    out = await bash(BashArgs(command="yes", timeout_s=120), ctx_in(tmp_path))
-    assert time.monotonic() - started < 60
+    # 50 MB, then a wait: read whole, it would take the timeout; bounded, it stops at the cap.
+    command = "yes | head -c 50000000; sleep 100"
+    out = await bash(BashArgs(command=command, timeout_s=60), ctx_in(tmp_path))
+    assert time.monotonic() - started < 30
     assert out.startswith("exit code killed (output past the cap)\ny\ny\n")
     assert out.endswith("[output truncated at 16000 characters; the command was stopped]")
     assert len(out) < 16_200

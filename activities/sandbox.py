@@ -184,6 +184,21 @@ class Sandbox:
         env.update(extra)
         return env
 
+    def stop(self, pid: int) -> None:
+        """SIGKILL the command started as `pid`. In a PID namespace, its init (unshare's
+        child): the kernel then kills everything in the namespace and the dying init reaps
+        it, and unshare reaps the init and exits. Killing unshare first would hand the init to
+        whatever reaps orphans here, which in a container may be nobody (a zombie per call).
+        Without a namespace: the process group."""
+        if "--pid" in self.plan().prefix:
+            children = _children(pid)
+            for child in children:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(child, signal.SIGKILL)
+            if children:
+                return
+        kill_group(pid)
+
     def prepare_workspace(self, workspace: Path) -> None:
         """Make the folder writable by the sandbox user (only a folder the worker owns)."""
         workspace.mkdir(parents=True, exist_ok=True)
@@ -257,6 +272,26 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        pass
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces; the ppid follows the state.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry.name))
+    return found
 
 
 def kill_group(pid: int) -> None:

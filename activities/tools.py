@@ -186,6 +186,7 @@ BASH_OUTPUT_CAP = 16_000
 # so a command that prints gigabytes costs the worker a few kilobytes.
 BASH_READ_CAP = BASH_OUTPUT_CAP * 4 + 4
 _DEFAULT_SANDBOX = Sandbox()
+_STOPPING: set[asyncio.Task[None]] = set()
 
 
 async def bash(args: BashArgs, ctx: ToolContext) -> str:
@@ -211,14 +212,17 @@ async def bash(args: BashArgs, ctx: ToolContext) -> str:
     assert proc.stdout is not None
     try:
         async with asyncio.timeout(args.timeout_s):
-            out, cut = await _read_until_exit(proc, proc.stdout)
+            out, cut = await _read_until_exit(proc, proc.stdout, sandbox)
     except TimeoutError:
-        await _stop(proc)
+        await _stop(proc, sandbox)
         raise ToolError(f"command timed out after {args.timeout_s:g}s") from None
     except BaseException:
-        # Cancelled (or anything else): the command must not outlive the call.
-        kill_group(proc.pid)
-        _close_pipes(proc)
+        # Cancelled (or anything else): the command must not outlive the call. Stopping takes
+        # a moment; the cancel is not held up for it.
+        sandbox.stop(proc.pid)
+        stopping = asyncio.create_task(_stop(proc, sandbox))
+        _STOPPING.add(stopping)
+        stopping.add_done_callback(_STOPPING.discard)
         raise
     text = out.decode("utf-8", errors="replace")
     if cut or len(text) > BASH_OUTPUT_CAP:
@@ -231,7 +235,7 @@ async def bash(args: BashArgs, ctx: ToolContext) -> str:
 
 
 async def _read_until_exit(
-    proc: asyncio.subprocess.Process, stream: asyncio.StreamReader
+    proc: asyncio.subprocess.Process, stream: asyncio.StreamReader, sandbox: Sandbox
 ) -> tuple[bytes, bool]:
     """The command's output up to BASH_READ_CAP bytes, and whether it was cut (the command is
     then killed). Reading also stops shortly after the command exits: a process it left
@@ -272,13 +276,19 @@ async def _read_until_exit(
     finally:
         reader.cancel()
         exited.cancel()
-    await _stop(proc)
+    await _stop(proc, sandbox)
     return bytes(buf[:BASH_READ_CAP]), cut
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
+async def _stop(proc: asyncio.subprocess.Process, sandbox: Sandbox) -> None:
     """Kill the command (its namespace, or its process group) and close our end of its pipe,
     so that a full pipe nobody reads any more cannot hold the process record open."""
+    if proc.returncode is None:
+        sandbox.stop(proc.pid)
+        for _ in range(200):  # unshare exits once its init is gone: about at once
+            if proc.returncode is not None:
+                break
+            await asyncio.sleep(0.01)
     kill_group(proc.pid)
     _close_pipes(proc)
     with contextlib.suppress(TimeoutError):

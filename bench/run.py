@@ -406,6 +406,7 @@ async def main() -> None:
         data_dir=tmp / "data",
         max_concurrent_activities=400,
         max_concurrent_workflow_tasks=200,
+        approval_floor={"bash": "auto"},  # the runs use approval="skip_all"
     )
     repo = Repository.connect(sa_url, pool_size=40)
     b = Bench(env, settings, repo, model)

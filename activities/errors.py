@@ -3,12 +3,13 @@
 PostgreSQL refuses some values for good (a NUL in text, a string too long for its column, a
 number out of range). Retrying such a write only repeats the work before it (a tool run, a
 model call) until the schedule-to-close bound, so data errors become non-retryable failures.
-Their message is the server's primary message only: the full error text can quote the bound
-values, which would carry tool output or a prompt into Temporal's history and logs.
+Their message is the server's primary message without the value it quotes: the full error text
+can carry bound values (tool output, a prompt) into Temporal's history and logs.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
@@ -29,10 +30,10 @@ def as_non_retryable(exc: BaseException) -> ApplicationError | None:
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         orig = exc.orig
     if isinstance(orig, psycopg.errors.DataError):
-        primary = orig.diag.message_primary or type(orig).__name__
+        state = f", SQLSTATE {orig.sqlstate}" if orig.sqlstate else ""
         return ApplicationError(
-            f"the database refused the data ({type(orig).__name__}, SQLSTATE "
-            f"{orig.sqlstate}): {primary}",
+            f"the database refused the data ({type(orig).__name__}{state}): "
+            f"{_without_values(orig.diag.message_primary or str(orig))}",
             type="DataError",
             non_retryable=True,
         )
@@ -41,6 +42,14 @@ def as_non_retryable(exc: BaseException) -> ApplicationError | None:
             "the database refused the data", type="DataError", non_retryable=True
         )
     return None
+
+
+def _without_values(message: str) -> str:
+    """The message without the value it complains about: PostgreSQL puts it after a colon
+    (`invalid input syntax for type integer: "..."`) or in quotes."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    head = first.split(": ", 1)[0]
+    return re.sub(r'"[^"]*"', '"..."', head)[:200]
 
 
 class _Inbound(ActivityInboundInterceptor):

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy.exc
 from pydantic import BaseModel, SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, text
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
@@ -250,8 +250,8 @@ async def test_secrets_never_reach_the_store_or_the_model(
             ).scalars()
         ]
     stored += [json.dumps(r.body) for r in model_server.requests_for(prompt)]
-    for text in stored:
-        assert API_KEY not in text and DB_PASSWORD not in text, text[:500]
+    for seen in stored:
+        assert API_KEY not in seen and DB_PASSWORD not in seen, seen[:500]
     assert await repo.count(ToolCall, run_id=run_id) == 2
 
 
@@ -565,3 +565,29 @@ async def test_a_blocking_sync_tool_times_out(
         release.set()
     assert time.monotonic() - started < 15
     assert result.is_error and result.preview == "error: stuck timed out after 1s"
+
+
+async def test_every_activity_fails_a_data_error_at_once(
+    temporal_env: WorkflowEnvironment, settings: Settings, repo: Repository
+) -> None:
+    from temporalio.exceptions import ApplicationError
+    from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
+
+    from activities.errors import NonRetryableDataErrors
+
+    class Raises(ActivityInboundInterceptor):
+        def __init__(self) -> None:
+            pass
+
+        async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+            async with repo.session() as db:
+                await db.execute(text("SELECT CAST(:v AS integer)"), {"v": "SECRET-VALUE-42"})
+
+    inbound = NonRetryableDataErrors().intercept_activity(Raises())
+    with pytest.raises(ApplicationError) as info:
+        await inbound.execute_activity(ExecuteActivityInput(lambda: None, [], None, {}))
+    assert info.value.non_retryable and info.value.type == "DataError"
+    assert "invalid input syntax for type integer" in info.value.message
+    assert "SECRET-VALUE-42" not in info.value.message and info.value.__cause__ is None
+    w = build_worker(temporal_env.client, settings, repo)
+    assert any(isinstance(i, NonRetryableDataErrors) for i in w.config()["interceptors"])

@@ -13,12 +13,12 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.errors import NonRetryableDataErrors
 from activities.model import ModelActivities
 from activities.runs import RunActivities
 from activities.tool_exec import ToolActivities
@@ -56,10 +56,9 @@ def build_worker(
     extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> Worker:
     registry = registry or default_registry()
-    workspace = Path(settings.data_dir) / "workspace"
     runs = RunActivities(repo, settings, registry)
     model = ModelActivities(repo, settings, registry)
-    tools = ToolActivities(repo, registry, workspace)
+    tools = ToolActivities(repo, registry, settings=settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -77,6 +76,7 @@ def build_worker(
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=graceful_shutdown,
+        interceptors=[NonRetryableDataErrors()],
         # Heartbeats carry cancellation to a running activity; sending them at least every
         # second makes a cancel stop a stream or a tool within about a second.
         max_heartbeat_throttle_interval=timedelta(seconds=1),

@@ -7,6 +7,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.policy import check_workspace, resolve_policy
 from activities.tools import ToolRegistry
 from agentrun.contracts import (
     AgentConfig,
@@ -18,7 +19,6 @@ from agentrun.contracts import (
     RunResult,
     SetStatusInput,
     StartRunSetup,
-    ToolApproval,
     ToolInfo,
     Usage,
     preview,
@@ -36,39 +36,11 @@ class RunActivities:
         self.registry = registry
 
     def resolve_tools(self, config: AgentConfig) -> list[ToolInfo]:
-        """The run's tools with their approval policy resolved: the preset, then overrides."""
-        tools = self.registry.select(config.tools)
-        names = {t.name for t in tools}
-        known = names | {c.name for c in config.client_tools}
-        clash = [c.name for c in config.client_tools if c.name in names]
-        if clash:
-            raise ValueError(f"client tool(s) {', '.join(clash)} clash with built-in tool names")
-        unknown = sorted((set(config.approval_overrides) | set(config.approval_allow)) - known)
-        if unknown:
-            raise ValueError(f"approval settings name unknown tool(s): {', '.join(unknown)}")
-        infos = []
-        for tool in tools:
-            approval: ToolApproval = {
-                "tool_default": tool.approval,
-                "require_all": "needs_approval",
-                "allow_safe": "auto" if tool.read_only else "needs_approval",
-                "allow_listed": "auto" if tool.name in config.approval_allow else "needs_approval",
-                "skip_all": "auto",
-            }[config.approval]  # type: ignore[assignment]
-            info = tool.info()
-            info.approval = config.approval_overrides.get(tool.name, approval)
-            info.parameters = tool.openai_schema()["function"]["parameters"]
-            infos.append(info)
-        for client in config.client_tools:
-            infos.append(
-                ToolInfo(
-                    name=client.name,
-                    kind="client",
-                    approval=config.approval_overrides.get(client.name, "auto"),
-                    parameters=client.parameters,
-                )
-            )
-        return infos
+        """The run's tools with their approval resolved (activities.policy); a config that
+        would loosen the worker's policy or work outside its workspace root raises
+        InvalidConfig, a ValueError."""
+        check_workspace(config.workspace, self.settings.tool_workspace_root)
+        return resolve_policy(self.registry, config, self.settings.approval_floor).infos()
 
     @activity.defn(name="agentrun.prepare_run")
     async def prepare_run(self, inp: PrepareRunInput) -> StartRunSetup:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,13 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.policy import InvalidConfig, resolve_policy, workspace_for
+from activities.sandbox import Redactor, Sandbox, SandboxConfig
 from activities.tools import RetryableToolError, ToolContext, ToolError, ToolRegistry
-from agentrun.contracts import ExecuteToolInput, ToolResult, preview
+from agentrun.contracts import AgentConfig, ExecuteToolInput, ToolResult, preview
 from agentrun.db.models import ToolCall, ToolCallStatus
 from agentrun.db.repository import Repository
+from agentrun.settings import Settings
 
 RESULT_CAP = 64_000
 # Heartbeats tell Temporal the worker is alive (a lost worker's tool is retried within the
@@ -42,39 +46,113 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def storable(text: str) -> str:
+    """The text as PostgreSQL text and jsonb can hold it: NUL and lone surrogates become
+    U+FFFD, and a note says how many. Without this the insert fails with a data error, the
+    activity retries, and the tool runs again and again."""
+    nul = text.count("\x00")
+    surrogates = len(_SURROGATE.findall(text))
+    if not nul and not surrogates:
+        return text
+    text = _SURROGATE.sub("\ufffd", text.replace("\x00", "\ufffd"))
+    notes = []
+    if nul:
+        notes.append(f"{nul} NUL byte{'s' if nul != 1 else ''}")
+    if surrogates:
+        notes.append(f"{surrogates} lone surrogate{'s' if surrogates != 1 else ''}")
+    return text + f"\n[{' and '.join(notes)} replaced with \ufffd]"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class ToolActivities:
-    def __init__(self, repo: Repository, registry: ToolRegistry, default_workspace: Path) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        registry: ToolRegistry,
+        default_workspace: Path | None = None,
+        *,
+        settings: Settings | None = None,
+    ) -> None:
         self.repo = repo
         self.registry = registry
-        self.default_workspace = default_workspace
+        self.settings = settings or Settings()
+        # An explicit default_workspace is the root (older callers passed <data_dir>/workspace).
+        self.workspace_root = (
+            default_workspace.resolve() if default_workspace else self.settings.tool_workspace_root
+        )
+        self.redact = Redactor.from_settings(self.settings)
+        self.sandbox = Sandbox(SandboxConfig.from_settings(self.settings))
 
     @activity.defn(name="agentrun.execute_tool")
     async def execute_tool(self, inp: ExecuteToolInput) -> ToolResult:
         call = inp.call
         if inp.skip_reason is not None or inp.given_result is not None:
             row = await self.repo.get_tool_call(inp.run_id, call.id)
+            started = True
         else:
-            row = await self.repo.start_tool_attempt(inp.run_id, call.id)
+            tool = self.registry.get(call.name)
+            row, started = await self.repo.claim_tool_attempt(
+                inp.run_id, call.id, max_attempts=tool.max_attempts if tool else None
+            )
         if ToolCallStatus(row.status).terminal:
             return _as_result(inp, row, replayed=True)
         if inp.skip_reason is not None:
             return await self._record(inp, inp.skip_reason, is_error=True)
         if inp.given_result is not None:
             return await self._record(inp, inp.given_result, is_error=inp.given_is_error)
-        result, is_error = await self._run(inp, row.attempts)
+        if not started:
+            # Each earlier start ended without a result: its worker was killed (perhaps by the
+            # tool itself) or the result could not be recorded. Running it again would let
+            # one tool take down every worker in turn.
+            return await self._record(
+                inp,
+                f"error: {call.name} was started {row.attempts} times and never finished: its "
+                "worker was lost each time (or its result could not be recorded); not run again",
+                is_error=True,
+            )
+        workspace = await self._check(inp, row)
+        if isinstance(workspace, str):
+            return await self._record(inp, workspace, is_error=True)
+        result, is_error = await self._run(inp, row.attempts, workspace)
         return await self._record(inp, result, is_error)
 
-    async def _run(self, inp: ExecuteToolInput, runs: int) -> tuple[str, bool]:
+    async def _check(self, inp: ExecuteToolInput, row: ToolCall) -> Path | str:
+        """The workspace the call runs in, or why it must not run under the run's own policy,
+        read from its runs row: the workflow may be an older version, or wrong, and this is
+        the last guard."""
+        call = inp.call
+        run = await self.repo.get_run(inp.run_id)
+        try:
+            config = _tolerant_config(run.config)
+        except ValidationError:
+            return "error: the run's config cannot be read; no tool runs for it"
+        policy = resolve_policy(self.registry, config, self.settings.approval_floor, strict=False)
+        if self.registry.get(call.name) is None:
+            return (
+                f"error: unknown tool {call.name!r}; available tools: "
+                f"{', '.join(policy.server_names) or '(none)'}"
+            )
+        if not policy.enabled(call.name):
+            return (
+                f"error: tool {call.name!r} is not enabled for this run; its tools are: "
+                f"{', '.join(policy.server_names) or '(none)'}"
+            )
+        if policy.needs_approval(call.name) and row.decision not in APPROVED:
+            return f"error: {call.name} needs approval and none was recorded for this call"
+        try:
+            return workspace_for(config.workspace, self.workspace_root, run.session_id)
+        except InvalidConfig as exc:
+            return f"error: {exc}"
+
+    async def _run(self, inp: ExecuteToolInput, runs: int, workspace: Path) -> tuple[str, bool]:
         """Run the tool; `runs` counts the times it was started for this call, this one too
         (a lost worker or a database outage retries the activity without spending them)."""
         call = inp.call
         tool = self.registry.get(call.name)
         if tool is None:
-            return (
-                f"error: unknown tool {call.name!r}; available tools: "
-                f"{', '.join(self.registry.names)}",
-                True,
-            )
+            return f"error: unknown tool {call.name!r}", True
         try:
             raw = json.loads(call.arguments) if call.arguments.strip() else {}
         except json.JSONDecodeError as exc:
@@ -83,16 +161,17 @@ class ToolActivities:
             args = tool.args_model.model_validate(raw)
         except ValidationError as exc:
             return f"error: invalid arguments for {tool.name}: {_format_validation(exc)}", True
-        workspace = Path(inp.workspace) if inp.workspace else self.default_workspace
-        workspace.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True)
         attempt = activity.info().attempt
-        ctx = ToolContext(inp.run_id, call.id, workspace, attempt)
+        ctx = ToolContext(inp.run_id, call.id, workspace, attempt, sandbox=self.sandbox)
         heartbeat = asyncio.create_task(_heartbeat_every(HEARTBEAT_EVERY_S))
         try:
             value = await asyncio.wait_for(tool.call(args, ctx), tool.timeout_s)
         except RetryableToolError as exc:
             if runs < tool.max_attempts:
-                raise ApplicationError(f"{tool.name}: {exc}", type="ToolRetry") from exc
+                raise ApplicationError(
+                    self.redact(storable(f"{tool.name}: {exc}")), type="ToolRetry"
+                ) from None
             return f"error: {tool.name} failed after {runs} attempts: {exc}", True
         except ToolError as exc:
             return f"error: {exc}", True
@@ -108,14 +187,26 @@ class ToolActivities:
         return text, False
 
     async def _record(self, inp: ExecuteToolInput, result: str, is_error: bool) -> ToolResult:
+        # Secrets out first, then what PostgreSQL cannot store: what is recorded here is what
+        # the event log shows and the model reads.
         row, _ = await self.repo.record_tool_result(
             session_id=inp.session_id,
             run_id=inp.run_id,
             tool_call_id=inp.call.id,
-            result=result,
+            result=storable(self.redact(result)),
             is_error=is_error,
         )
         return _as_result(inp, row, replayed=False)
+
+
+APPROVED = ("approve", "approve_with_edits")
+
+
+def _tolerant_config(stored: dict[str, Any]) -> AgentConfig:
+    """The run's config as recorded at open; fields this worker does not know (written by a
+    newer one) are left out rather than refused."""
+    known = {k: v for k, v in (stored or {}).items() if k in AgentConfig.model_fields}
+    return AgentConfig.model_validate(known)
 
 
 def _as_result(inp: ExecuteToolInput, row: ToolCall, *, replayed: bool) -> ToolResult:

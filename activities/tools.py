@@ -10,13 +10,9 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
-import ctypes
 import inspect
 import math
 import operator
-import os
-import signal
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from activities.sandbox import Sandbox, SandboxUnavailable, kill_group
 from agentrun.contracts import ToolApproval, ToolInfo
 
 
@@ -43,6 +40,8 @@ class ToolContext:
     tool_call_id: str
     workspace: Path
     attempt: int = 1
+    # How shell commands are confined; None: a sandbox with the default settings.
+    sandbox: Sandbox | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -80,7 +79,13 @@ class Tool:
         )
 
     async def call(self, args: BaseModel, ctx: ToolContext) -> Any:
-        result = self.fn(args, ctx)
+        if not inspect.iscoroutinefunction(self.fn):
+            # A plain function would block the event loop: its timeout could not fire and no
+            # heartbeat would go out. In a thread, the timeout answers on time; the thread
+            # itself cannot be killed and finishes in the background.
+            result = await asyncio.to_thread(self.fn, args, ctx)
+        else:
+            result = self.fn(args, ctx)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -177,47 +182,125 @@ class BashArgs(BaseModel):
 
 
 BASH_OUTPUT_CAP = 16_000
+# Bytes read before the command is stopped: enough for the cap in any UTF-8 text, and no more,
+# so a command that prints gigabytes costs the worker a few kilobytes.
+BASH_READ_CAP = BASH_OUTPUT_CAP * 4 + 4
+_DEFAULT_SANDBOX = Sandbox()
+_STOPPING: set[asyncio.Task[None]] = set()
 
 
 async def bash(args: BashArgs, ctx: ToolContext) -> str:
+    sandbox = ctx.sandbox or _DEFAULT_SANDBOX
+    try:
+        await asyncio.to_thread(sandbox.check)
+        await asyncio.to_thread(sandbox.prepare_workspace, ctx.workspace)
+    except SandboxUnavailable as exc:
+        raise ToolError(str(exc)) from None
     proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-c",
-        args.command,
+        *sandbox.argv(args.command),
         cwd=ctx.workspace,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
-        env={**os.environ, "AGENTRUN_TOOL_CALL_ID": ctx.tool_call_id},
+        preexec_fn=sandbox.preexec(),
+        env=sandbox.env(
+            ctx.workspace,
+            {"AGENTRUN_TOOL_CALL_ID": ctx.tool_call_id, "AGENTRUN_RUN_ID": ctx.run_id},
+        ),
     )
+    assert proc.stdout is not None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), args.timeout_s)
+        async with asyncio.timeout(args.timeout_s):
+            out, cut = await _read_until_exit(proc, proc.stdout, sandbox)
     except TimeoutError:
-        _kill_group(proc.pid)
-        await proc.wait()
+        await _stop(proc, sandbox)
         raise ToolError(f"command timed out after {args.timeout_s:g}s") from None
-    except asyncio.CancelledError:
-        # A cancelled activity must not leave its command running.
-        _kill_group(proc.pid)
+    except BaseException:
+        # Cancelled (or anything else): the command must not outlive the call. Stopping takes
+        # a moment; the cancel is not held up for it.
+        sandbox.stop(proc.pid)
+        stopping = asyncio.create_task(_stop(proc, sandbox))
+        _STOPPING.add(stopping)
+        stopping.add_done_callback(_STOPPING.discard)
         raise
     text = out.decode("utf-8", errors="replace")
-    if len(text) > BASH_OUTPUT_CAP:
-        text = text[:BASH_OUTPUT_CAP] + f"\n[output truncated at {BASH_OUTPUT_CAP} characters]"
-    return f"exit code {proc.returncode}\n{text}"
+    if cut or len(text) > BASH_OUTPUT_CAP:
+        text = text[:BASH_OUTPUT_CAP] + (
+            f"\n[output truncated at {BASH_OUTPUT_CAP} characters"
+            + ("; the command was stopped]" if cut else "]")
+        )
+    code = "killed (output past the cap)" if cut else str(proc.returncode)
+    return f"exit code {code}\n{text}"
 
 
-def _die_with_parent() -> None:
-    # A worker killed with SIGKILL cannot clean up; on Linux the kernel ends the command too.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+async def _read_until_exit(
+    proc: asyncio.subprocess.Process, stream: asyncio.StreamReader, sandbox: Sandbox
+) -> tuple[bytes, bool]:
+    """The command's output up to BASH_READ_CAP bytes, and whether it was cut (the command is
+    then killed). Reading also stops shortly after the command exits: a process it left
+    behind holding the pipe (possible only without a PID namespace) does not keep the call
+    waiting."""
+    buf = bytearray()
+    cut = False
+
+    async def read() -> None:
+        nonlocal cut
+        while True:
+            chunk = await stream.read(65_536)
+            if not chunk:
+                return
+            buf.extend(chunk)
+            if len(buf) > BASH_READ_CAP:
+                cut = True
+                return
+
+    async def exit() -> None:
+        # Not proc.wait(): before Python 3.12 it also waits for the pipes to close.
+        while True:
+            if proc.returncode is not None:
+                return
+            await asyncio.sleep(0.05)
+
+    reader = asyncio.create_task(read())
+    exited = asyncio.create_task(exit())
+    try:
+        await asyncio.wait({reader, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if reader.done() and not cut:
+            await exited  # the output ended; the command may still be running
+        elif not reader.done():
+            # It exited; whatever it left behind goes with it (a namespace is gone already),
+            # and what is still in the pipe is read for a moment.
+            kill_group(proc.pid)
+            await asyncio.wait({reader}, timeout=2)
+    finally:
+        reader.cancel()
+        exited.cancel()
+    await _stop(proc, sandbox)
+    return bytes(buf[:BASH_READ_CAP]), cut
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+async def _stop(proc: asyncio.subprocess.Process, sandbox: Sandbox) -> None:
+    """Kill the command (its namespace, or its process group) and close our end of its pipe,
+    so that a full pipe nobody reads any more cannot hold the process record open."""
+    if proc.returncode is None:
+        sandbox.stop(proc.pid)
+        for _ in range(200):  # unshare exits once its init is gone: about at once
+            if proc.returncode is not None:
+                break
+            await asyncio.sleep(0.01)
+    kill_group(proc.pid)
+    _close_pipes(proc)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+def _close_pipes(proc: asyncio.subprocess.Process) -> None:
+    # asyncio has no public way to close a subprocess's pipes without killing it; the
+    # transport's close() does both, and the process is being killed anyway.
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 class CurrentTimeArgs(BaseModel):

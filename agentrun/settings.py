@@ -6,12 +6,13 @@ the variable a person has to fix.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_PORT = 55432
 DEFAULT_DATABASE_URL = f"postgresql://postgres@127.0.0.1:{DEFAULT_DATABASE_PORT}/agentrun"
@@ -131,6 +132,55 @@ class Settings(BaseSettings):
             "fails its attempt; a model turn spends no model attempt on the wait.",
         ),
     ] = 120.0
+    # -- tools: policy floors, workspaces, the sandbox (a run's config can only tighten these)
+    approval_floor: Annotated[
+        dict[str, Literal["auto", "needs_approval"]],
+        Field(validation_alias=_env("AGENTRUN_APPROVAL_FLOOR")),
+    ] = Field(default_factory=dict)
+    workspace_root: Annotated[
+        Path | None, Field(validation_alias=_env("AGENTRUN_WORKSPACE_ROOT"))
+    ] = None
+    tool_sandbox: Annotated[
+        Literal["auto", "required", "off"], Field(validation_alias=_env("AGENTRUN_TOOL_SANDBOX"))
+    ] = "auto"
+    tool_network: Annotated[bool, Field(validation_alias=_env("AGENTRUN_TOOL_NETWORK"))] = False
+    tool_user: Annotated[str, Field(validation_alias=_env("AGENTRUN_TOOL_USER"), min_length=1)] = (
+        "agentrun-tool"
+    )
+    tool_cpu_s: Annotated[int, Field(validation_alias=_env("AGENTRUN_TOOL_CPU_S"), ge=1)] = 300
+    tool_memory_mb: Annotated[
+        int, Field(validation_alias=_env("AGENTRUN_TOOL_MEMORY_MB"), ge=64)
+    ] = 4096
+    tool_file_mb: Annotated[int, Field(validation_alias=_env("AGENTRUN_TOOL_FILE_MB"), ge=1)] = 1024
+    tool_max_procs: Annotated[
+        int, Field(validation_alias=_env("AGENTRUN_TOOL_MAX_PROCS"), ge=1)
+    ] = 512
+    tool_env_allow: Annotated[
+        list[str], NoDecode, Field(validation_alias=_env("AGENTRUN_TOOL_ENV_ALLOW"))
+    ] = Field(default_factory=list)
+    secret_env: Annotated[
+        list[str], NoDecode, Field(validation_alias=_env("AGENTRUN_SECRET_ENV"))
+    ] = Field(default_factory=list)
+
+    @field_validator("approval_floor", mode="before")
+    @classmethod
+    def _floor_json(cls, value: object) -> object:
+        # pydantic-settings already decodes JSON from the environment; a .env or an override
+        # may still hand over the raw text.
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("tool_env_allow", "secret_env", mode="before")
+    @classmethod
+    def _name_list(cls, value: object) -> object:
+        # A comma-separated list reads better in an environment than JSON; both are taken.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [n.strip() for n in text.split(",") if n.strip()]
+        return value
 
     @field_validator("temporal_address")
     @classmethod
@@ -183,6 +233,12 @@ class Settings(BaseSettings):
     def database_url_display(self) -> str:
         """The database URL as it may be shown or logged: any password replaced by ***."""
         return redact_url(self.database_url)
+
+    @property
+    def tool_workspace_root(self) -> Path:
+        """The folder every tool workspace must lie in; each session gets its own under it."""
+        root = self.workspace_root or Path(self.data_dir) / "workspace"
+        return root.resolve()
 
     @property
     def uses_offline_model(self) -> bool:

@@ -449,6 +449,7 @@ async def main() -> None:
         max_concurrent_workflow_tasks=200,
         # One worker build and no rollout: unversioned, as the runs measured here do not move.
         worker_versioning=False,
+        approval_floor={"bash": "auto"},  # the runs use approval="skip_all"
     )
     repo = Repository.connect(sa_url, pool_size=40)
     b = Bench(env, settings, repo, model)

@@ -724,7 +724,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             "[yellow]No model configured: using agentrun's offline scripted model. Set "
             "OPENAI_BASE_URL, OPENAI_API_KEY and AGENTRUN_MODEL for a real one.[/]"
         )
-    workspace = Path(settings.data_dir).resolve() / "demo-workspace"
+    workspace = settings.tool_workspace_root / "demo"  # tools work only under the root
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "notes.txt").write_text("agentrun demo workspace\nsecond line\n")
     (workspace / "plan.md").write_text("# Plan\n1. list files\n2. multiply\n3. count lines\n")

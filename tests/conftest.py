@@ -8,6 +8,7 @@ AGENTRUN_TEST_DATABASE_URL. Temporal is `temporal server start-dev` from the tem
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -146,6 +147,10 @@ def settings(
         data_dir=tmp_path / "data",
         # Workers built here are unversioned; tests/test_upgrades.py covers versioned ones.
         worker_versioning=False,
+        # Tests point runs at their tmp_path; skip_all may run bash unasked (the default
+        # floor would refuse it, see tests/test_edges_tools.py).
+        workspace_root=tmp_path,
+        approval_floor={"bash": "auto"},
     )
 
 
@@ -206,6 +211,8 @@ class WorkerProcess:
             "AGENTRUN_TASK_QUEUE": s.task_queue,
             "AGENTRUN_DATA_DIR": str(s.data_dir),
             "AGENTRUN_WORKER_VERSIONING": "true" if s.worker_versioning else "false",
+            "AGENTRUN_WORKSPACE_ROOT": str(s.tool_workspace_root),
+            "AGENTRUN_APPROVAL_FLOOR": json.dumps(s.approval_floor),
         }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

@@ -444,7 +444,9 @@ async def test_cancel_during_a_tool_stops_it(
     while not pid_file.exists() or not pid_file.read_text().strip():
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    pid = int(pid_file.read_text())
+    # $$ is the command's pid inside its PID namespace; from here, find it by its folder.
+    pids = _working_in(tmp_path)
+    assert pids
     t0 = time.monotonic()
     await handle.signal("cancel", {"reason": "too slow"})
     result = await handle.result()
@@ -453,7 +455,28 @@ async def test_cancel_during_a_tool_stops_it(
     await _assert_canceled(repo, run_id)
     call = await repo.get_tool_call(run_id, "call_bash")
     assert call.result is None
-    assert not Path(f"/proc/{pid}").exists(), "the tool's command outlived its run"
+    assert not [p for p in pids if _running(p)], "the tool's command outlived its run"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a dead process waiting to be reaped runs nothing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _working_in(folder: Path) -> list[int]:
+    """Pids of the processes whose current folder is `folder`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cwd").resolve() == folder.resolve():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 async def test_cancel_while_waiting_for_approval(

@@ -97,7 +97,13 @@ class Repository:
     @classmethod
     def connect(cls, sqlalchemy_url: str, *, pool_size: int = 10) -> Repository:
         engine = create_async_engine(
-            sqlalchemy_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            sqlalchemy_url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            # An SQL error's text would otherwise carry the bound values (a tool's output, a
+            # prompt) into Temporal failures, workflow history and logs.
+            hide_parameters=True,
         )
         libpq_url = sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
         return cls(engine, libpq_url)
@@ -593,13 +599,25 @@ class Repository:
 
     async def start_tool_attempt(self, run_id: str, tool_call_id: str) -> ToolCall:
         """Count an execution attempt; returns the row (check .status for a recorded result)."""
+        row, _ = await self.claim_tool_attempt(run_id, tool_call_id)
+        return row
+
+    async def claim_tool_attempt(
+        self, run_id: str, tool_call_id: str, *, max_attempts: int | None = None
+    ) -> tuple[ToolCall, bool]:
+        """Count an execution attempt unless the call has a result or has already been started
+        `max_attempts` times; returns (row, started). The count lives in the row, so it holds
+        across worker deaths that Temporal's own attempt counter sees as timeouts."""
         async with self.session() as db, db.begin():
             row = await self._lock_tool_call(db, run_id, tool_call_id)
-            if not ToolCallStatus(row.status).terminal:
-                row.status = ToolCallStatus.RUNNING.value
-                row.attempts += 1
-                row.started_at = row.started_at or _utcnow()
-            return row
+            if ToolCallStatus(row.status).terminal:
+                return row, False
+            if max_attempts is not None and row.attempts >= max_attempts:
+                return row, False
+            row.status = ToolCallStatus.RUNNING.value
+            row.attempts += 1
+            row.started_at = row.started_at or _utcnow()
+            return row, True
 
     async def record_tool_result(
         self,

@@ -2,7 +2,8 @@
 
     python -m starter.start_and_wait "what is 6*7?" [--session ID] [--run-id ID]
 
-Prints the run's result as JSON. Settings (TEMPORAL_ADDRESS, AGENTRUN_TASK_QUEUE, ...) come
+Prints the run's result as JSON. Nobody is there to approve a call, so the run is offered only
+the read-only built-in tools, which need no approval. Settings (TEMPORAL_ADDRESS, AGENTRUN_TASK_QUEUE, ...) come
 from the environment, as for every agentrun command.
 """
 
@@ -16,6 +17,8 @@ from agentrun.process import exit_process
 from agentrun.settings import load_settings
 from starter.api import start_run
 from worker import connect_client
+
+READ_ONLY_TOOLS = ("ls", "read_file", "current_time", "calculator")
 
 
 async def main() -> None:
@@ -33,7 +36,7 @@ async def main() -> None:
         args.prompt,
         session_id=args.session,
         run_id=args.run_id,
-        config=AgentConfig(approval="skip_all"),
+        config=AgentConfig(tools=list(READ_ONLY_TOOLS), approval="allow_safe"),
     )
     result = await handle.result()
     print(result.model_dump_json())

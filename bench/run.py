@@ -56,7 +56,6 @@ from agentrun.contracts import AgentConfig, StartRunInput  # noqa: E402
 from agentrun.converter import data_converter  # noqa: E402
 from agentrun.db.migrate import upgrade  # noqa: E402
 from agentrun.db.repository import NOTIFY_CHANNEL, Repository  # noqa: E402
-from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec  # noqa: E402
 from agentrun.settings import Settings, load_settings  # noqa: E402
 from agentrun.stack import (  # noqa: E402
     EmbeddedPostgres,
@@ -65,6 +64,7 @@ from agentrun.stack import (  # noqa: E402
     search_attribute_keys,
     temporal_cli_path,
 )
+from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec  # noqa: E402
 from worker import build_worker  # noqa: E402
 from workflows.agent import AgentRunWorkflow  # noqa: E402
 

@@ -3,8 +3,8 @@
     python -m starter.start_and_wait "what is 6*7?" [--session ID] [--run-id ID]
 
 Prints the run's result as JSON. Nobody is there to approve a call, so the run is offered only
-the read-only built-in tools, which need no approval. Settings (TEMPORAL_ADDRESS, AGENTRUN_TASK_QUEUE, ...) come
-from the environment, as for every agentrun command.
+the read-only built-in tools, which need no approval. Settings (TEMPORAL_ADDRESS,
+AGENTRUN_TASK_QUEUE, ...) come from the environment, as for every agentrun command.
 """
 
 from __future__ import annotations

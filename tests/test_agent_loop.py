@@ -14,8 +14,8 @@ from temporalio.worker import Worker
 from agentrun.contracts import RunResult
 from agentrun.db.models import LlmCall, Message, ToolCall
 from agentrun.db.repository import Repository
-from agentrun.offline_model import Fault, OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
+from agentrun.testing.offline_model import Fault, OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import next_event, start_input
 from workflows.agent import AgentRunWorkflow
 

@@ -17,8 +17,8 @@ from temporalio.worker import Replayer, Worker
 
 from agentrun.db.models import LlmCall, Message, RunEvent, ToolCall
 from agentrun.db.repository import Repository
-from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
+from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import WorkerProcess, next_event, start_input
 from workflows import ALL_WORKFLOWS
 from workflows.agent import AgentRunWorkflow

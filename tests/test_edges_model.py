@@ -26,7 +26,6 @@ from agentrun.contracts import CancelAnswer, CancelRequest, RunResult
 from agentrun.db.migrate import upgrade
 from agentrun.db.models import RunStatus, ToolCall
 from agentrun.db.repository import Repository
-from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings, load_settings
 from agentrun.stack import (
     SEARCH_ATTRIBUTES,
@@ -37,6 +36,7 @@ from agentrun.stack import (
     require_search_attributes,
     temporal_cli_path,
 )
+from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import start_run
 from tests.conftest import next_event, start_input
 from worker import build_worker, run_worker
@@ -450,7 +450,7 @@ async def test_a_stall_after_the_first_token_is_still_caught(
     model_server: OfflineModelServer,
     run_id: str,
 ) -> None:
-    from agentrun.offline_model import Fault
+    from agentrun.testing.offline_model import Fault
 
     prompt = f"stall {run_id}"
     model_server.script(

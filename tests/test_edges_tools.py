@@ -30,8 +30,8 @@ from activities.tools import BashArgs, Tool, ToolContext, ToolRegistry, bash, bu
 from agentrun.contracts import AgentConfig, ExecuteToolInput, ToolCallRequest
 from agentrun.db.models import Message, RunEvent, ToolCall
 from agentrun.db.repository import Repository
-from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
+from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import decide
 from tests.conftest import WorkerProcess, bash_call, next_event, start_input
 from worker import build_worker

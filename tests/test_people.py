@@ -26,9 +26,9 @@ from temporalio.worker import Worker
 from agentrun.contracts import ClientTool, RunResult
 from agentrun.db.models import Message, ToolCall
 from agentrun.db.repository import Repository
-from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import Settings
 from agentrun.stack import temporal_cli_path
+from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import cancel_run, decide, run_status, submit_tool_result
 from tests.conftest import bash_call, next_event, start_input
 from workflows.agent import AgentRunWorkflow, arguments_sha256

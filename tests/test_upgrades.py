@@ -18,8 +18,8 @@ from temporalio.testing import WorkflowEnvironment
 from agentrun.contracts import RunResult
 from agentrun.db.repository import Repository
 from agentrun.deployment import deployment_version, make_version_current
-from agentrun.offline_model import OfflineModelServer, Reply
 from agentrun.settings import Settings
+from agentrun.testing.offline_model import OfflineModelServer, Reply
 from starter.api import decide
 from tests.conftest import bash_call, next_event, start_input
 from worker import build_worker, run_worker

@@ -18,9 +18,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
-from agentrun.offline_model import Fault, OfflineModelServer
 from agentrun.settings import Settings, load_settings
 from agentrun.stack import EmbeddedPostgres, ensure_database, free_port
+from agentrun.testing.offline_model import Fault, OfflineModelServer
 from tests.conftest import WorkerProcess, start_input
 from workflows.agent import AgentRunWorkflow
 

@@ -28,7 +28,6 @@ from temporalio.testing import WorkflowEnvironment
 from agentrun.contracts import AgentConfig, StartRunInput
 from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
-from agentrun.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from agentrun.settings import load_settings
 from agentrun.stack import (
     EmbeddedPostgres,
@@ -37,6 +36,7 @@ from agentrun.stack import (
     search_attribute_keys,
     temporal_cli_path,
 )
+from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from worker import build_worker
 from workflows.agent import AgentRunWorkflow
 
@@ -231,7 +231,7 @@ async def temporal_cancel(client: Client, tq: str, model: OfflineModelServer, ri
 
 
 async def model_retry(client: Client, tq: str, model: OfflineModelServer, rid: str) -> Any:
-    from agentrun.offline_model import Fault
+    from agentrun.testing.offline_model import Fault
 
     prompt = f"retry {rid}"
     model.script(prompt, [Fault(kind="http", status=500), Reply(text="Second try worked.")])

@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_PROMPT_CHARS = 100_000
 RESULT_TEXT_LIMIT = 4_000
+# The most characters of a tool's result that are recorded and sent to the model: a server
+# tool's output is cut there, a client-side result longer than this is refused.
+RESULT_CAP = 64_000
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
 
 DEFAULT_SYSTEM_PROMPT = (

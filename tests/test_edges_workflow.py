@@ -301,6 +301,8 @@ async def test_a_data_error_while_opening_is_not_retried(
     @activity.defn(name="agentrun.prepare_run")
     async def prepare_run(inp: PrepareRunInput) -> StartRunSetup:
         attempts.append(activity.info().attempt)
+        if len(attempts) > 1:  # retried: stop here rather than retry for the whole deadline
+            raise ApplicationError("retried a data error", non_retryable=True)
         raise DataError("A string literal cannot contain NUL (0x00) characters.")
 
     w, _ = bookkeeping_worker(temporal_env, settings, repo, prepare_run)

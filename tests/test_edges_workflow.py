@@ -28,9 +28,10 @@ from temporalio.client import (
     WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 import starter.api as api
 from activities.runs import RunActivities
@@ -79,6 +80,13 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any
             return value
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.2)
+
+
+async def assert_replays(handle: WorkflowHandle[Any, Any]) -> None:
+    """The run's own history replays against the code that wrote it: the new paths (patched
+    or not) are deterministic, so a worker restart in the middle of one does not strand it."""
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(await handle.fetch_history())
 
 
 def args_sha(arguments: dict[str, Any]) -> str:
@@ -144,6 +152,7 @@ async def test_a_call_to_a_tool_the_run_did_not_enable_is_an_error_never_run(
     results = [e for e in events if e.type == "tool.result"]
     assert [(e.data["tool_call_id"], e.data["is_error"]) for e in results] == [("call_bash", True)]
     assert "not enabled" in results[0].data["result"]
+    await assert_replays(handle)
 
 
 # -- item 2: a closed run id started again ----------------------------------------------------
@@ -225,6 +234,7 @@ async def test_a_closed_run_id_started_again_is_refused_and_changes_nothing(
             client, settings.task_queue, prompt, session_id=session, run_id=run_id, repo=repo
         )
     assert "already ended (CANCELED)" in str(ended.value)
+    await assert_replays(again)
 
 
 async def test_a_run_opened_by_another_execution_is_refused(
@@ -351,6 +361,7 @@ async def test_a_temporal_cancel_while_the_run_opens_ends_it_canceled(
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     run = await repo.get_run(run_id)
     assert run.status == "CANCELED" and run.error == "cancelled through Temporal"
+    await assert_replays(handle)
 
 
 async def test_a_cancel_update_while_the_run_cannot_open_gets_its_answer(
@@ -386,6 +397,7 @@ async def test_a_cancel_update_while_the_run_cannot_open_gets_its_answer(
     cause = info.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "RunRefused"
     assert len(attempts) >= 2
+    await assert_replays(handle)
 
 
 # -- item 16: a failing call's siblings are cancelled and recorded -----------------------------
@@ -449,6 +461,7 @@ async def test_a_failing_call_cancels_and_records_its_running_sibling(
         await until(lambda: _gone(pid), 15)
     events = await repo.read_events(run_id, 0, limit=10_000)
     assert events[-1].type == "run.status" and events[-1].data["status"] == "FAILED"
+    await assert_replays(handle)
 
 
 async def _gone(pid: int) -> bool:
@@ -513,6 +526,7 @@ async def test_early_approvals_must_carry_the_arguments_hash_and_are_bounded(
         "call_b": "alice",
         "call_c": "early",
     }
+    await assert_replays(handle)
 
 
 async def _pending(handle: WorkflowHandle[Any, Any], n: int) -> Any:
@@ -555,3 +569,4 @@ async def test_a_client_result_over_the_cap_is_refused_and_changes_nothing(
     assert await api.submit_tool_result(client, run_id, "call_l", "y" * RESULT_CAP) == "accepted"
     assert (await asyncio.wait_for(handle.result(), 60)).status == "DONE"
     assert len((await repo.get_tool_call(run_id, "call_l")).result or "") == RESULT_CAP
+    await assert_replays(handle)

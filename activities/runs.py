@@ -25,7 +25,7 @@ from agentrun.contracts import (
     storage_problems,
 )
 from agentrun.db.models import Run, RunStatus
-from agentrun.db.repository import Repository, SessionBusyError
+from agentrun.db.repository import Repository, RunEndedError, RunOwnedError, SessionBusyError
 from agentrun.settings import Settings
 
 
@@ -66,6 +66,10 @@ class RunActivities:
                 run = await self._open(inp, model)
         except SessionBusyError as exc:
             raise ApplicationError(str(exc), type="SessionBusy", non_retryable=True) from exc
+        except RunEndedError as exc:
+            raise ApplicationError(str(exc), type="RunEnded", non_retryable=True) from exc
+        except RunOwnedError as exc:
+            raise ApplicationError(str(exc), type="RunOwned", non_retryable=True) from exc
         except ValueError as exc:
             raise ApplicationError(str(exc), type="InvalidInput", non_retryable=True) from exc
         return StartRunSetup(run_id=run.id, model=run.model, tools=tools)
@@ -77,6 +81,9 @@ class RunActivities:
             model=model,
             config=inp.config.model_dump(mode="json"),
             prompt=inp.prompt,
+            # The execution that opens the run is the only one that may drive it: a closed run
+            # id started again gets a new execution, which is refused.
+            workflow_run_id=activity.info().workflow_run_id,
         )
 
     async def _release_if_gone(self, holder: str) -> bool:

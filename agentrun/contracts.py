@@ -36,6 +36,9 @@ MAX_MODEL_NAME_CHARS = 200
 DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
 _SURROGATE = re.compile("[\ud800-\udfff]")
 RESULT_TEXT_LIMIT = 4_000
+# The most characters of a tool's result that are recorded and sent to the model: a server
+# tool's output is cut there, a client-side result longer than this is refused.
+RESULT_CAP = 64_000
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
 
 DEFAULT_SYSTEM_PROMPT = (

@@ -11,7 +11,9 @@ from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.contracts import (
@@ -31,6 +33,15 @@ from agentrun.db.repository import Repository, SessionBusyError
 from workflows.agent import SA_RUN_STATUS, SA_SESSION_ID, SA_WAITING_APPROVAL, AgentRunWorkflow
 
 
+class RunAlreadyEndedError(ValueError):
+    """The run id names a run that already ended. A run id is used once: start a new one."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id!r} already ended ({status}); start a new run id")
+        self.run_id = run_id
+        self.status = status
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
@@ -45,10 +56,12 @@ async def start_run(
     config: AgentConfig | Mapping[str, Any] | None = None,
     repo: Repository | None = None,
 ) -> WorkflowHandle[AgentRunWorkflow, RunResult]:
-    """Start a run (the workflow id is the run id). Starting the same run id again returns the
-    run already there. With a repository, a busy session is refused here, before anything
-    starts; the workflow refuses it in any case. A config given as a mapping (parsed JSON, say)
-    is validated strictly: an unknown field raises ValidationError and nothing is sent."""
+    """Start a run (the workflow id is the run id). Starting the same run id again while it
+    runs returns the run already there; a run id whose run ended raises RunAlreadyEndedError
+    (a closed run is never driven again). With a repository, a busy session is refused here,
+    before anything starts; the workflow refuses both in any case. A config given as a mapping
+    (parsed JSON, say) is validated strictly: an unknown field raises ValidationError and
+    nothing is sent."""
     if config is None:
         config = AgentConfig()
     elif not isinstance(config, AgentConfig):
@@ -60,22 +73,54 @@ async def start_run(
         config=config,
     )
     if repo is not None:
+        await _check_not_ended(repo, inp.run_id)
         await _check_session(repo, inp.session_id, inp.run_id)
-    return await client.start_workflow(
-        AgentRunWorkflow.run,
-        inp,
-        id=inp.run_id,
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(SA_SESSION_ID, inp.session_id),
-                SearchAttributePair(SA_RUN_STATUS, "QUEUED"),
-                SearchAttributePair(SA_WAITING_APPROVAL, False),
-            ]
-        ),
-        static_summary=f"agent run: {inp.prompt[:120]}",
-    )
+    try:
+        return await client.start_workflow(
+            AgentRunWorkflow.run,
+            inp,
+            id=inp.run_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(SA_SESSION_ID, inp.session_id),
+                    SearchAttributePair(SA_RUN_STATUS, "QUEUED"),
+                    SearchAttributePair(SA_WAITING_APPROVAL, False),
+                ]
+            ),
+            static_summary=f"agent run: {inp.prompt[:120]}",
+        )
+    except WorkflowAlreadyStartedError:
+        # Only a closed execution gets here: a running one is returned (USE_EXISTING).
+        status = await _ended_status(client, repo, inp.run_id)
+        raise RunAlreadyEndedError(inp.run_id, status) from None
+
+
+async def _check_not_ended(repo: Repository, run_id: str) -> None:
+    # Also covers a run whose closed workflow Temporal no longer keeps (past retention).
+    from agentrun.db.models import RunStatus
+
+    run = await repo.find_run(run_id)
+    if run is not None and RunStatus(run.status).terminal:
+        raise RunAlreadyEndedError(run_id, run.status)
+
+
+async def _ended_status(client: Client, repo: Repository | None, run_id: str) -> str:
+    """The status a closed run ended with: the record's, else the one the workflow last
+    published (a run cancelled by update closes COMPLETED in Temporal but ended CANCELED)."""
+    from agentrun.db.models import RunStatus
+
+    if repo is not None:
+        run = await repo.find_run(run_id)
+        if run is not None and RunStatus(run.status).terminal:
+            return run.status
+    desc = await client.get_workflow_handle(run_id).describe()
+    published = desc.typed_search_attributes.get(SA_RUN_STATUS)
+    if published in ("DONE", "FAILED", "CANCELED"):
+        return published
+    return desc.status.name if desc.status else "CLOSED"
 
 
 async def _check_session(repo: Repository, session_id: str, run_id: str) -> None:

@@ -243,9 +243,16 @@ async def test_signal_decisions_early_duplicate_and_invalid(
         ],
     )
     handle = await start(temporal_env, settings, run_id, prompt, workspace=str(tmp_path))
-    # Before the run waits (before the model has even answered): kept, not dropped.
+    # Before the run waits (before the model has even answered): kept, not dropped. It must be
+    # bound to the arguments, since nobody has seen the call yet.
     await handle.signal(
-        "tool_decision", {"tool_call_id": "call_one", "decision": "approve", "decided_by": "early"}
+        "tool_decision",
+        {
+            "tool_call_id": "call_one",
+            "decision": "approve",
+            "decided_by": "early",
+            "arguments_sha256": arguments_sha256(json.dumps({"command": "echo one"})),
+        },
     )
     await next_event(repo, run_id, "tool.approval_requested")
     bad = {"tool_call_id": "call_two", "decision": "approve", "arguments_sha256": "f" * 64}
@@ -454,7 +461,8 @@ async def test_cancel_during_a_tool_stops_it(
     assert result.status == "CANCELED" and result.error == "cancelled: too slow"
     await _assert_canceled(repo, run_id)
     call = await repo.get_tool_call(run_id, "call_bash")
-    assert call.result is None
+    # The stopped call is closed with an error result rather than left running.
+    assert (call.status, call.result) == ("error", "cancelled: the run was cancelled: too slow")
     assert not [p for p in pids if _running(p)], "the tool's command outlived its run"
 
 

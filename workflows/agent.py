@@ -13,16 +13,23 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     import jsonschema
 
     from agentrun.contracts import (
+        RESULT_CAP,
         AppendEventInput,
         CancelAnswer,
         CancelRequest,
@@ -54,16 +61,40 @@ SA_RUN_STATUS = SearchAttributeKey.for_keyword("AgentRunStatus")
 SA_MODEL = SearchAttributeKey.for_keyword("AgentModel")
 SA_WAITING_APPROVAL = SearchAttributeKey.for_bool("AgentWaitingApproval")
 
+# Errors no retry can fix: a value the database refuses to store (SQLAlchemy and psycopg both
+# name theirs DataError) fails the step at once instead of retrying it until its deadline.
+DATA_ERROR_TYPES = ["DataError"]
+
 # Bookkeeping (open the run, move its status, record a decision) runs as local activities:
-# short idempotent database writes that need no task-queue round trip of their own.
+# short idempotent database writes that need no task-queue round trip of their own. The
+# deadline rides out a database outage of several minutes but never retries forever; the
+# maximum interval stays under the SDK's local retry threshold (1 minute), above which a
+# local activity's backoff becomes a timer in history.
 BOOKKEEPING_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=DATA_ERROR_TYPES,
 )
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
+BOOKKEEPING_DEADLINE = timedelta(minutes=10)
+# The options of every bookkeeping step, local or not: one place to change them.
+BOOKKEEPING: dict[str, Any] = {
+    "start_to_close_timeout": BOOKKEEPING_TIMEOUT,
+    "schedule_to_close_timeout": BOOKKEEPING_DEADLINE,
+    "retry_policy": BOOKKEEPING_RETRY,
+}
 TOOL_INFRA_RETRY_S = 600
 MODEL_INFRA_RETRY_S = 900
 TERMINAL = ("DONE", "FAILED", "CANCELED")
+# Early decisions (signals that arrive before their call exists) kept at most.
+MAX_EARLY_DECISIONS = 64
+
+# workflow.patched ids: each guards a change of the commands a run issues, so that histories
+# recorded before it (tests/histories/) still replay. Never rename or reuse one.
+PATCH_ABANDON_BATCH = "abandoned-tool-calls-are-cancelled-and-recorded"
+PATCH_EARLY_DECISIONS = "early-decisions-need-arguments-sha256"
+
+T = TypeVar("T")
 
 
 def _error_message(err: BaseException) -> str:
@@ -73,6 +104,11 @@ def _error_message(err: BaseException) -> str:
 
 def arguments_sha256(arguments: str) -> str:
     return hashlib.sha256(arguments.encode()).hexdigest()
+
+
+def _result_text(r: ToolResultSubmission) -> str:
+    """A client-side result as it is recorded and sent to the model."""
+    return r.result if isinstance(r.result, str) else json.dumps(r.result, ensure_ascii=False)
 
 
 def _describe(call: ToolCallRequest) -> str:
@@ -114,13 +150,26 @@ class AgentRunWorkflow:
         self._settled: dict[str, str] = {}
         self._early: dict[str, ToolDecision] = {}
         self._cancel: CancelRequest | None = None
+        self._temporal_cancel = False
+        self._refusal: str | None = None
         self._main: asyncio.Task[None] | None = None
         self._finished = False
 
     @workflow.run
     async def run(self, inp: StartRunInput) -> RunResult:
         self._run_id = inp.run_id
-        await self._prepare(inp)
+        try:
+            await self._prepare(inp)
+        except ApplicationError:
+            # Refused: nothing of this run is this execution's to record. A cancel that came
+            # meanwhile still gets its answer, and a Temporal cancel still closes as cancelled.
+            await self._until_handlers_finished()
+            if self._temporal_cancel:
+                raise asyncio.CancelledError("cancelled through Temporal") from None
+            raise
+        if self._temporal_cancel:  # Temporal's cancel came while the run was being opened
+            await self._finish(inp, "CANCELED", error="cancelled through Temporal")
+            raise asyncio.CancelledError("cancelled through Temporal")
         try:
             await self._set_status(inp, "RUNNING")
             self._main = asyncio.create_task(self._loop(inp))
@@ -176,30 +225,46 @@ class AgentRunWorkflow:
                 SA_WAITING_APPROVAL.value_set(False),
             ]
         )
+        opening = workflow.start_local_activity(
+            "agentrun.prepare_run",
+            PrepareRunInput(
+                run_id=inp.run_id,
+                session_id=inp.session_id,
+                prompt=inp.prompt,
+                config=inp.config,
+            ),
+            result_type=StartRunSetup,
+            **BOOKKEEPING,
+            summary="open run",
+        )
         try:
-            setup = await workflow.execute_local_activity(
-                "agentrun.prepare_run",
-                PrepareRunInput(
-                    run_id=inp.run_id,
-                    session_id=inp.session_id,
-                    prompt=inp.prompt,
-                    config=inp.config,
-                ),
-                result_type=StartRunSetup,
-                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-                retry_policy=BOOKKEEPING_RETRY,
-                summary="open run",
-            )
-        except ActivityError as err:
-            # Nothing was written (a busy session, a bad config): fail with the reason.
+            # Not interrupted by a cancel: only once the open has finished is it known whether
+            # this execution holds the run's row, and so whether CANCELED is ours to record.
+            setup = await self._uninterrupted(opening)
+        except FailureError as err:
+            # Nothing was written (a busy session, a bad config, a run that already ended or
+            # belongs to another execution): fail with the reason. A local activity's failure
+            # arrives as the activity's own error (or a timeout), not wrapped in ActivityError.
+            self._refusal = _error_message(err)
+            self._status = "FAILED"
             self._finished = True
-            raise ApplicationError(
-                _error_message(err), type="RunRefused", non_retryable=True
-            ) from err
+            raise ApplicationError(self._refusal, type="RunRefused", non_retryable=True) from err
         self._model = setup.model
         self._tools = {t.name: t for t in setup.tools}
         workflow.upsert_search_attributes([SA_MODEL.value_set(setup.model)])
         return setup
+
+    async def _uninterrupted(self, step: asyncio.Future[T]) -> T:
+        """The result of `step`, which a cancel of the awaiting task does not reach. A Temporal
+        cancel that comes meanwhile is remembered in self._temporal_cancel."""
+        while True:
+            try:
+                return await asyncio.shield(step)
+            except asyncio.CancelledError:
+                if step.done():
+                    return step.result()
+                if self._cancel is None:
+                    self._temporal_cancel = True
 
     async def _model_turn(self, inp: StartRunInput, turn: int, tools_on: bool) -> ModelTurnResult:
         config = inp.config
@@ -242,24 +307,82 @@ class AgentRunWorkflow:
 
     async def _run_tools(self, inp: StartRunInput, calls: list[ToolCallRequest]) -> None:
         self._phase = "tools"
-        budget = max(0, inp.config.max_tool_calls - self._tool_calls_used)
         workflow.set_current_details(
             f"turn {self._turn}: running {', '.join(c.name for c in calls)}"
         )
-        skips: list[str | None] = [
-            None
-            if index < budget
-            else f"error: not run: the run's limit of {inp.config.max_tool_calls} tool calls "
-            "was reached"
-            for index in range(len(calls))
-        ]
-        self._tool_calls_used += min(len(calls), budget)
-        await self._request_waits(inp, [c for c, s in zip(calls, skips, strict=True) if s is None])
-        self._raise_if_cancelled()
-        results = await asyncio.gather(
-            *(self._handle_call(inp, c, s) for c, s in zip(calls, skips, strict=True))
-        )
+        skips = self._skip_reasons(inp, calls)
+        tasks: list[asyncio.Task[ToolResult]] = []
+        try:
+            await self._request_waits(
+                inp, [c for c, s in zip(calls, skips, strict=True) if s is None]
+            )
+            self._raise_if_cancelled()
+            tasks = [
+                asyncio.create_task(self._handle_call(inp, c, s))
+                for c, s in zip(calls, skips, strict=True)
+            ]
+            results = await asyncio.gather(*tasks)
+        except BaseException as err:
+            if workflow.patched(PATCH_ABANDON_BATCH):
+                await self._uninterrupted(
+                    asyncio.create_task(self._abandon(inp, calls, tasks, err))
+                )
+            raise
         self._usage = self._usage.add(Usage(tool_calls=len(results)))
+
+    def _skip_reasons(self, inp: StartRunInput, calls: list[ToolCallRequest]) -> list[str | None]:
+        """For each call, why it is not run (an error result instead), or None to run it. A
+        tool the run did not enable is never run nor offered for approval, whatever the model
+        asks: its name may come from a prompt injection."""
+        budget = max(0, inp.config.max_tool_calls - self._tool_calls_used)
+        enabled = ", ".join(sorted(self._tools)) or "none"
+        skips: list[str | None] = []
+        for call in calls:
+            if call.name not in self._tools:
+                skips.append(
+                    f"error: tool {call.name!r} is not enabled for this run; "
+                    f"enabled tools: {enabled}"
+                )
+            elif budget > 0:
+                skips.append(None)
+                budget -= 1
+                self._tool_calls_used += 1
+            else:
+                skips.append(
+                    f"error: not run: the run's limit of {inp.config.max_tool_calls} tool calls "
+                    "was reached"
+                )
+        return skips
+
+    async def _abandon(
+        self,
+        inp: StartRunInput,
+        calls: list[ToolCallRequest],
+        tasks: list[asyncio.Task[ToolResult]],
+        err: BaseException,
+    ) -> None:
+        """The run leaves this batch (cancelled, or failed by one of its calls): stop the calls
+        still going (a tool's cancel waits until its process is gone) and give every call
+        without a result an error result, so no call stays open behind a closed run."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        finished = {
+            t.result().tool_call_id for t in tasks if not t.cancelled() and t.exception() is None
+        }
+        if isinstance(err, asyncio.CancelledError) or is_cancelled_exception(err):
+            why = "the run was " + (
+                self._cancel_reason() if self._cancel is not None else "cancelled through Temporal"
+            )
+        else:
+            why = f"the run failed: {_error_message(err)}"
+        await asyncio.gather(
+            *(
+                self._execute_tool(inp, c, skip=f"cancelled: {why}")
+                for c in calls
+                if c.id not in finished
+            )
+        )
 
     def _wait_kind(self, call: ToolCallRequest) -> str | None:
         info = self._tools.get(call.name)
@@ -292,13 +415,12 @@ class AgentRunWorkflow:
         for p in pending:
             early = self._early.pop(p.tool_call_id, None)
             if early is not None:
-                await self._apply_signal_decision(early)
+                await self._apply_signal_decision(early, early=True)
         await workflow.execute_local_activity(
             "agentrun.request_waits",
             RequestWaitInput(run_id=inp.run_id, calls=pending),
             result_type=bool,
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            retry_policy=BOOKKEEPING_RETRY,
+            **BOOKKEEPING,
             summary="request approval"
             if any(p.kind == "approval" for p in pending)
             else "request client result",
@@ -348,9 +470,7 @@ class AgentRunWorkflow:
             return await self._execute_tool(
                 inp,
                 call,
-                given=wait.result.result
-                if isinstance(wait.result.result, str)
-                else json.dumps(wait.result.result, ensure_ascii=False),
+                given=_result_text(wait.result),
                 given_is_error=wait.result.is_error,
             )
         decided = await self._await_wait(inp, wait, lambda: wait.decision is not None)
@@ -381,8 +501,7 @@ class AgentRunWorkflow:
                 ),
             ),
             result_type=RecordedDecision,
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            retry_policy=BOOKKEEPING_RETRY,
+            **BOOKKEEPING,
             summary=f"decision {decision.decision} {call.name}",
         )
         self._settle(wait, f"{wait.recorded.decision} by {wait.recorded.decided_by}")
@@ -471,6 +590,7 @@ class AgentRunWorkflow:
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1),
                     maximum_interval=timedelta(seconds=10),
+                    non_retryable_error_types=DATA_ERROR_TYPES,
                 ),
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"tool {call.name}",
@@ -484,8 +604,7 @@ class AgentRunWorkflow:
                 "agentrun.execute_tool",
                 arg,
                 result_type=ToolResult,
-                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-                retry_policy=BOOKKEEPING_RETRY,
+                **BOOKKEEPING,
                 summary=f"record failure of tool {call.name}",
             )
 
@@ -502,8 +621,7 @@ class AgentRunWorkflow:
             "agentrun.set_status",
             SetStatusInput(run_id=inp.run_id, status=status, error=error),
             result_type=RunResult,
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            retry_policy=BOOKKEEPING_RETRY,
+            **BOOKKEEPING,
             summary=f"status {status}",
         )
 
@@ -512,9 +630,13 @@ class AgentRunWorkflow:
             workflow.upsert_search_attributes([SA_WAITING_APPROVAL.value_set(False)])
         result = await self._set_status(inp, status, error)
         self._finished = True
-        # Let update handlers that wait on this run answer before the workflow closes.
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._until_handlers_finished()
         return result
+
+    async def _until_handlers_finished(self) -> None:
+        # Let update handlers that wait on this run answer before the workflow closes: an
+        # update still running when the workflow closes never gets its answer.
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
     def _raise_if_cancelled(self) -> None:
         # Task.cancel() alone is not enough: when the cancel lands in the same workflow task
@@ -592,13 +714,38 @@ class AgentRunWorkflow:
         if self._finished:
             return
         if call_id not in self._waits and call_id not in self._settled:
-            # Before the run waits for it: keep it (the first one) until it does.
+            # Before the run waits for it: keep it (the first one) until it does, but only so
+            # many: anyone who can signal could otherwise grow the workflow's state without end.
+            if (
+                call_id not in self._early
+                and len(self._early) >= MAX_EARLY_DECISIONS
+                and workflow.patched(PATCH_EARLY_DECISIONS)
+            ):
+                workflow.logger.warning(
+                    "dropped an early decision for %r: %d are kept already",
+                    call_id,
+                    MAX_EARLY_DECISIONS,
+                )
+                return
             self._early.setdefault(call_id, d)
             return
         await self._apply_signal_decision(d)
 
-    async def _apply_signal_decision(self, d: ToolDecision) -> None:
+    async def _apply_signal_decision(self, d: ToolDecision, *, early: bool = False) -> None:
         problem = self._check_decision(d)
+        if (
+            problem is None
+            and early
+            and d.decision != "reject"
+            and d.arguments_sha256 is None
+            and workflow.patched(PATCH_EARLY_DECISIONS)
+        ):
+            # Sent before the call existed, so nobody could have seen its arguments: only the
+            # hash binds an approval to the call that a person meant.
+            problem = (
+                f"an approval sent before tool call {d.tool_call_id!r} existed must carry its "
+                "arguments_sha256 (from tool.approval_requested); decide again now that it waits"
+            )
         if problem is None:
             self._waits[d.tool_call_id].decision = d
             return
@@ -617,8 +764,7 @@ class AgentRunWorkflow:
                 },
             ),
             result_type=int,
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            retry_policy=BOOKKEEPING_RETRY,
+            **BOOKKEEPING,
             summary="record invalid decision",
         )
 
@@ -644,7 +790,15 @@ class AgentRunWorkflow:
 
     @submit_tool_result.validator
     def _validate_result(self, r: ToolResultSubmission) -> None:
+        # The size is checked here only: validators do not run on replay, so a result accepted
+        # before this check existed still replays. A result over the cap would otherwise go
+        # into history whole (and a large one fails the workflow task).
         problem = self._check_result(r)
+        if problem is None and len(text := _result_text(r)) > RESULT_CAP:
+            problem = (
+                f"the result has {len(text)} characters (as JSON); the limit is {RESULT_CAP}: "
+                "return a shorter result, or store a large one elsewhere and return a reference"
+            )
         if problem:
             raise ValueError(problem)
 
@@ -668,6 +822,10 @@ class AgentRunWorkflow:
         if not self._request_cancel(req):
             return CancelAnswer(status=self._status, message="a cancel was already requested")
         await workflow.wait_condition(lambda: self._finished)
+        if self._refusal is not None:
+            return CancelAnswer(
+                status=self._status, message=f"the run could not be opened: {self._refusal}"
+            )
         return CancelAnswer(status=self._status, message=self._cancel_reason())
 
     @workflow.signal(name="cancel")
@@ -686,5 +844,5 @@ class AgentRunWorkflow:
             model=self._model,
             pending=[w.pending for w in self._waits.values()],
             usage=self._usage,
-            cancel_requested=self._cancel is not None,
+            cancel_requested=self._cancel is not None or self._temporal_cancel,
         )

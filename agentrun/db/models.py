@@ -117,6 +117,10 @@ class Run(Base):
     llm_call_count: Mapped[int] = mapped_column(Integer, default=0)
     tool_call_count: Mapped[int] = mapped_column(Integer, default=0)
     last_event_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The Temporal run id of the workflow execution that opened this run: another execution
+    # under the same workflow id (a closed run id started again) may not drive it. None for
+    # runs opened before migration 0003.
+    workflow_run_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -60,6 +60,27 @@ class SessionBusyError(RuntimeError):
         self.active_run_id = active_run_id
 
 
+class RunEndedError(RuntimeError):
+    """A run that already ended was opened again (a closed run id started again)."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id!r} already ended ({status}); start a new run id")
+        self.run_id = run_id
+        self.status = status
+
+
+class RunOwnedError(RuntimeError):
+    """A run was opened by one workflow execution and another execution tried to drive it."""
+
+    def __init__(self, run_id: str, owner: str) -> None:
+        super().__init__(
+            f"run {run_id!r} was opened by another execution of its workflow ({owner}) and "
+            "cannot be driven by this one; start a new run id"
+        )
+        self.run_id = run_id
+        self.owner = owner
+
+
 def idempotency_key(*parts: object) -> str:
     """The deterministic key of a write: run id, turn, tool_call_id, attempt, ... joined."""
     return ":".join(str(p) for p in parts)
@@ -156,6 +177,7 @@ class Repository:
         config: dict[str, Any] | None = None,
         *,
         claim_session: bool = False,
+        workflow_run_id: str | None = None,
     ) -> Run:
         """Create the run row (and its session); a repeat returns the existing run.
 
@@ -164,7 +186,13 @@ class Repository:
         """
         async with self.session() as db, db.begin():
             run, _ = await self._create_run(
-                db, run_id, session_id, model, config or {}, claim_session=claim_session
+                db,
+                run_id,
+                session_id,
+                model,
+                config or {},
+                claim_session=claim_session,
+                workflow_run_id=workflow_run_id,
             )
             return run
 
@@ -177,6 +205,7 @@ class Repository:
         config: dict[str, Any],
         *,
         claim_session: bool,
+        workflow_run_id: str | None = None,
     ) -> tuple[Run, bool]:
         """Insert the run (and its session) unless it exists; returns (run, created)."""
         await self._insert_once(db, Session, {"id": session_id, "metadata_": {}}, Session.id)
@@ -198,6 +227,7 @@ class Repository:
                 "model": model,
                 "config": config,
                 "status": RunStatus.QUEUED.value,
+                "workflow_run_id": workflow_run_id,
             },
             Run.id,
         )
@@ -714,14 +744,36 @@ class Repository:
         model: str,
         config: dict[str, Any],
         prompt: str,
+        workflow_run_id: str | None = None,
     ) -> Run:
         """Create the run (claiming its session), its user message and the QUEUED event in one
-        transaction. A repeat returns the run as it is and writes nothing."""
+        transaction. A repeat by the same workflow execution (a retried step) returns the run
+        as it is and writes nothing.
+
+        A run is driven by the one execution that opened it: a run that already ended raises
+        RunEndedError, and one opened by another execution (`workflow_run_id` differs) raises
+        RunOwnedError, both writing nothing. A run opened before executions were recorded is
+        taken by the first execution that opens it again.
+        """
         async with self.session() as db, db.begin():
             run, created = await self._create_run(
-                db, run_id, session_id, model, config, claim_session=True
+                db,
+                run_id,
+                session_id,
+                model,
+                config,
+                claim_session=True,
+                workflow_run_id=workflow_run_id,
             )
             if not created:
+                run = await self._lock_run(db, run_id)
+                if RunStatus(run.status).terminal:
+                    raise RunEndedError(run_id, run.status)
+                if workflow_run_id is not None:
+                    if run.workflow_run_id is None:
+                        run.workflow_run_id = workflow_run_id
+                    elif run.workflow_run_id != workflow_run_id:
+                        raise RunOwnedError(run_id, run.workflow_run_id)
                 return run
             await self._insert_once(
                 db,

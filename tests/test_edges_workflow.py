@@ -1,0 +1,572 @@
+"""Adversarial cases at the workflow's edges (issue 9): a model that calls a tool the run did not
+enable, a closed run id started again, a cancel while the run is being opened, a failing call
+with siblings still running, early approvals nobody can check, and oversized client results.
+
+Each test drives the real workflow on the dev server against the real store; where a step has
+to be held still (opening the run), a stand-in is registered under the real activity name.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+import starter.api as api
+from activities.runs import RunActivities
+from activities.tools import default_registry
+from agentrun.contracts import (
+    CancelAnswer,
+    CancelRequest,
+    ClientTool,
+    PrepareRunInput,
+    RunResult,
+    StartRunSetup,
+)
+from agentrun.db.models import Message
+from agentrun.db.repository import Repository
+from agentrun.settings import Settings
+from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
+from tests.conftest import bash_call, next_event, start_input
+from workflows import ALL_WORKFLOWS
+from workflows.agent import AgentRunWorkflow, arguments_sha256
+
+WORKFLOW_SOURCE = Path(__file__).resolve().parent.parent / "workflows" / "agent.py"
+
+
+async def start(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    run_id: str,
+    prompt: str,
+    session_id: str | None = None,
+    **config: Any,
+) -> WorkflowHandle[AgentRunWorkflow, RunResult]:
+    return await env.client.start_workflow(
+        AgentRunWorkflow.run,
+        start_input(run_id, prompt, session_id=session_id, **config),
+        id=run_id,
+        task_queue=settings.task_queue,
+    )
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any:
+    """The first truthy value of `check`, polled until `timeout` (then the test fails)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.2)
+
+
+async def assert_replays(handle: WorkflowHandle[Any, Any]) -> None:
+    """The run's own history replays against the code that wrote it: the new paths (patched
+    or not) are deterministic, so a worker restart in the middle of one does not strand it."""
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(await handle.fetch_history())
+
+
+def args_sha(arguments: dict[str, Any]) -> str:
+    """The hash the run announces for arguments the offline model sends as json.dumps."""
+    return arguments_sha256(json.dumps(arguments))
+
+
+def bookkeeping_worker(
+    env: WorkflowEnvironment, settings: Settings, repo: Repository, prepare: Callable[..., Any]
+) -> tuple[Worker, RunActivities]:
+    """A worker with the real workflow, a stand-in for agentrun.prepare_run and the real
+    bookkeeping activities (enough for a run that never reaches a model turn)."""
+    runs = RunActivities(repo, settings, default_registry())
+    worker = Worker(
+        env.client,
+        task_queue=settings.task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=[
+            prepare,
+            runs.set_status,
+            runs.request_waits,
+            runs.record_decision,
+            runs.append_event,
+        ],
+        graceful_shutdown_timeout=timedelta(seconds=1),
+    )
+    return worker, runs
+
+
+# -- item 1: a tool the run did not enable ----------------------------------------------------
+
+
+async def test_a_call_to_a_tool_the_run_did_not_enable_is_an_error_never_run(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "pwned"
+    prompt = f"injected {run_id}"
+    model_server.script(prompt, [bash_call(f"touch {marker}"), Reply(text="Could not run it.")])
+    handle = await start(
+        temporal_env,
+        settings,
+        run_id,
+        prompt,
+        tools=["calculator"],
+        approval="require_all",
+        workspace=str(tmp_path),
+    )
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.status == "DONE"
+    assert not marker.exists(), "a tool the run did not enable ran"
+    call = await repo.get_tool_call(run_id, "call_bash")
+    assert (call.status, call.is_error, call.decision, call.attempts) == ("error", True, None, 0)
+    assert (call.result or "").startswith("error: tool 'bash' is not enabled for this run")
+    assert "calculator" in (call.result or "")
+    events = await repo.read_events(run_id, 0, limit=10_000)
+    assert not [e for e in events if e.type == "tool.approval_requested"]
+    results = [e for e in events if e.type == "tool.result"]
+    assert [(e.data["tool_call_id"], e.data["is_error"]) for e in results] == [("call_bash", True)]
+    assert "not enabled" in results[0].data["result"]
+    await assert_replays(handle)
+
+
+# -- item 2: a closed run id started again ----------------------------------------------------
+
+
+async def test_a_closed_run_id_started_again_is_refused_and_changes_nothing(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+    tmp_path: Path,
+) -> None:
+    client = temporal_env.client
+    session = f"s-{uuid.uuid4()}"
+    marker = tmp_path / "ran"
+    prompt = f"restart me {run_id}"
+    model_server.script(prompt, [bash_call(f"touch {marker}"), Reply(text="Ran it after all.")])
+    first = await start(temporal_env, settings, run_id, prompt, session, workspace=str(tmp_path))
+    await next_event(repo, run_id, "tool.approval_requested")
+    assert (await api.cancel_run(client, run_id, reason="not this")).status == "CANCELED"
+    assert (await first.result()).status == "CANCELED"
+
+    # Through the API: a closed id is refused with a clear, typed error (with or without a repo).
+    for repo_arg in (None, repo):
+        with pytest.raises(api.RunAlreadyEndedError) as ended:
+            await api.start_run(
+                client,
+                settings.task_queue,
+                prompt,
+                session_id=session,
+                run_id=run_id,
+                repo=repo_arg,
+            )
+        assert f"run {run_id!r} already ended (CANCELED); start a new run id" in str(ended.value)
+
+    other = f"run-{uuid.uuid4()}"
+    model_server.script(f"other {other}", [Reply(text="The other run.")])
+    took = await start(temporal_env, settings, other, f"other {other}", session, tools=[])
+    assert (await took.result()).status == "DONE"
+    messages = await repo.count(Message, session_id=session)
+
+    # An old client: the same id again with a permissive reuse policy. Approve whatever the new
+    # execution asks, as whoever restarted it would.
+    again = await client.start_workflow(
+        AgentRunWorkflow.run,
+        start_input(run_id, prompt, session_id=session, workspace=str(tmp_path)),
+        id=run_id,
+        task_queue=settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    )
+
+    async def closed_after_approving_everything() -> bool:
+        if (await again.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return True
+        for p in (await again.query(AgentRunWorkflow.status)).pending:
+            try:
+                await api.decide(client, run_id, p.tool_call_id, "approve", decided_by="intruder")
+            except WorkflowUpdateFailedError:
+                pass
+        return False
+
+    await until(closed_after_approving_everything)
+    with pytest.raises(WorkflowFailureError) as info:
+        await again.result()
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "RunRefused", cause
+    assert f"run {run_id!r} already ended (CANCELED)" in cause.message
+    assert not marker.exists(), "the cancelled call ran"
+    run = await repo.get_run(run_id)
+    assert run.status == "CANCELED"
+    assert await repo.count(Message, session_id=session) == messages
+    assert (await repo.get_tool_call(run_id, "call_bash")).decision is None
+
+    # Through the API again: still refused, with the run's recorded status.
+    with pytest.raises(api.RunAlreadyEndedError) as ended:
+        await api.start_run(
+            client, settings.task_queue, prompt, session_id=session, run_id=run_id, repo=repo
+        )
+    assert "already ended (CANCELED)" in str(ended.value)
+    await assert_replays(again)
+
+
+async def test_a_run_opened_by_another_execution_is_refused(
+    repo: Repository, settings: Settings, temporal_env: WorkflowEnvironment, run_id: str
+) -> None:
+    """The second guard alone: the row remembers the execution that opened it."""
+    await repo.open_run(
+        run_id=run_id,
+        session_id=f"s-{uuid.uuid4()}",
+        model="m",
+        config={},
+        prompt="opened elsewhere",
+        workflow_run_id="an-earlier-execution",
+    )
+    runs = RunActivities(repo, settings, default_registry())
+
+    refused = []
+
+    @activity.defn(name="agentrun.prepare_run")
+    async def prepare_run(inp: PrepareRunInput) -> StartRunSetup:
+        try:
+            return await runs.prepare_run(inp)
+        except ApplicationError as exc:
+            refused.append(exc)
+            raise
+
+    w, _ = bookkeeping_worker(temporal_env, settings, repo, prepare_run)
+    async with w:
+        run = await repo.get_run(run_id)
+        handle = await start(temporal_env, settings, run_id, "again", run.session_id)
+        with pytest.raises(WorkflowFailureError) as info:
+            await asyncio.wait_for(handle.result(), 60)
+    assert "was opened by another execution" in str(info.value.cause)
+    assert [e.non_retryable for e in refused] == [True]
+    assert (await repo.get_run(run_id)).status == "QUEUED"
+
+
+# -- item 7 (workflow side): bounded bookkeeping, data errors do not retry ---------------------
+
+
+def test_every_activity_call_in_the_workflow_is_bounded() -> None:
+    """Each activity and local activity the workflow schedules has a schedule-to-close bound,
+    directly or through a shared options object (the model turn is bounded by its attempts)."""
+    tree = ast.parse(WORKFLOW_SOURCE.read_text())
+    unbounded = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef) or fn.name == "_model_turn":
+            continue
+        for node in ast.walk(fn):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("execute_activity", "execute_local_activity")
+            ):
+                continue
+            keys = {k.arg for k in node.keywords}
+            if "schedule_to_close_timeout" not in keys and None not in keys:
+                unbounded.append(f"{fn.name}:{node.lineno}")
+    assert not unbounded, unbounded
+    from workflows import agent
+
+    assert agent.BOOKKEEPING["schedule_to_close_timeout"] is not None
+    assert "DataError" in agent.BOOKKEEPING["retry_policy"].non_retryable_error_types
+
+
+async def test_a_data_error_while_opening_is_not_retried(
+    temporal_env: WorkflowEnvironment, settings: Settings, repo: Repository, run_id: str
+) -> None:
+    attempts = []
+
+    class DataError(Exception):
+        """Named like the database driver's error for values the database cannot store."""
+
+    @activity.defn(name="agentrun.prepare_run")
+    async def prepare_run(inp: PrepareRunInput) -> StartRunSetup:
+        attempts.append(activity.info().attempt)
+        if len(attempts) > 1:  # retried: stop here rather than retry for the whole deadline
+            raise ApplicationError("retried a data error", non_retryable=True)
+        raise DataError("A string literal cannot contain NUL (0x00) characters.")
+
+    w, _ = bookkeeping_worker(temporal_env, settings, repo, prepare_run)
+    async with w:
+        handle = await start(temporal_env, settings, run_id, "a NUL somewhere")
+        with pytest.raises(WorkflowFailureError) as info:
+            await asyncio.wait_for(handle.result(), 30)
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "RunRefused"
+    assert "NUL" in cause.message
+    assert attempts == [1]
+
+
+# -- item 14: cancel while the run is being opened --------------------------------------------
+
+
+async def test_a_temporal_cancel_while_the_run_opens_ends_it_canceled(
+    temporal_env: WorkflowEnvironment, settings: Settings, repo: Repository, run_id: str
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    holder: list[RunActivities] = []
+
+    @activity.defn(name="agentrun.prepare_run")
+    async def prepare_run(inp: PrepareRunInput) -> StartRunSetup:
+        started.set()
+        await release.wait()
+        return await holder[0].prepare_run(inp)
+
+    w, runs = bookkeeping_worker(temporal_env, settings, repo, prepare_run)
+    holder.append(runs)
+    async with w:
+        handle = await start(temporal_env, settings, run_id, "cancel me while I open", tools=[])
+        await asyncio.wait_for(started.wait(), 30)
+        await handle.cancel()
+
+        async def cancel_seen() -> bool:
+            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                return True
+            return (await handle.query(AgentRunWorkflow.status)).cancel_requested
+
+        await until(cancel_seen)
+        release.set()
+        with pytest.raises(WorkflowFailureError) as info:
+            await asyncio.wait_for(handle.result(), 60)
+    assert isinstance(info.value.cause, CancelledError), info.value.cause
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    run = await repo.get_run(run_id)
+    assert run.status == "CANCELED" and run.error == "cancelled through Temporal"
+    await assert_replays(handle)
+
+
+async def test_a_cancel_update_while_the_run_cannot_open_gets_its_answer(
+    temporal_env: WorkflowEnvironment, settings: Settings, repo: Repository, run_id: str
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    attempts = []
+
+    @activity.defn(name="agentrun.prepare_run")
+    async def prepare_run(inp: PrepareRunInput) -> StartRunSetup:
+        attempts.append(activity.info().attempt)
+        started.set()
+        if not release.is_set():
+            # The database is down: a retryable error, again and again.
+            raise ConnectionError("connection refused")
+        raise ApplicationError("the database stayed down", type="Unavailable", non_retryable=True)
+
+    w, _ = bookkeeping_worker(temporal_env, settings, repo, prepare_run)
+    async with w:
+        handle = await start(temporal_env, settings, run_id, "cancel me while I cannot open")
+        await asyncio.wait_for(started.wait(), 30)
+        update = await handle.start_update(
+            "cancel",
+            CancelRequest(reason="never mind"),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            result_type=CancelAnswer,
+        )
+        release.set()
+        answer = await asyncio.wait_for(update.result(), 60)
+        with pytest.raises(WorkflowFailureError) as info:
+            await asyncio.wait_for(handle.result(), 60)
+    assert answer.status == "FAILED" and "the database stayed down" in answer.message
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "RunRefused"
+    assert len(attempts) >= 2
+    await assert_replays(handle)
+
+
+# -- item 16: a failing call's siblings are cancelled and recorded -----------------------------
+
+
+async def test_a_failing_call_cancels_and_records_its_running_sibling(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+    tmp_path: Path,
+) -> None:
+    slow = {"command": "echo $$ > pid; sleep 30; echo finished"}
+    prompt = f"siblings {run_id}"
+    model_server.script(
+        prompt,
+        [
+            Reply(
+                tool_calls=[
+                    ToolCallSpec("bash", slow, id="call_slow"),
+                    ToolCallSpec("bash", {"command": "echo never"}, id="call_wait"),
+                ],
+                first_token_delay_s=0.5,
+            ),
+            Reply(text="never reached"),
+        ],
+    )
+    handle = await start(
+        temporal_env,
+        settings,
+        run_id,
+        prompt,
+        approval_timeout_s=5,
+        approval_timeout_action="fail",
+        workspace=str(tmp_path),
+    )
+    # Approved ahead of time, bound to its arguments: the slow call starts as soon as it exists.
+    await handle.signal(
+        "tool_decision",
+        {
+            "tool_call_id": "call_slow",
+            "decision": "approve",
+            "arguments_sha256": args_sha(slow),
+            "decided_by": "early",
+        },
+    )
+    with pytest.raises(WorkflowFailureError) as info:
+        await asyncio.wait_for(handle.result(), 25)
+    assert "timed out" in str(info.value.cause)
+    assert (await repo.get_run(run_id)).status == "FAILED"
+    calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
+    assert calls["call_slow"].decision == "approve"
+    for call in calls.values():
+        assert (call.status, call.is_error) == ("error", True), (call.tool_call_id, call.status)
+        assert (call.result or "").startswith("cancelled: the run failed"), call.result
+    pid_file = tmp_path / "pid"
+    if pid_file.exists() and pid_file.read_text().strip():
+        pid = int(pid_file.read_text())
+        await until(lambda: _gone(pid), 15)
+    events = await repo.read_events(run_id, 0, limit=10_000)
+    assert events[-1].type == "run.status" and events[-1].data["status"] == "FAILED"
+    await assert_replays(handle)
+
+
+async def _gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists()
+
+
+# -- item 17: early decisions and client results -----------------------------------------------
+
+
+async def test_early_approvals_must_carry_the_arguments_hash_and_are_bounded(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+    tmp_path: Path,
+) -> None:
+    a, b, c = ({"command": f"echo {x}"} for x in "abc")
+    prompt = f"early {run_id}"
+    model_server.script(
+        prompt,
+        [
+            Reply(
+                tool_calls=[
+                    ToolCallSpec("bash", a, id="call_a"),
+                    ToolCallSpec("bash", b, id="call_b"),
+                    ToolCallSpec("bash", c, id="call_c"),
+                ],
+                first_token_delay_s=3,
+            ),
+            Reply(text="All three handled."),
+        ],
+    )
+    handle = await start(temporal_env, settings, run_id, prompt, workspace=str(tmp_path))
+
+    async def early(call_id: str, **extra: Any) -> None:
+        await handle.signal(
+            "tool_decision",
+            {"tool_call_id": call_id, "decision": "approve", "decided_by": "early", **extra},
+        )
+
+    await early("call_c", arguments_sha256=args_sha(c))  # bound to its arguments: kept
+    await early("call_a")  # no hash: it cannot be checked against a call nobody has seen
+    for n in range(62):
+        await early(f"junk-{n}")  # the run keeps at most 64 early decisions
+    await early("call_b", arguments_sha256=args_sha(b))  # one too many: dropped
+    view = await handle.query(AgentRunWorkflow.status)
+    assert view.phase == "model" and not view.pending, "the calls appeared before the signals"
+
+    invalid = await next_event(repo, run_id, "tool.decision_invalid")
+    assert invalid.data["tool_call_id"] == "call_a"
+    assert "arguments_sha256" in invalid.data["error"]
+    view = await until(lambda: _pending(handle, 2))
+    assert sorted(p.tool_call_id for p in view.pending) == ["call_a", "call_b"]
+    for call_id in ("call_a", "call_b"):
+        await api.decide(temporal_env.client, run_id, call_id, "approve", decided_by="alice")
+    assert (await asyncio.wait_for(handle.result(), 60)).status == "DONE"
+    calls = {x.tool_call_id: x for x in await repo.run_tool_calls(run_id)}
+    assert {k: v.decided_by for k, v in calls.items()} == {
+        "call_a": "alice",
+        "call_b": "alice",
+        "call_c": "early",
+    }
+    await assert_replays(handle)
+
+
+async def _pending(handle: WorkflowHandle[Any, Any], n: int) -> Any:
+    view = await handle.query(AgentRunWorkflow.status)
+    return view if len(view.pending) == n else None
+
+
+async def test_a_client_result_over_the_cap_is_refused_and_changes_nothing(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    from agentrun.contracts import RESULT_CAP
+
+    prompt = f"big result {run_id}"
+    model_server.script(
+        prompt,
+        [
+            Reply(tool_calls=[ToolCallSpec("lookup", {"q": "all"}, id="call_l")]),
+            Reply(text="Got a small one."),
+        ],
+    )
+    lookup = ClientTool(name="lookup", parameters={"type": "object"})
+    handle = await start(
+        temporal_env, settings, run_id, prompt, tools=[], client_tools=[lookup.model_dump()]
+    )
+    await next_event(repo, run_id, "tool.result_requested")
+    client = temporal_env.client
+    oversized: Sequence[Any] = ({"blob": "x" * 1_200_000}, "y" * (RESULT_CAP + 1))
+    for big in oversized:
+        with pytest.raises(WorkflowUpdateFailedError) as info:
+            await asyncio.wait_for(api.submit_tool_result(client, run_id, "call_l", big), 60)
+        assert f"the limit is {RESULT_CAP}" in str(info.value.cause)
+    view = await handle.query(AgentRunWorkflow.status)
+    assert [p.tool_call_id for p in view.pending] == ["call_l"]
+    assert (await repo.get_tool_call(run_id, "call_l")).result is None
+    assert await api.submit_tool_result(client, run_id, "call_l", "y" * RESULT_CAP) == "accepted"
+    assert (await asyncio.wait_for(handle.result(), 60)).status == "DONE"
+    assert len((await repo.get_tool_call(run_id, "call_l")).result or "") == RESULT_CAP
+    await assert_replays(handle)

@@ -8,15 +8,13 @@ long a session grows. Activities are named by stable strings; renaming one break
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -26,10 +24,7 @@ from temporalio.exceptions import (
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    import jsonschema
-
     from agentrun.contracts import (
-        RESULT_CAP,
         AppendEventInput,
         CancelAnswer,
         CancelRequest,
@@ -53,13 +48,32 @@ with workflow.unsafe.imports_passed_through():
         ToolResultSubmission,
         Usage,
     )
+    from agentrun.protocol.names import (
+        SA_MODEL,
+        SA_RUN_STATUS,
+        SA_SESSION_ID,
+        SA_WAITING_APPROVAL,
+        WORKFLOW_NAME,
+        ErrorType,
+    )
+    from workflows.rules import (
+        Refusal,
+        Wait,
+        Waits,
+        arguments_sha256,
+        early_approval_refusal,
+        result_text,
+    )
 
-WORKFLOW_NAME = "agentrun.AgentRun"
-
-SA_SESSION_ID = SearchAttributeKey.for_keyword("AgentSessionId")
-SA_RUN_STATUS = SearchAttributeKey.for_keyword("AgentRunStatus")
-SA_MODEL = SearchAttributeKey.for_keyword("AgentModel")
-SA_WAITING_APPROVAL = SearchAttributeKey.for_bool("AgentWaitingApproval")
+__all__ = [
+    "SA_MODEL",
+    "SA_RUN_STATUS",
+    "SA_SESSION_ID",
+    "SA_WAITING_APPROVAL",
+    "WORKFLOW_NAME",
+    "AgentRunWorkflow",
+    "arguments_sha256",
+]
 
 # Errors no retry can fix: a value the database refuses to store (SQLAlchemy and psycopg both
 # name theirs DataError) fails the step at once instead of retrying it until its deadline.
@@ -102,15 +116,6 @@ def _error_message(err: BaseException) -> str:
     return getattr(cause, "message", None) or str(cause)
 
 
-def arguments_sha256(arguments: str) -> str:
-    return hashlib.sha256(arguments.encode()).hexdigest()
-
-
-def _result_text(r: ToolResultSubmission) -> str:
-    """A client-side result as it is recorded and sent to the model."""
-    return r.result if isinstance(r.result, str) else json.dumps(r.result, ensure_ascii=False)
-
-
 def _describe(call: ToolCallRequest) -> str:
     """`bash \\`ls -la\\`` for a shell command, `name {args}` for the rest, kept short."""
     try:
@@ -124,17 +129,6 @@ def _describe(call: ToolCallRequest) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-@dataclass
-class _Wait:
-    """A tool call that waits for a person's decision or a caller's result."""
-
-    pending: PendingCall
-    info: ToolInfo | None
-    decision: ToolDecision | None = None
-    result: ToolResultSubmission | None = None
-    recorded: RecordedDecision | None = None
-
-
 @workflow.defn(name=WORKFLOW_NAME)
 class AgentRunWorkflow:
     def __init__(self) -> None:
@@ -146,8 +140,10 @@ class AgentRunWorkflow:
         self._usage = Usage()
         self._tools: dict[str, ToolInfo] = {}
         self._model = ""
-        self._waits: dict[str, _Wait] = {}
-        self._settled: dict[str, str] = {}
+        self._book = Waits()
+        # The book's own dicts under the names the steps below use.
+        self._waits: dict[str, Wait] = self._book.open
+        self._settled: dict[str, str] = self._book.settled
         self._early: dict[str, ToolDecision] = {}
         self._cancel: CancelRequest | None = None
         self._temporal_cancel = False
@@ -157,7 +153,7 @@ class AgentRunWorkflow:
 
     @workflow.run
     async def run(self, inp: StartRunInput) -> RunResult:
-        self._run_id = inp.run_id
+        self._run_id = self._book.run_id = inp.run_id
         try:
             await self._prepare(inp)
         except ApplicationError:
@@ -408,7 +404,7 @@ class AgentRunWorkflow:
             )
             # Known before the request is written, so a decision sent the moment an app sees
             # tool.approval_requested always validates.
-            self._waits[call.id] = _Wait(p, self._tools.get(call.name))
+            self._waits[call.id] = Wait(p, self._tools.get(call.name))
             pending.append(p)
         if not pending:
             return
@@ -470,7 +466,7 @@ class AgentRunWorkflow:
             return await self._execute_tool(
                 inp,
                 call,
-                given=_result_text(wait.result),
+                given=result_text(wait.result),
                 given_is_error=wait.result.is_error,
             )
         decided = await self._await_wait(inp, wait, lambda: wait.decision is not None)
@@ -517,7 +513,7 @@ class AgentRunWorkflow:
             inp, call.model_copy(update={"arguments": wait.recorded.arguments})
         )
 
-    async def _await_wait(self, inp: StartRunInput, wait: _Wait, done: Callable[[], bool]) -> bool:
+    async def _await_wait(self, inp: StartRunInput, wait: Wait, done: Callable[[], bool]) -> bool:
         """Wait (durable timer) for a decision or result; False on timeout with 'reject'."""
         timeout = inp.config.approval_timeout_s
         try:
@@ -538,9 +534,8 @@ class AgentRunWorkflow:
                 ) from None
             return False
 
-    def _settle(self, wait: _Wait, how: str) -> None:
-        self._waits.pop(wait.pending.tool_call_id, None)
-        self._settled[wait.pending.tool_call_id] = how
+    def _settle(self, wait: Wait, how: str) -> None:
+        self._book.settle(wait, how)
 
     async def _leave_waiting_if_clear(self, inp: StartRunInput) -> None:
         if self._status != "WAITING_APPROVAL":
@@ -652,68 +647,31 @@ class AgentRunWorkflow:
 
     # -- decisions -------------------------------------------------------------------------
 
-    def _check_decision(self, d: ToolDecision) -> str | None:
-        """Why a decision cannot be taken, or None when it can."""
-        call_id = d.tool_call_id
-        if call_id in self._settled:
-            return f"tool call {call_id!r} was already decided ({self._settled[call_id]})"
-        wait = self._waits.get(call_id)
-        if wait is None:
-            return f"unknown tool call {call_id!r}: no call of run {self._run_id!r} waits for it"
-        if wait.pending.kind != "approval":
-            return (
-                f"tool call {call_id!r} waits for a client-side result (submit_tool_result), "
-                "not a decision"
-            )
-        if wait.decision is not None:
-            return f"tool call {call_id!r} was already decided ({wait.decision.decision})"
-        if d.arguments_sha256 is not None and d.arguments_sha256 != wait.pending.arguments_sha256:
-            return (
-                f"arguments_sha256 does not match the arguments of {call_id!r} "
-                f"(expected {wait.pending.arguments_sha256})"
-            )
-        if d.decision == "approve_with_edits":
-            if d.arguments is None:
-                return "approve_with_edits needs the edited arguments"
-            schema = wait.info.parameters if wait.info else {}
-            errors = sorted(
-                jsonschema.Draft202012Validator(schema).iter_errors(d.arguments),
-                key=lambda e: list(e.path),
-            )
-            if errors:
-                where = lambda e: ".".join(str(p) for p in e.path) or "arguments"  # noqa: E731
-                return f"edited arguments do not fit {wait.pending.name}'s schema: " + "; ".join(
-                    f"{where(e)}: {e.message}" for e in errors[:5]
-                )
-        elif d.arguments is not None:
-            return "arguments are only taken with the decision approve_with_edits"
-        return None
-
     @workflow.update(name="decide_tool_call")
     async def decide_tool_call(self, d: ToolDecision) -> RecordedDecision:
         # Checked again here: two updates can pass their validators in one workflow task.
-        problem = self._check_decision(d)
-        if problem:
-            raise ApplicationError(problem, type="InvalidDecision", non_retryable=True)
+        _raise_refusal(self._book.check_decision(d))
         wait = self._waits[d.tool_call_id]
         wait.decision = d
         await workflow.wait_condition(lambda: wait.recorded is not None or self._finished)
         if wait.recorded is None:
-            raise ApplicationError("the run ended before the decision was recorded")
+            raise ApplicationError(
+                "the run ended before the decision was recorded",
+                type=ErrorType.RUN_ENDED,
+                non_retryable=True,
+            )
         return wait.recorded
 
     @decide_tool_call.validator
     def _validate_decision(self, d: ToolDecision) -> None:
-        problem = self._check_decision(d)
-        if problem:
-            raise ValueError(problem)
+        _raise_refusal(self._book.check_decision(d))
 
     @workflow.signal(name="tool_decision")
     async def tool_decision(self, d: ToolDecision) -> None:
         call_id = d.tool_call_id
         if self._finished:
             return
-        if call_id not in self._waits and call_id not in self._settled:
+        if not self._book.known(call_id):
             # Before the run waits for it: keep it (the first one) until it does, but only so
             # many: anyone who can signal could otherwise grow the workflow's state without end.
             if (
@@ -732,24 +690,18 @@ class AgentRunWorkflow:
         await self._apply_signal_decision(d)
 
     async def _apply_signal_decision(self, d: ToolDecision, *, early: bool = False) -> None:
-        problem = self._check_decision(d)
+        refusal: Refusal | None = self._book.check_decision(d)
         if (
-            problem is None
+            refusal is None
             and early
-            and d.decision != "reject"
-            and d.arguments_sha256 is None
+            and early_approval_refusal(d) is not None
             and workflow.patched(PATCH_EARLY_DECISIONS)
         ):
-            # Sent before the call existed, so nobody could have seen its arguments: only the
-            # hash binds an approval to the call that a person meant.
-            problem = (
-                f"an approval sent before tool call {d.tool_call_id!r} existed must carry its "
-                "arguments_sha256 (from tool.approval_requested); decide again now that it waits"
-            )
-        if problem is None:
+            refusal = early_approval_refusal(d)
+        if refusal is None:
             self._waits[d.tool_call_id].decision = d
             return
-        if "already decided" in problem:
+        if refusal.type == ErrorType.ALREADY_DECIDED:
             return  # a duplicate: ignored
         await workflow.execute_local_activity(
             "agentrun.append_event",
@@ -759,8 +711,9 @@ class AgentRunWorkflow:
                 data={
                     "tool_call_id": d.tool_call_id,
                     "decision": d.decision,
-                    "error": problem,
+                    "error": refusal.message,
                     "decided_by": d.decided_by,
+                    "error_type": refusal.type.value,
                 },
             ),
             result_type=int,
@@ -768,39 +721,15 @@ class AgentRunWorkflow:
             summary="record invalid decision",
         )
 
-    def _check_result(self, r: ToolResultSubmission) -> str | None:
-        if r.tool_call_id in self._settled:
-            return f"tool call {r.tool_call_id!r} already has its result"
-        wait = self._waits.get(r.tool_call_id)
-        if wait is None:
-            return f"unknown tool call {r.tool_call_id!r}: no call of this run waits for a result"
-        if wait.pending.kind != "client_result":
-            return f"tool call {r.tool_call_id!r} runs on the server; it waits for a decision"
-        if wait.result is not None:
-            return f"tool call {r.tool_call_id!r} already has its result"
-        return None
-
     @workflow.update(name="submit_tool_result")
     async def submit_tool_result(self, r: ToolResultSubmission) -> str:
-        problem = self._check_result(r)
-        if problem:
-            raise ApplicationError(problem, type="InvalidResult", non_retryable=True)
+        _raise_refusal(self._book.check_result(r, check_size=False))
         self._waits[r.tool_call_id].result = r
         return "accepted"
 
     @submit_tool_result.validator
     def _validate_result(self, r: ToolResultSubmission) -> None:
-        # The size is checked here only: validators do not run on replay, so a result accepted
-        # before this check existed still replays. A result over the cap would otherwise go
-        # into history whole (and a large one fails the workflow task).
-        problem = self._check_result(r)
-        if problem is None and len(text := _result_text(r)) > RESULT_CAP:
-            problem = (
-                f"the result has {len(text)} characters (as JSON); the limit is {RESULT_CAP}: "
-                "return a shorter result, or store a large one elsewhere and return a reference"
-            )
-        if problem:
-            raise ValueError(problem)
+        _raise_refusal(self._book.check_result(r, check_size=True))
 
     # -- cancel ----------------------------------------------------------------------------
 
@@ -846,3 +775,10 @@ class AgentRunWorkflow:
             usage=self._usage,
             cancel_requested=self._cancel is not None or self._temporal_cancel,
         )
+
+
+def _raise_refusal(refusal: Refusal | None) -> None:
+    """A refused decision or result: a typed, non-retryable error every client can tell apart
+    (the validator's raise rejects the update before anything reaches history)."""
+    if refusal is not None:
+        raise ApplicationError(refusal.message, type=refusal.type.value, non_retryable=True)

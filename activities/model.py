@@ -37,7 +37,8 @@ from agentrun.contracts import (
     preview,
     storable_text,
 )
-from agentrun.db.repository import Repository
+from agentrun.db.repository import Repository, event_key
+from agentrun.protocol.events import ErrorData, EventType, MessageDeltaData, StreamResetData
 from agentrun.settings import Settings
 
 NON_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 422})
@@ -313,9 +314,8 @@ class ModelActivities:
                 "write stream.reset",
                 lambda: self.repo.append_event(
                     inp.run_id,
-                    "stream.reset",
-                    {"turn": inp.turn, "attempt": attempt},
-                    key=f"stream.reset:{inp.turn}:{attempt}",
+                    StreamResetData(turn=inp.turn, attempt=attempt),
+                    key=event_key(EventType.STREAM_RESET, inp.turn, attempt),
                 ),
             )
         messages = await self._db(
@@ -365,9 +365,7 @@ class ModelActivities:
             await self._db(
                 "write a delta",
                 lambda: self.repo.append_stream_event(
-                    inp.run_id,
-                    "message.delta",
-                    {"turn": inp.turn, "attempt": attempt, "text": text},
+                    inp.run_id, MessageDeltaData(turn=inp.turn, attempt=attempt, text=text)
                 ),
             )
 
@@ -584,15 +582,14 @@ class ModelActivities:
             "record the error event",
             lambda: self.repo.append_event(
                 inp.run_id,
-                "error",
-                {
-                    "turn": inp.turn,
-                    "attempt": attempt,
-                    "message": message,
-                    "retryable": retryable,
-                    "retry_after_s": delay,
-                },
-                key=f"error:model:{inp.turn}:{attempt}",
+                ErrorData(
+                    turn=inp.turn,
+                    attempt=attempt,
+                    message=message,
+                    retryable=retryable,
+                    retry_after_s=delay,
+                ),
+                key=event_key(EventType.ERROR, "model", inp.turn, attempt),
             ),
         )
         return ApplicationError(

@@ -26,6 +26,7 @@ from agentrun.contracts import (
 )
 from agentrun.db.models import Run, RunStatus
 from agentrun.db.repository import Repository, RunEndedError, RunOwnedError, SessionBusyError
+from agentrun.protocol.events import payload as event_payload
 from agentrun.settings import Settings
 
 
@@ -133,7 +134,9 @@ class RunActivities:
 
     @activity.defn(name="agentrun.append_event")
     async def append_event(self, inp: AppendEventInput) -> int:
-        event = await self.repo.append_event(inp.run_id, inp.type, inp.data, key=inp.key)
+        event = await self.repo.append_event(
+            inp.run_id, event_payload(inp.type, inp.data), key=inp.key
+        )
         return event.seq
 
     @activity.defn(name="agentrun.set_status")

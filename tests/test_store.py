@@ -19,6 +19,7 @@ from agentrun.db.repository import (
     SessionBusyError,
     idempotency_key,
 )
+from agentrun.protocol.events import EventType, MessageDeltaData, StreamResetData, ToolCallData
 
 
 async def _new_run(repo: Repository, run_id: str, session_id: str | None = None) -> str:
@@ -81,9 +82,9 @@ async def test_every_write_repeated_returns_the_first_row(repo: Repository, run_
     assert l2.id == l1.id and l2.status == "ok" and l2.prompt_tokens == 10
     assert await repo.count(LlmCall, run_id=run_id) == 1
 
-    e1 = await repo.append_event(run_id, "tool.call", {"n": 1}, key="k1")
-    e2 = await repo.append_event(run_id, "tool.call", {"n": 2}, key="k1")
-    assert (e2.seq, e2.data) == (e1.seq, {"n": 1})
+    e1 = await repo.append_event(run_id, _call("first"), key="k1")
+    e2 = await repo.append_event(run_id, _call("second"), key="k1")
+    assert (e2.seq, e2.data["name"]) == (e1.seq, "first")
 
     run, changed = await repo.set_run_status(run_id, RunStatus.RUNNING)
     again, changed_again = await repo.set_run_status(run_id, RunStatus.RUNNING)
@@ -93,7 +94,11 @@ async def test_every_write_repeated_returns_the_first_row(repo: Repository, run_
     assert (final.llm_call_count, final.tool_call_count) == (1, 1)
     events = await repo.read_events(run_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert [e.type for e in events] == ["tool.result", "tool.call", "run.status"]
+    assert [e.type for e in events] == [
+        EventType.TOOL_RESULT,
+        EventType.TOOL_CALL,
+        EventType.RUN_STATUS,
+    ]
 
 
 async def test_late_running_cannot_replace_done(repo: Repository, run_id: str) -> None:
@@ -107,7 +112,9 @@ async def test_late_running_cannot_replace_done(repo: Repository, run_id: str) -
     run = await repo.get_run(run_id)
     assert not failed and not queued
     assert (run.status, run.error, run.final_text) == ("DONE", None, "ok")
-    statuses = [e.data["status"] for e in await repo.read_events(run_id) if e.type == "run.status"]
+    statuses = [
+        e.data["status"] for e in await repo.read_events(run_id) if e.type == EventType.RUN_STATUS
+    ]
     assert statuses == ["RUNNING", "DONE"]
 
 
@@ -121,11 +128,11 @@ async def test_status_never_moves_back_to_queued(repo: Repository, run_id: str) 
 
 async def test_unknown_run_is_a_clear_error(repo: Repository) -> None:
     with pytest.raises(NotFoundError, match="no run with id 'nope'"):
-        await repo.append_event("nope", "x")
+        await repo.append_event("nope", StreamResetData(turn=1, attempt=2))
     with pytest.raises(NotFoundError, match="no run"):
         await repo.set_run_status("nope", RunStatus.DONE)
     with pytest.raises(NotFoundError, match="no run with id 'nope'"):
-        await repo.append_stream_event("nope", "message.delta", {"text": "x"})
+        await repo.append_stream_event("nope", _delta(1, 0))
 
 
 async def test_concurrent_writers_get_gapless_seqs_and_a_follower_sees_each_once(
@@ -139,16 +146,16 @@ async def test_concurrent_writers_get_gapless_seqs_and_a_follower_sees_each_once
     async def follower() -> None:
         async for event in repo.follow_events(run_id, 0, poll_interval=0.5):
             seen.append(event.seq)
-            if event.type == "test.append":
-                seen_payloads.append((event.data["w"], event.data["i"]))
+            if event.type == EventType.MESSAGE_DELTA:
+                seen_payloads.append((event.data["turn"], int(event.data["text"])))
 
     async def writer(w: int) -> None:
         # Half the writers take the general path, half the single-statement stream path.
         for i in range(per_writer):
             if w % 2:
-                await repo.append_stream_event(run_id, "test.append", {"w": w, "i": i})
+                await repo.append_stream_event(run_id, _delta(w, i))
             else:
-                await repo.append_events(run_id, [EventIn("test.append", {"w": w, "i": i})])
+                await repo.append_events(run_id, [EventIn.of(_delta(w, i))])
 
     follow_task = asyncio.create_task(follower())
     await asyncio.gather(*(writer(w) for w in range(writers)))
@@ -168,7 +175,7 @@ async def test_concurrent_writers_get_gapless_seqs_and_a_follower_sees_each_once
 
 async def test_follower_resumes_from_a_cursor(repo: Repository, run_id: str) -> None:
     await _new_run(repo, run_id)
-    await repo.append_events(run_id, [EventIn("test.append", {"i": i}) for i in range(10)])
+    await repo.append_events(run_id, [EventIn.of(_delta(1, i)) for i in range(10)])
     await repo.set_run_status(run_id, RunStatus.DONE)
     first = [e.seq async for e in repo.follow_events(run_id, 0)]
     rest = [e.seq async for e in repo.follow_events(run_id, 4)]
@@ -179,7 +186,7 @@ async def test_notify_wakes_a_listener(repo: Repository, run_id: str) -> None:
     await _new_run(repo, run_id)
     async with await psycopg.AsyncConnection.connect(repo.libpq_url, autocommit=True) as conn:
         await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        event = await repo.append_event(run_id, "message.delta", {"text": "hi"})
+        event = await repo.append_event(run_id, _delta(1, 1))
 
         async def first_for_run() -> str:
             async for note in conn.notifies(timeout=10):
@@ -188,7 +195,7 @@ async def test_notify_wakes_a_listener(repo: Repository, run_id: str) -> None:
             raise AssertionError("no notification within 10 s")
 
         assert await asyncio.wait_for(first_for_run(), 15) == f"{run_id}:{event.seq}"
-        seq = await repo.append_stream_event(run_id, "message.delta", {"text": "again"})
+        seq = await repo.append_stream_event(run_id, _delta(1, 2))
         assert await asyncio.wait_for(first_for_run(), 15) == f"{run_id}:{seq}"
 
 
@@ -204,3 +211,12 @@ async def test_second_active_run_on_a_session_is_refused(repo: Repository) -> No
     await repo.set_run_status(first, RunStatus.DONE)
     run = await repo.create_run(second, session_id, "m", claim_session=True)
     assert run.status == RunStatus.QUEUED
+
+
+def _call(name: str) -> ToolCallData:
+    return ToolCallData(turn=1, tool_call_id="call_1", name=name, arguments="{}")
+
+
+def _delta(turn: int, i: int) -> MessageDeltaData:
+    """A delta whose text carries a number, so a reader can check order and completeness."""
+    return MessageDeltaData(turn=turn, attempt=1, text=str(i))

@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         ToolResultSubmission,
         Usage,
     )
+    from agentrun.protocol.events import EventType
     from agentrun.protocol.names import (
         SA_MODEL,
         SA_RUN_STATUS,
@@ -707,7 +708,7 @@ class AgentRunWorkflow:
             "agentrun.append_event",
             AppendEventInput(
                 run_id=self._run_id,
-                type="tool.decision_invalid",
+                type=EventType.TOOL_DECISION_INVALID,
                 data={
                     "tool_call_id": d.tool_call_id,
                     "decision": d.decision,

@@ -36,6 +36,18 @@ from agentrun.db.models import (
     ToolCall,
     ToolCallStatus,
 )
+from agentrun.protocol.events import (
+    EventData,
+    EventType,
+    LlmUsageData,
+    MessageCompletedData,
+    RunStatusData,
+    ToolCallData,
+    ToolDecidedData,
+    ToolResultData,
+    ToolResultRequestedData,
+    ToolWaitData,
+)
 
 NOTIFY_CHANNEL = "agentrun_events"
 # llm_calls statuses that spend a turn's model budget; "db_error" (the database failed before
@@ -96,11 +108,23 @@ def canonical_json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class EventIn:
-    """An event to append; `key` makes the append idempotent."""
+    """An event to append; `key` makes the append idempotent. Build it with `EventIn.of` from
+    a payload model of agentrun.protocol.events, which knows its type."""
 
     type: str
     data: dict[str, Any] = field(default_factory=dict)
     key: str | None = None
+
+    @classmethod
+    def of(cls, payload: EventData, key: str | None = None) -> EventIn:
+        # exclude_unset: the stored JSON has exactly the fields the writer gave.
+        return cls(payload.TYPE.value, payload.model_dump(mode="json", exclude_unset=True), key)
+
+
+def event_key(event_type: EventType, *parts: object) -> str:
+    """The idempotency key of an event that happens once per thing: `<type>:<parts>`. These
+    strings are stored, and a retried write after an upgrade must find them: never change."""
+    return idempotency_key(event_type.value, *parts)
 
 
 def _utcnow() -> datetime:
@@ -351,7 +375,7 @@ class Repository:
             data = {"status": status.value, "previous": current.value, **(event_data or {})}
             if error is not None:
                 data["error"] = error
-            await self._append_locked(db, run, [EventIn("run.status", data)])
+            await self._append_locked(db, run, [EventIn.of(RunStatusData(**data))])
             return run, True
 
     # ---------------------------------------------------------------------------------------
@@ -364,21 +388,22 @@ class Repository:
             run = await self._lock_run(db, run_id)
             return await self._append_locked(db, run, events)
 
-    async def append_stream_event(self, run_id: str, type: str, data: dict[str, Any]) -> int:
+    async def append_stream_event(self, run_id: str, payload: EventData) -> int:
         """Append one event without an idempotency key in a single statement; returns its seq.
 
         The hot path of streaming (message.delta): the UPDATE takes the run row's lock and
         allocates the seq, the INSERT and the NOTIFY ride in the same statement, so a delta
         costs one round trip instead of five, with the same gapless, commit-ordered seqs.
         """
+        event = EventIn.of(payload)
         async with self.engine.begin() as conn:
             seq = (
                 await conn.execute(
                     _STREAM_APPEND,
                     {
                         "run_id": run_id,
-                        "type": type,
-                        "data": json.dumps(data, ensure_ascii=False),
+                        "type": event.type,
+                        "data": json.dumps(event.data, ensure_ascii=False),
                         "channel": NOTIFY_CHANNEL,
                     },
                 )
@@ -388,9 +413,9 @@ class Repository:
         return int(seq)
 
     async def append_event(
-        self, run_id: str, type: str, data: dict[str, Any] | None = None, key: str | None = None
+        self, run_id: str, payload: EventData, key: str | None = None
     ) -> RunEvent:
-        return (await self.append_events(run_id, [EventIn(type, data or {}, key)]))[0]
+        return (await self.append_events(run_id, [EventIn.of(payload, key)]))[0]
 
     async def _append_locked(
         self, db: AsyncSession, run: Run, events: Sequence[EventIn]
@@ -690,16 +715,15 @@ class Repository:
                 db,
                 run,
                 [
-                    EventIn(
-                        "tool.result",
-                        {
-                            "tool_call_id": tool_call_id,
-                            "name": call.name,
-                            "is_error": is_error,
-                            "result": result,
+                    EventIn.of(
+                        ToolResultData(
+                            tool_call_id=tool_call_id,
+                            name=call.name,
+                            is_error=is_error,
+                            result=result,
                             **(event_data or {}),
-                        },
-                        key=idempotency_key("tool.result", tool_call_id),
+                        ),
+                        key=event_key(EventType.TOOL_RESULT, tool_call_id),
                     )
                 ],
             )
@@ -793,14 +817,13 @@ class Repository:
                 db,
                 run,
                 [
-                    EventIn(
-                        "run.status",
-                        {
-                            "status": RunStatus.QUEUED.value,
-                            "session_id": session_id,
-                            "model": model,
-                            "prompt": prompt[:2000],
-                        },
+                    EventIn.of(
+                        RunStatusData(
+                            status=RunStatus.QUEUED,
+                            session_id=session_id,
+                            model=model,
+                            prompt=prompt[:2000],
+                        ),
                         key="status:QUEUED",
                     )
                 ],
@@ -994,42 +1017,39 @@ class Repository:
             run.turns = max(run.turns, turn)
             run.updated_at = _utcnow()
             events = [
-                EventIn(
-                    "message.completed",
-                    {
-                        "turn": turn,
-                        "attempt": attempt,
-                        "role": "assistant",
-                        "text": text,
-                        "tool_calls": calls,
-                    },
-                    key=f"message.completed:{turn}",
+                EventIn.of(
+                    MessageCompletedData(
+                        turn=turn,
+                        attempt=attempt,
+                        role="assistant",
+                        text=text,
+                        tool_calls=calls,
+                    ),
+                    key=event_key(EventType.MESSAGE_COMPLETED, turn),
                 ),
                 *(
-                    EventIn(
-                        "tool.call",
-                        {
-                            "turn": turn,
-                            "tool_call_id": c["id"],
-                            "name": c["function"]["name"],
-                            "arguments": c["function"]["arguments"],
-                        },
-                        key=f"tool.call:{c['id']}",
+                    EventIn.of(
+                        ToolCallData(
+                            turn=turn,
+                            tool_call_id=c["id"],
+                            name=c["function"]["name"],
+                            arguments=c["function"]["arguments"],
+                        ),
+                        key=event_key(EventType.TOOL_CALL, c["id"]),
                     )
                     for c in calls
                 ),
-                EventIn(
-                    "llm.usage",
-                    {
-                        "turn": turn,
-                        "attempt": attempt,
-                        "model": model,
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "latency_ms": call_values.get("latency_ms"),
-                        "time_to_first_token_ms": call_values.get("time_to_first_token_ms"),
-                    },
-                    key=f"llm.usage:{turn}",
+                EventIn.of(
+                    LlmUsageData(
+                        turn=turn,
+                        attempt=attempt,
+                        model=model,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                        latency_ms=call_values.get("latency_ms"),
+                        time_to_first_token_ms=call_values.get("time_to_first_token_ms"),
+                    ),
+                    key=event_key(EventType.LLM_USAGE, turn),
                 ),
             ]
             await self._append_locked(db, run, events)
@@ -1046,19 +1066,15 @@ class Repository:
                 row = await self._lock_tool_call(db, run_id, c["tool_call_id"])
                 if c["kind"] == "approval" and row.status == ToolCallStatus.PENDING.value:
                     row.status = ToolCallStatus.PENDING_APPROVAL.value
-                kind = "approval" if c["kind"] == "approval" else "result"
+                requested = (ToolWaitData if c["kind"] == "approval" else ToolResultRequestedData)(
+                    tool_call_id=c["tool_call_id"],
+                    name=c["name"],
+                    arguments=c["arguments"],
+                    arguments_sha256=c["arguments_sha256"],
+                    turn=c["turn"],
+                )
                 events.append(
-                    EventIn(
-                        f"tool.{kind}_requested",
-                        {
-                            "tool_call_id": c["tool_call_id"],
-                            "name": c["name"],
-                            "arguments": c["arguments"],
-                            "arguments_sha256": c["arguments_sha256"],
-                            "turn": c["turn"],
-                        },
-                        key=f"tool.{kind}_requested:{c['tool_call_id']}",
-                    )
+                    EventIn.of(requested, key=event_key(requested.TYPE, c["tool_call_id"]))
                 )
             await self._append_locked(db, run, events)
             changed = False
@@ -1070,12 +1086,7 @@ class Repository:
                 await self._append_locked(
                     db,
                     run,
-                    [
-                        EventIn(
-                            "run.status",
-                            {"status": run.status, "previous": current.value},
-                        )
-                    ],
+                    [EventIn.of(RunStatusData(status=run.status, previous=current.value))],
                 )
             return run, changed
 
@@ -1109,18 +1120,17 @@ class Repository:
                 db,
                 run,
                 [
-                    EventIn(
-                        "tool.decided",
-                        {
-                            "tool_call_id": tool_call_id,
-                            "name": row.name,
-                            "decision": decision,
-                            "decided_by": decided_by,
-                            "reason": reason,
-                            "arguments": arguments,
-                            "edited": arguments != row.arguments,
-                        },
-                        key=f"tool.decided:{tool_call_id}",
+                    EventIn.of(
+                        ToolDecidedData(
+                            tool_call_id=tool_call_id,
+                            name=row.name,
+                            decision=decision,
+                            decided_by=decided_by,
+                            reason=reason,
+                            arguments=arguments,
+                            edited=arguments != row.arguments,
+                        ),
+                        key=event_key(EventType.TOOL_DECIDED, tool_call_id),
                     )
                 ],
             )

@@ -48,7 +48,7 @@ from agentrun.db.models import Message
 from agentrun.db.repository import Repository
 from agentrun.settings import Settings
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
-from tests.conftest import bash_call, next_event, start_input
+from tests.conftest import bash_call, next_event, process_running, processes_in, start_input
 from workflows import ALL_WORKFLOWS
 from workflows.agent import AgentRunWorkflow, arguments_sha256
 
@@ -455,17 +455,16 @@ async def test_a_failing_call_cancels_and_records_its_running_sibling(
     for call in calls.values():
         assert (call.status, call.is_error) == ("error", True), (call.tool_call_id, call.status)
         assert (call.result or "").startswith("cancelled: the run failed"), call.result
-    pid_file = tmp_path / "pid"
-    if pid_file.exists() and pid_file.read_text().strip():
-        pid = int(pid_file.read_text())
-        await until(lambda: _gone(pid), 15)
+    if (tmp_path / "pid").exists():
+        # The command ran (in its own PID namespace, where $$ is 1): find it by its folder.
+        await until(lambda: _none_running_in(tmp_path), 15)
     events = await repo.read_events(run_id, 0, limit=10_000)
     assert events[-1].type == "run.status" and events[-1].data["status"] == "FAILED"
     await assert_replays(handle)
 
 
-async def _gone(pid: int) -> bool:
-    return not Path(f"/proc/{pid}").exists()
+async def _none_running_in(folder: Path) -> bool:
+    return not any(process_running(p) for p in processes_in(folder))
 
 
 # -- item 17: early decisions and client results -----------------------------------------------

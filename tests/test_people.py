@@ -30,7 +30,7 @@ from agentrun.settings import Settings
 from agentrun.stack import temporal_cli_path
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import cancel_run, decide, run_status, submit_tool_result
-from tests.conftest import bash_call, next_event, start_input
+from tests.conftest import bash_call, next_event, process_running, processes_in, start_input
 from workflows.agent import AgentRunWorkflow, arguments_sha256
 
 SETTLE_TIMES: dict[str, float] = {}
@@ -452,7 +452,7 @@ async def test_cancel_during_a_tool_stops_it(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     # $$ is the command's pid inside its PID namespace; from here, find it by its folder.
-    pids = _working_in(tmp_path)
+    pids = processes_in(tmp_path)
     assert pids
     t0 = time.monotonic()
     await handle.signal("cancel", {"reason": "too slow"})
@@ -463,28 +463,7 @@ async def test_cancel_during_a_tool_stops_it(
     call = await repo.get_tool_call(run_id, "call_bash")
     # The stopped call is closed with an error result rather than left running.
     assert (call.status, call.result) == ("error", "cancelled: the run was cancelled: too slow")
-    assert not [p for p in pids if _running(p)], "the tool's command outlived its run"
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a dead process waiting to be reaped runs nothing)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _working_in(folder: Path) -> list[int]:
-    """Pids of the processes whose current folder is `folder`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "cwd").resolve() == folder.resolve():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+    assert not [p for p in pids if process_running(p)], "the tool's command outlived its run"
 
 
 async def test_cancel_while_waiting_for_approval(

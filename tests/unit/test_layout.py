@@ -102,10 +102,15 @@ def long_functions() -> list[str]:
     return out
 
 
-def _constant(node: ast.AST | None) -> str | None:
+def _string(node: ast.AST | None) -> ast.Constant | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
+        return node
     return None
+
+
+def _constant(node: ast.AST | None) -> str | None:
+    string = _string(node)
+    return str(string.value) if string is not None else None
 
 
 def _type_like(node: ast.AST) -> bool:
@@ -170,15 +175,14 @@ def event_type_literals_in(source: str) -> list[tuple[int, str]]:
 def _event_type_literals(source: str) -> Iterator[tuple[int, str]]:
     seen: set[tuple[int, int]] = set()
     for node in ast.walk(ast.parse(source)):
-        value = _constant(node)
-        if value in DOTTED_TYPES:
-            seen.add((node.lineno, node.col_offset))
-            yield node.lineno, value
-        for use in _plain_type_uses(node):
-            value = _constant(use)
-            if value in PLAIN_TYPES and (use.lineno, use.col_offset) not in seen:
-                seen.add((use.lineno, use.col_offset))
-                yield use.lineno, value
+        candidates = [(_string(node), DOTTED_TYPES)]
+        candidates += [(_string(use), PLAIN_TYPES) for use in _plain_type_uses(node)]
+        for const, event_types in candidates:
+            if const is None or const.value not in event_types:
+                continue
+            if (const.lineno, const.col_offset) not in seen:
+                seen.add((const.lineno, const.col_offset))
+                yield const.lineno, const.value
 
 
 def event_type_literals() -> list[str]:

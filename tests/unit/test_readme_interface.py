@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,27 @@ def test_a_stale_block_is_rewritten_and_other_text_kept(tmp_path: Path) -> None:
     assert text.startswith("# title\n\n<!-- ")
     assert text.endswith("after\n")
     assert docs.readme_blocks(text)["events"] == docs.BLOCKS["events"]()
+
+
+def test_the_message_table_is_what_the_workflow_handles() -> None:
+    """Names, payload and answer types of the README's table against the workflow's own
+    update, signal and query handlers (read from the class; no worker, no server)."""
+    from temporalio import workflow
+
+    from workflows.agent import AgentRunWorkflow
+
+    definition = workflow._Definition.must_from_class(AgentRunWorkflow)
+    handlers: dict[tuple[type, str | None], tuple[list[Any], Any]] = {
+        **{(Update, n): (d.arg_types or [], d.ret_type) for n, d in definition.updates.items()},
+        **{(Signal, n): (d.arg_types or [], None) for n, d in definition.signals.items()},
+        **{(Query, n): (d.arg_types or [], d.ret_type) for n, d in definition.queries.items()},
+    }
+    handled = {key for key in handlers if key[1] is not None}
+    assert handled == {(type(m.name), m.name.value) for m in docs.MESSAGES}
+    for m in docs.MESSAGES:
+        arg_types, ret_type = handlers[(type(m.name), m.name.value)]
+        assert arg_types == ([m.payload] if m.payload else []), m.name
+        if isinstance(m.answer, type):
+            assert ret_type is m.answer, m.name
+        elif isinstance(m.answer, str):
+            assert ret_type is str, m.name

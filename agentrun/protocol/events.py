@@ -44,7 +44,11 @@ class EventData(BaseModel):
 
 class RunStatusData(EventData):
     TYPE = EventType.RUN_STATUS
-    ABOUT = "the run moved to `status`; the first one (QUEUED) also names the session and model"
+    ABOUT = (
+        "the run moved to `status` from `previous` (`error` says why it failed); the first "
+        "one (QUEUED) also carries `session_id`, `model` and the first 2,000 characters of "
+        "`prompt`"
+    )
     status: RunStatus
     previous: RunStatus | None = None
     error: str | None = None
@@ -63,7 +67,7 @@ class MessageDeltaData(EventData):
 
 class StreamResetData(EventData):
     TYPE = EventType.STREAM_RESET
-    ABOUT = "a retried model attempt: drop the partial text of this turn shown so far"
+    ABOUT = "a retried model attempt begins: drop the partial text of this `turn` shown so far"
     turn: int
     attempt: int
 
@@ -77,7 +81,7 @@ class ToolCallPart(BaseModel):
 
 class MessageCompletedData(EventData):
     TYPE = EventType.MESSAGE_COMPLETED
-    ABOUT = "the assistant message of a turn, as recorded"
+    ABOUT = "the assistant message of a turn as recorded: all its `text` and its `tool_calls`"
     turn: int
     attempt: int
     role: str = "assistant"
@@ -87,7 +91,7 @@ class MessageCompletedData(EventData):
 
 class ToolCallData(EventData):
     TYPE = EventType.TOOL_CALL
-    ABOUT = "the model asked for a tool call"
+    ABOUT = "the model asked for a tool call; `arguments` is the JSON text the model wrote"
     turn: int
     tool_call_id: str
     name: str
@@ -117,7 +121,10 @@ class LlmUsageData(EventData):
 
 class ErrorData(EventData):
     TYPE = EventType.ERROR
-    ABOUT = "a failed model attempt; `retryable` says whether another attempt follows"
+    ABOUT = (
+        "a failed model attempt; `retryable` says whether another attempt follows (after "
+        "`retry_after_s` when the provider asked for a wait)"
+    )
     turn: int | None = None
     attempt: int | None = None
     message: str
@@ -127,7 +134,10 @@ class ErrorData(EventData):
 
 class ToolWaitData(EventData):
     TYPE = EventType.TOOL_APPROVAL_REQUESTED
-    ABOUT = "a tool call waits for a person's decision; decide with `arguments_sha256`"
+    ABOUT = (
+        "a tool call waits for a person's decision (`decide_tool_call`); send "
+        "`arguments_sha256` back to bind the decision to these arguments"
+    )
     tool_call_id: str
     name: str
     arguments: str
@@ -137,7 +147,7 @@ class ToolWaitData(EventData):
 
 class ToolResultRequestedData(ToolWaitData):
     TYPE = EventType.TOOL_RESULT_REQUESTED
-    ABOUT = "a client-side tool call waits for the caller's result (submit_tool_result)"
+    ABOUT = "a client-side tool call waits for the caller's result (`submit_tool_result`)"
 
 
 class ToolDecidedData(EventData):
@@ -154,7 +164,10 @@ class ToolDecidedData(EventData):
 
 class ToolDecisionInvalidData(EventData):
     TYPE = EventType.TOOL_DECISION_INVALID
-    ABOUT = "a decision sent by signal could not be applied; nothing changed"
+    ABOUT = (
+        "a decision sent by signal could not be applied (`error`, and the `error_type` a "
+        "refused update would carry); nothing changed"
+    )
     tool_call_id: str
     decision: str
     error: str

@@ -16,151 +16,38 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import socket
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any
 
-FaultKind = Literal["http", "drop", "malformed", "stall"]
-
-
-@dataclass
-class ToolCallSpec:
-    name: str
-    arguments: dict[str, Any] | str
-    id: str | None = None
-
-
-@dataclass
-class Reply:
-    """One streamed answer: text, tool calls, or both."""
-
-    text: str = ""
-    tool_calls: list[ToolCallSpec] = field(default_factory=list)
-    chunk_chars: int = 4
-    args_chunk_chars: int = 3
-    delay_s: float = 0.0
-    first_token_delay_s: float = 0.0
-    interleave_tool_calls: bool = True
-
-
-@dataclass
-class Fault:
-    """A failure: an HTTP status (with Retry-After), a drop, a malformed chunk or a stall."""
-
-    kind: FaultKind = "http"
-    status: int = 500
-    message: str = "scripted failure"
-    retry_after_s: float | None = None
-    retry_after_ms: int | None = None
-    after_chunks: int = 3
-    stall_s: float = 60.0
-    code: str | None = None
-
-
-Step = Reply | Fault
-
-
-@dataclass
-class RecordedRequest:
-    at: float
-    key: str
-    body: dict[str, Any]
-    outcome: str = ""
-
-
-@dataclass
-class FaultRates:
-    """Random faults for load and chaos tests; each a probability per request."""
-
-    http_429: float = 0.0
-    http_500: float = 0.0
-    drop: float = 0.0
-    malformed: float = 0.0
-    stall: float = 0.0
-    retry_after_s: float = 1.0
-    stall_s: float = 60.0
-    seed: int = 0
-
-
-def _words(text: str) -> int:
-    return max(1, len(text.split())) if text else 0
-
-
-def _estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    total = 0
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, str):
-            total += len(content) // 4 + 4
-        for call in m.get("tool_calls") or []:
-            total += len(json.dumps(call)) // 4
-    return total
-
-
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user" and isinstance(m.get("content"), str):
-            return str(m["content"])
-    return ""
-
-
-_ARITH = re.compile(
-    r"(?:(?<=\s)|^)(\d+(?:\.\d+)?(?:\s*[-+*/%]\s*\(?\s*\d+(?:\.\d+)?\s*\)?)+)(?![\w.])"
+from agentrun.testing.offline_agent import (
+    Fault,
+    FaultKind,
+    FaultRates,
+    RecordedRequest,
+    Reply,
+    Step,
+    ToolCallSpec,
+    _last_user_text,
+    default_agent,
 )
+from agentrun.testing.offline_wire import _chunks, _completion, _has_payload
 
-
-def default_agent(body: dict[str, Any]) -> Reply:
-    """The built-in offline agent: pick tools from keywords, then sum up their results."""
-    messages: list[dict[str, Any]] = body.get("messages") or []
-    offered = {t["function"]["name"] for t in body.get("tools") or [] if "function" in t}
-    last = messages[-1] if messages else {}
-    if last.get("role") == "tool":
-        names = {
-            c.get("id"): c.get("function", {}).get("name")
-            for m in messages
-            for c in m.get("tool_calls") or []
-        }
-        results = []
-        for m in reversed(messages):
-            if m.get("role") != "tool":
-                break
-            name = names.get(m.get("tool_call_id")) or "tool"
-            results.append(f"- {name}: {str(m.get('content'))[:300]}")
-        results.reverse()
-        return Reply(text="Here is what the tools returned:\n" + "\n".join(results) + "\nDone.")
-    prompt = _last_user_text(messages)
-    lower = prompt.lower()
-    calls: list[ToolCallSpec] = []
-    if offered:
-        if "ls" in offered and re.search(r"\b(list|files|folder|directory|ls)\b", lower):
-            calls.append(ToolCallSpec("ls", {"path": "."}))
-        if "current_time" in offered and re.search(r"\b(time|date|clock)\b", lower):
-            calls.append(ToolCallSpec("current_time", {"timezone": "UTC"}))
-        match = _ARITH.search(prompt)
-        if "calculator" in offered and match:
-            calls.append(ToolCallSpec("calculator", {"expression": match.group(1).strip()}))
-        command = re.search(r"`([^`]+)`", prompt)
-        if "bash" in offered and command and re.search(r"\b(run|bash|shell)\b", lower):
-            calls.append(ToolCallSpec("bash", {"command": command.group(1)}))
-        read = re.search(r"\bread\s+([\w./-]+)", prompt)
-        if "read_file" in offered and read:
-            calls.append(ToolCallSpec("read_file", {"path": read.group(1)}))
-    if calls:
-        return Reply(text="Let me check that with my tools.", tool_calls=calls)
-    return Reply(
-        text=(
-            "This is agentrun's offline model: no real model is configured, so I answer from "
-            f"a script. You said: {prompt[:200]!r}. Set OPENAI_BASE_URL, OPENAI_API_KEY and "
-            "AGENTRUN_MODEL to talk to a real model."
-        )
-    )
+__all__ = [
+    "Fault",
+    "FaultKind",
+    "FaultRates",
+    "OfflineModelServer",
+    "RecordedRequest",
+    "Reply",
+    "Step",
+    "ToolCallSpec",
+    "default_agent",
+    "main",
+]
 
 
 class OfflineModelServer:
@@ -428,119 +315,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-
-
-def _has_payload(chunk: dict[str, Any]) -> bool:
-    delta = chunk["choices"][0].get("delta") or {}
-    return bool(delta.get("content") or delta.get("tool_calls"))
-
-
-def _chunks(body: dict[str, Any], reply: Reply) -> Iterator[dict[str, Any]]:
-    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
-    model = body.get("model") or "offline-scripted"
-    tools_offered = bool(body.get("tools"))
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-
-    yield chunk({"role": "assistant", "content": ""})
-    text = reply.text
-    step = max(1, reply.chunk_chars)
-    for i in range(0, len(text), step):
-        yield chunk({"content": text[i : i + step]})
-    calls = reply.tool_calls if tools_offered else []
-    fragments: list[list[dict[str, Any]]] = []
-    for index, call in enumerate(calls):
-        args = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
-        call_id = call.id or f"call_{uuid.uuid4().hex[:20]}"
-        parts = [
-            {
-                "index": index,
-                "id": call_id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": ""},
-            }
-        ]
-        size = max(1, reply.args_chunk_chars)
-        parts += [
-            {"index": index, "function": {"arguments": args[j : j + size]}}
-            for j in range(0, len(args), size)
-        ]
-        fragments.append(parts)
-    if reply.interleave_tool_calls:
-        # Real providers interleave the fragments of parallel calls; so do we.
-        while any(fragments):
-            for parts in fragments:
-                if parts:
-                    yield chunk({"tool_calls": [parts.pop(0)]})
-    else:
-        for parts in fragments:
-            for part in parts:
-                yield chunk({"tool_calls": [part]})
-    yield chunk({}, "tool_calls" if calls else "stop")
-    completion = _words(text) + sum(len(json.dumps(c.arguments)) // 4 for c in calls)
-    prompt = _estimate_prompt_tokens(body.get("messages") or [])
-    if (body.get("stream_options") or {}).get("include_usage"):
-        yield {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
-        }
-
-
-def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-    calls = reply.tool_calls if body.get("tools") else []
-    prompt = _estimate_prompt_tokens(body.get("messages") or [])
-    completion = _words(reply.text)
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.get("model") or "offline-scripted",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "tool_calls" if calls else "stop",
-                "message": {
-                    "role": "assistant",
-                    "content": reply.text or None,
-                    "tool_calls": [
-                        {
-                            "id": c.id or f"call_{uuid.uuid4().hex[:20]}",
-                            "type": "function",
-                            "function": {
-                                "name": c.name,
-                                "arguments": c.arguments
-                                if isinstance(c.arguments, str)
-                                else json.dumps(c.arguments),
-                            },
-                        }
-                        for c in calls
-                    ]
-                    or None,
-                },
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        },
-    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from agentrun.client import connect, decide, run_status
 from agentrun.process import exit_process
+from agentrun.protocol.statuses import WaitKind
 from agentrun.settings import load_settings
-from starter.api import decide, run_status
-from worker import connect_client
 
 
 async def main() -> None:
@@ -25,9 +25,9 @@ async def main() -> None:
     parser.add_argument("--by", default="send_decision.py")
     args = parser.parse_args()
 
-    client = await connect_client(load_settings())
+    client = await connect(load_settings())
     view = await run_status(client, args.run_id)
-    approvals = [p for p in view.pending if p.kind == "approval"]
+    approvals = [p for p in view.pending if p.kind == WaitKind.APPROVAL]
     if not approvals:
         print(f"run {args.run_id} waits for no approval (status {view.status})")
         return

@@ -302,6 +302,17 @@ async def run_status(client: Client, run_id: str) -> RunStatusView:
         raise
 
 
+async def describe_run(client: Client, run_id: str) -> WorkflowExecutionDescription:
+    """Temporal's description of the run's workflow (status, times, search attributes); an
+    unknown run raises RunNotFound."""
+    try:
+        return await _handle(client, run_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RunNotFound(run_id) from None
+        raise
+
+
 async def run_result(client: Client, run_id: str) -> RunResult:
     """Wait for the run's result. A run refused at open raises RunRefused; one that failed or
     was cancelled through Temporal raises RunFailed."""

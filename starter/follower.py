@@ -10,7 +10,7 @@ import signal
 import time
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 
 from agentrun.client import (
     AnyEvent,
@@ -18,6 +18,7 @@ from agentrun.client import (
     RunEnded,
     RunFailed,
     RunHandle,
+    RunNotStarted,
     SessionBusy,
     cancel_run,
     decide,
@@ -95,7 +96,7 @@ class Follower:
             signal.signal(signal.SIGINT, previous)
             self.renderer.end_text()
             with contextlib.suppress(Exception):
-                await events.aclose()  # type: ignore[attr-defined]
+                await events.aclose()
         run = await self.repo.get_run(self.run_id)
         return run.status
 
@@ -218,7 +219,7 @@ async def start_and_follow(
             raise CliError(f"bad input: {first_error(exc)}", EXIT_USAGE) from None
         if not as_json:
             console.print(f"[dim]run {handle.id} · {web_ui_link(settings, handle.id)}[/]")
-        await _wait_for_run_row(repo, handle, settings.task_queue)
+        await _wait_for_run_row(handle, settings.task_queue)
         follower = Follower(
             repo,
             client,
@@ -233,19 +234,13 @@ async def start_and_follow(
         return handle.id, status
 
 
-async def _wait_for_run_row(repo: Repository, handle: RunHandle, task_queue: str) -> None:
-    # The run row appears when a worker picks the run up; wait for it, bounded.
-    deadline = time.monotonic() + 60
-    while await repo.find_run(handle.id) is None:
-        desc = await handle.describe()
-        if desc.status is not None and desc.status != WorkflowExecutionStatus.RUNNING:
-            try:
-                await handle.result()
-            except RunFailed as exc:
-                raise CliError(f"run refused: {exc}") from None
-        if time.monotonic() > deadline:
-            raise CliError(
-                "the run did not start within 60 s: is a worker polling task queue "
-                f"{task_queue!r}? Start one with `agentrun dev` or `agentrun worker`"
-            )
-        await asyncio.sleep(0.2)
+async def _wait_for_run_row(handle: RunHandle, task_queue: str) -> None:
+    try:
+        await handle.opened(timeout=60)
+    except RunFailed as exc:
+        raise CliError(f"run refused: {exc}") from None
+    except RunNotStarted:
+        raise CliError(
+            "the run did not start within 60 s: is a worker polling task queue "
+            f"{task_queue!r}? Start one with `agentrun dev` or `agentrun worker`"
+        ) from None

@@ -4,6 +4,7 @@
     ├── RunNotFound          no run has this id
     ├── RunEnded             the run is over: a used run id started again, or a decision,
     │                        result or signal that came too late (.status when known)
+    ├── RunNotStarted        no worker opened the run in time
     ├── SessionBusy          another run of the session has not ended (.active_run_id)
     ├── RunFailed            the run's result is a failure (.error_type)
     │   └── RunRefused       ... because it was refused at open (bad config, closed id)
@@ -54,6 +55,15 @@ class RunEnded(AgentRunError):
         super().__init__(message)
         self.run_id = run_id
         self.status = status
+
+
+class RunNotStarted(AgentRunError):
+    """No worker opened the run in time (is one polling its task queue?)."""
+
+    def __init__(self, run_id: str, waited_s: float) -> None:
+        super().__init__(f"run {run_id!r} was not opened by a worker within {waited_s:g} s")
+        self.run_id = run_id
+        self.waited_s = waited_s
 
 
 class SessionBusy(AgentRunError):

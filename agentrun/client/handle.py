@@ -3,23 +3,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 
 from agentrun.client.calls import (
     _handle,
     cancel_run,
     connect,
     decide,
+    describe_run,
     run_result,
     run_status,
     signal_decision,
     start_run,
     submit_tool_result,
 )
-from agentrun.client.errors import AgentRunError
+from agentrun.client.errors import AgentRunError, RunNotStarted
 from agentrun.client.reading import AnyEvent, RunSummary, follow, list_runs
 from agentrun.contracts import AgentConfig, CancelAnswer, RecordedDecision, RunResult, RunStatusView
 from agentrun.protocol.statuses import Decision
@@ -81,10 +89,47 @@ class RunHandle:
     async def describe(self) -> WorkflowExecutionDescription:
         return await self.workflow.describe()
 
-    def follow(self, after_seq: int = 0, **kwargs: Any) -> AsyncIterator[AnyEvent]:
+    async def opened(self, timeout: float = 60) -> None:
+        """Wait (bounded) until a worker has opened the run: its record and first events exist.
+        A run that ended without being opened raises RunRefused (or RunFailed); none opened
+        within `timeout` raises RunNotStarted (no worker polls the task queue, say)."""
+        store = self._store()
+        deadline = time.monotonic() + timeout
+        while await store.find_run(self.id) is None:
+            desc = await describe_run(self.client, self.id)
+            if desc.status is not None and desc.status != WorkflowExecutionStatus.RUNNING:
+                await self.result()  # raises why it ended
+            if time.monotonic() > deadline:
+                raise RunNotStarted(self.id, timeout)
+            # The record is written by the worker; no notification announces it.
+            await asyncio.sleep(0.2)
+
+    async def follow(
+        self,
+        after_seq: int = 0,
+        *,
+        poll_interval: float = 1.0,
+        until_terminal: bool = True,
+        open_timeout: float = 60,
+    ) -> AsyncGenerator[AnyEvent, None]:
+        """The run's events after `after_seq`, typed, live (see agentrun.client.follow); a run
+        just started is waited for until it is opened (`opened`)."""
+        store = self._store()
+        if until_terminal and await store.find_run(self.id) is None:
+            await self.opened(open_timeout)
+        events = follow(
+            store, self.id, after_seq, poll_interval=poll_interval, until_terminal=until_terminal
+        )
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+
+    def _store(self) -> Repository:
         if self.store is None:
-            raise AgentRunError("following events needs the store: give the client a store")
-        return follow(self.store, self.id, after_seq, **kwargs)
+            raise AgentRunError("reading a run's events needs the store: give the client one")
+        return self.store
 
 
 class AgentRunClient:

@@ -3,7 +3,7 @@ list of runs (from Temporal's visibility, filtered by the search attributes)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -34,7 +34,7 @@ async def follow(
     *,
     poll_interval: float = 1.0,
     until_terminal: bool = True,
-) -> AsyncIterator[AnyEvent]:
+) -> AsyncGenerator[AnyEvent, None]:
     """Every event of the run after `after_seq` as a typed protocol event, live, until the run
     ends (or for ever with until_terminal=False). `seq` is gapless and in commit order: resuming
     from the last seq seen loses and repeats nothing."""

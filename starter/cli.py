@@ -12,11 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentrun.process import exit_process
+from agentrun.protocol.statuses import ApprovalPreset
 from starter.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, CliError
 
 __all__ = ["CliError", "build_parser", "main"]
 
-APPROVAL_PRESETS = ["tool_default", "require_all", "allow_safe", "allow_listed", "skip_all"]
+APPROVAL_PRESETS = [p.value for p in ApprovalPreset]
 DEFAULT_DEMO_PROMPT = (
     "List the files in the workspace, work out 17 * 23 with the calculator, "
     "then run `wc -l notes.txt`."

@@ -13,14 +13,14 @@ import asyncio
 
 from agentrun.client import connect, decide, run_status
 from agentrun.process import exit_process
-from agentrun.protocol.statuses import WaitKind
+from agentrun.protocol.statuses import Decision, WaitKind
 from agentrun.settings import load_settings
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_id")
-    parser.add_argument("decision", choices=["approve", "reject"])
+    parser.add_argument("decision", choices=[Decision.APPROVE.value, Decision.REJECT.value])
     parser.add_argument("--reason")
     parser.add_argument("--by", default="send_decision.py")
     args = parser.parse_args()

@@ -169,6 +169,32 @@ async def test_decide_and_status_through_a_handle(
         await client.handle(f"run-{uuid.uuid4()}").decide("call_t", Decision.APPROVE)
 
 
+async def test_a_decision_by_signal(
+    client: AgentRunClient,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+    tmp_path: Path,
+) -> None:
+    prompt = f"signal typed {run_id}"
+    model_server.script(prompt, [bash_call("echo s", "call_s"), Reply(text="Signalled.")])
+    run = await client.start(prompt, run_id=run_id, config={"workspace": str(tmp_path)})
+    requested = await first(run, ToolApprovalRequestedEvent)
+    await run.signal_decision(
+        "call_s",
+        Decision.REJECT,
+        reason="by signal",
+        decided_by="signaller",
+        arguments_sha256=requested.data.arguments_sha256,
+    )
+    assert (await asyncio.wait_for(run.result(), BOUND)).status == RunStatus.DONE
+    call = await repo.get_tool_call(run_id, "call_s")
+    assert (call.decision, call.decided_by) == (Decision.REJECT, "signaller")
+    with pytest.raises(RunNotFound):
+        await client.handle(f"run-{uuid.uuid4()}").signal_decision("c", Decision.APPROVE)
+
+
 async def test_refused_decisions_raise_the_type_that_says_why(
     client: AgentRunClient,
     worker: Worker,

@@ -73,12 +73,17 @@ async def worker_running(
             await asyncio.gather(task, return_exceptions=True)
 
 
-async def until_stopped(worker: asyncio.Task[None] | None = None) -> None:
-    """Wait for Ctrl-C or SIGTERM (or the worker's end: its error is raised)."""
+def stop_requested() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM from now on (install it before saying "Ctrl-C")."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def until_stopped(stop: asyncio.Event, worker: asyncio.Task[None] | None = None) -> None:
+    """Wait for `stop` (or the worker's end: its error is raised)."""
     stopped = asyncio.create_task(stop.wait())
     waits: list[asyncio.Future[Any]] = [stopped]
     if worker is not None:
@@ -109,6 +114,7 @@ async def _worker_polling(client: Client, task_queue: str) -> bool:
 
 async def cmd_dev(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
+    stop = stop_requested()
     async with embedded_stack(
         settings,
         starting="starting the agentrun stack...",
@@ -126,13 +132,13 @@ async def cmd_dev(args: argparse.Namespace) -> int:
         )
         if args.no_worker:
             console.print("Press Ctrl-C to stop.")
-            await until_stopped()
+            await until_stopped(stop)
             return EXIT_OK
         async with worker_running(settings) as worker:
             console.print(
                 f"  Worker     polling task queue {settings.task_queue!r}; Ctrl-C stops all"
             )
-            await until_stopped(worker)
+            await until_stopped(stop, worker)
     return EXIT_OK
 
 
@@ -198,7 +204,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             # script, stop.
             keep = args.keep_running or (sys.stdin.isatty() and not args.exit)
             if keep and (stack.temporal or stack.postgres):
+                stop = stop_requested()
                 console.print("The stack keeps running so you can open the link; Ctrl-C stops it.")
-                await until_stopped()
+                await until_stopped(stop)
                 console.print("stopping the stack...")
         return exit_for(status)

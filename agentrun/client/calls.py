@@ -169,13 +169,8 @@ def _handle(client: Client, run_id: str) -> WorkflowHandle[AgentRunWorkflow, Run
 async def _typed(client: Client, run_id: str, exc: BaseException, default: type[Refused]) -> None:
     """Raise the typed error for `exc` (a call to the run failed); return when it has none."""
     if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
-        # Unknown id, or a closed run (updates and signals reach running ones only).
-        try:
-            desc = await client.get_workflow_handle(run_id).describe()
-        except RPCError as missing:
-            if missing.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFound(run_id) from None
-            raise
+        # Unknown id (RunNotFound), or a closed run: updates and signals reach running ones only.
+        desc = await describe_run(client, run_id)
         raise RunEnded(run_id, _closed_status(desc)) from None
     typed = error_from(exc, run_id=run_id, default=default)
     if typed is not exc:

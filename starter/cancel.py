@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from agentrun.client import cancel_run, connect
 from agentrun.process import exit_process
 from agentrun.settings import load_settings
-from starter.api import cancel_run
-from worker import connect_client
 
 
 async def main() -> None:
@@ -20,7 +19,7 @@ async def main() -> None:
     parser.add_argument("--reason")
     args = parser.parse_args()
 
-    client = await connect_client(load_settings())
+    client = await connect(load_settings())
     answer = await cancel_run(client, args.run_id, reason=args.reason, requested_by="cancel.py")
     print(f"{answer.status}: {answer.message}")
 

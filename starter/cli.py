@@ -1,171 +1,150 @@
-"""The `agentrun` command line."""
+"""The `agentrun` command line: the arguments of every command, and how a command's outcome
+becomes output and an exit code (starter.exits). Commands live in starter.commands and
+starter.stack_cmd and are imported only when they run, so help and usage errors answer fast."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
-from collections.abc import Sequence
-
-from rich.console import Console
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from agentrun.process import exit_process
-from agentrun.stack import StackError
-from starter.commands import (
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    CliError,
-    print_json,
-    settings_or_exit,
+from agentrun.protocol.statuses import ApprovalPreset
+from starter.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, CliError
+
+__all__ = ["CliError", "build_parser", "main"]
+
+APPROVAL_PRESETS = [p.value for p in ApprovalPreset]
+DEFAULT_DEMO_PROMPT = (
+    "List the files in the workspace, work out 17 * 23 with the calculator, "
+    "then run `wc -l notes.txt`."
 )
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
-__all__ = ["CliError", "main", "print_json"]
-
-
-# -- agentrun dev ------------------------------------------------------------------------------
-
-
-async def _dev(args: argparse.Namespace) -> int:
-    from agentrun.devstack import DevStack
-    from worker import run_worker
-
-    settings = settings_or_exit()
-    stack = DevStack(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        with console.status("starting the agentrun stack..."):
-            await stack.up()
-        for note in stack.notes:
-            console.print(f"  [green]•[/] {note}")
-        if stack.postgres is None and stack.temporal is None:
-            console.print("[bold]A stack is already running; reusing it.[/]")
-        console.print(
-            f"[bold green]agentrun stack ready[/] in {stack.started_in_s:.1f}s\n"
-            f"  Temporal   {settings.temporal_address} (namespace {settings.temporal_namespace})\n"
-            f"  Web UI     {stack.ui_url}\n"
-            f"  PostgreSQL {settings.database_url_display}\n"
-            f"  Model      "
-            + (
-                "offline scripted model (set OPENAI_BASE_URL for a real one)"
-                if settings.uses_offline_model
-                else f"{settings.model} at {settings.openai_base_url}"
-            )
-        )
-        if args.no_worker:
-            console.print("Press Ctrl-C to stop.")
-            await stop.wait()
-        else:
-            console.print(
-                f"  Worker     polling task queue {settings.task_queue!r}; Ctrl-C stops all"
-            )
-            await run_worker(settings, stop, migrate=False)
-    finally:
-        with console.status("stopping..."):
-            await asyncio.to_thread(stack.down)
-        console.print("stopped.")
-    return EXIT_OK
+def _command(p: argparse.ArgumentParser, handler: str, *, json_flag: bool = True) -> None:
+    """`handler` is "module:function" (a coroutine function or a plain one)."""
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=handler)
 
 
-# -- agentrun db ------------------------------------------------------------------------------
-
-
-def _db(args: argparse.Namespace) -> int:
-    from agentrun.db.migrate import current_revision, head_revision, upgrade
-
-    settings = settings_or_exit()
-    try:
-        if args.db_command == "upgrade":
-            revision = upgrade(settings.sqlalchemy_url)
-            console.print(f"database at revision {revision} (head {head_revision()})")
-        else:
-            console.print(f"database at revision {current_revision(settings.sqlalchemy_url)}")
-    except Exception as exc:
-        raise CliError(
-            f"cannot reach the database at {settings.database_url_display}: {_first_line(exc)}; "
-            "start it (agentrun dev) or set AGENTRUN_DATABASE_URL",
-            EXIT_UNREACHABLE,
-        ) from None
-    return EXIT_OK
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-# -- agentrun worker ---------------------------------------------------------------------------
-
-
-def _worker(args: argparse.Namespace) -> int:
-    from worker import main as worker_main
-
-    worker_main([])
-    return EXIT_OK
-
-
-# -- agentrun codec-server ---------------------------------------------------------------------
-
-
-def _codec_server(args: argparse.Namespace) -> int:
-    from agentrun.codec_server import CodecServer
-    from agentrun.converter import codec_from_settings
-
-    overrides = {
-        k: v
-        for k, v in {"codec_server_host": args.host, "codec_server_port": args.port}.items()
-        if v is not None
-    }
-    settings = settings_or_exit(**overrides)
-    codec = codec_from_settings(settings)
-    if not codec.encrypts:
-        raise CliError(
-            "AGENTRUN_PAYLOAD_KEYS is not set: there is nothing to decode. Set the same keys "
-            "as the workers (id:base64key,...)",
-            EXIT_USAGE,
-        )
-    token = settings.codec_server_token
-    try:
-        server = CodecServer(
-            codec,
-            host=settings.codec_server_host,
-            port=settings.codec_server_port,
-            token=(token.get_secret_value() or None) if token else None,
-            cors_origins=settings.cors_origins,
-        )
-    except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
-    except OSError as exc:
-        raise CliError(
-            f"cannot listen on {settings.codec_server_host}:{settings.codec_server_port}: "
-            f"{exc.strerror or exc}; free the port or set AGENTRUN_CODEC_SERVER_PORT",
-            EXIT_UNREACHABLE,
-        ) from None
-    console.print(
-        f"[bold green]codec server[/] on {server.url} (POST /encode, /decode), keys "
-        f"{', '.join(codec.key_ids)}; token {'required' if token else 'not set (local only)'}\n"
-        f"  Web UI: Settings > Codec Server > {server.url} (origins: "
-        f"{', '.join(settings.cors_origins) or 'none'})\n"
-        f"  CLI:    temporal workflow show -w RUN_ID --codec-endpoint {server.url}"
-        + (" --codec-auth 'Bearer $TOKEN'" if token else "")
-        + "\nPress Ctrl-C to stop."
+def _dev_command(sub: Any) -> None:
+    dev = sub.add_parser(
+        "dev", help="start Temporal, PostgreSQL and a worker on this machine (Ctrl-C stops)"
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return EXIT_OK
+    dev.add_argument("--no-worker", action="store_true", help="start the servers only")
+    _command(dev, "starter.stack_cmd:cmd_dev", json_flag=False)
 
 
-# -- parser ------------------------------------------------------------------------------------
+def _demo_command(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo", help="bring up the embedded stack and run an example agent task end to end"
+    )
+    demo.add_argument("--prompt", default=DEFAULT_DEMO_PROMPT)
+    demo.add_argument("--yes", action="store_true", help="approve for me, do not ask")
+    demo.add_argument("--keep-running", action="store_true", help="keep the stack up after")
+    demo.add_argument("--exit", action="store_true", help="stop the stack after the run")
+    _command(demo, "starter.stack_cmd:cmd_demo", json_flag=False)
+
+
+def _admin_commands(sub: Any) -> None:
+    db = sub.add_parser("db", help="database migrations")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("upgrade", help="migrate the database to the newest schema")
+    db_sub.add_parser("current", help="print the database's schema revision")
+    _command(db, "starter.commands.admin:cmd_db", json_flag=False)
+
+    worker = sub.add_parser("worker", help="run a worker (same as agentrun-worker)")
+    _command(worker, "starter.commands.admin:cmd_worker", json_flag=False)
+
+    codec = sub.add_parser(
+        "codec-server",
+        help="serve /encode and /decode for the Temporal Web UI and CLI (encrypted payloads)",
+    )
+    codec.add_argument("--host", help="override AGENTRUN_CODEC_SERVER_HOST (default 127.0.0.1)")
+    codec.add_argument("--port", type=int, help="override AGENTRUN_CODEC_SERVER_PORT (8081)")
+    _command(codec, "starter.commands.admin:cmd_codec_server", json_flag=False)
+
+
+def _follow_commands(sub: Any) -> None:
+    run = sub.add_parser("run", help="start a run and follow it live")
+    run.add_argument("prompt")
+    run.add_argument("--session", help="session id; runs in one session share a conversation")
+    run.add_argument("--run-id", help="run id; starting the same id again returns that run")
+    run.add_argument("--model", help="model name (default AGENTRUN_MODEL)")
+    run.add_argument("--tools", help="comma-separated built-in tool names; '' for none")
+    run.add_argument(
+        "--approval",
+        choices=APPROVAL_PRESETS,
+        help="approval preset (default tool_default: bash asks)",
+    )
+    run.add_argument("--workspace", help="folder for the file and shell tools")
+    run.add_argument(
+        "--config",
+        metavar="JSON",
+        help="agent config as a JSON object (AgentConfig fields; the options above win)",
+    )
+    run.add_argument("--yes", action="store_true", help="approve every call that asks")
+    run.add_argument("--no-input", action="store_true", help="never prompt; Ctrl-C detaches")
+    _command(run, "starter.commands.runs:cmd_run")
+
+    follow = sub.add_parser("follow", help="follow a run's events live, from any point")
+    follow.add_argument("run_id")
+    follow.add_argument(
+        "--from",
+        dest="from_seq",
+        type=int,
+        default=0,
+        metavar="SEQ",
+        help="start after this event seq",
+    )
+    follow.add_argument("--yes", action="store_true", help="approve every call that asks")
+    follow.add_argument("--no-input", action="store_true", help="never prompt")
+    _command(follow, "starter.commands.runs:cmd_follow")
+
+
+def _decision_commands(sub: Any) -> None:
+    for name, helptext in (("approve", "approve a call that waits"), ("reject", "reject one")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("run_id")
+        p.add_argument("tool_call_id")
+        p.add_argument("--by", help="who decides (recorded)")
+        p.add_argument("--reason", required=name == "reject", help="why (recorded)")
+        if name == "approve":
+            p.add_argument("--args", help="edited arguments as a JSON object")
+        p.add_argument(
+            "--signal",
+            action="store_true",
+            help="send the tool_decision signal instead of the update",
+        )
+        p.set_defaults(args=None)
+        _command(p, "starter.commands.decisions:cmd_decide")
+
+    cancel = sub.add_parser("cancel", help="cancel a run")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--reason")
+    _command(cancel, "starter.commands.decisions:cmd_cancel")
+
+
+def _read_commands(sub: Any) -> None:
+    status = sub.add_parser("status", help="a run's status, pending approvals and usage")
+    status.add_argument("run_id")
+    _command(status, "starter.commands.runs:cmd_status")
+
+    transcript = sub.add_parser("transcript", help="the messages of a run or a session")
+    transcript.add_argument("run_id", nargs="?")
+    transcript.add_argument("--session")
+    _command(transcript, "starter.commands.runs:cmd_transcript")
+
+    ls = sub.add_parser("ls", help="list runs (through Temporal's search attributes)")
+    ls.add_argument("--status", help="QUEUED, RUNNING, WAITING_APPROVAL, DONE, FAILED, CANCELED")
+    ls.add_argument("--session")
+    ls.add_argument("--waiting", action="store_true", help="only runs waiting for approval")
+    ls.add_argument("--limit", type=int, default=50)
+    _command(ls, "starter.commands.runs:cmd_ls")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,57 +153,53 @@ def build_parser() -> argparse.ArgumentParser:
         description="Durable LLM agent runs on Temporal, recorded in Postgres.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    dev = sub.add_parser(
-        "dev", help="start Temporal, PostgreSQL and a worker on this machine (Ctrl-C stops)"
-    )
-    dev.add_argument("--no-worker", action="store_true", help="start the servers only")
-    dev.set_defaults(handler=_dev, is_async=True)
-
-    db = sub.add_parser("db", help="database migrations")
-    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    db_sub.add_parser("upgrade", help="migrate the database to the newest schema")
-    db_sub.add_parser("current", help="print the database's schema revision")
-    db.set_defaults(handler=_db, is_async=False)
-
-    worker = sub.add_parser("worker", help="run a worker (same as agentrun-worker)")
-    worker.set_defaults(handler=_worker, is_async=False)
-
-    codec = sub.add_parser(
-        "codec-server",
-        help="serve /encode and /decode for the Temporal Web UI and CLI (encrypted payloads)",
-    )
-    codec.add_argument("--host", help="override AGENTRUN_CODEC_SERVER_HOST (default 127.0.0.1)")
-    codec.add_argument("--port", type=int, help="override AGENTRUN_CODEC_SERVER_PORT (8081)")
-    codec.set_defaults(handler=_codec_server, is_async=False)
-
-    from starter.commands import register
-
-    register(sub)
+    # In the order of `agentrun --help`.
+    for add in (
+        _dev_command,
+        _admin_commands,
+        _follow_commands,
+        _decision_commands,
+        _read_commands,
+        _demo_command,
+    ):
+        add(sub)
     return parser
 
 
+def _resolve(handler: str) -> Callable[[argparse.Namespace], Any]:
+    module, _, name = handler.partition(":")
+    fn: Callable[[argparse.Namespace], Any] = getattr(importlib.import_module(module), name)
+    return fn
+
+
+def _print_error(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"agentrun: {message}", style="red", markup=False)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        if args.is_async:
-            code = asyncio.run(args.handler(args))
+        handler = _resolve(args.handler)
+        if inspect.iscoroutinefunction(handler):
+            code = asyncio.run(handler(args))
         else:
-            code = args.handler(args)
+            code = handler(args)
     except CliError as exc:
-        err_console.print(f"agentrun: {exc}", style="red", markup=False)
+        _print_error(str(exc))
         code = exc.code
-    except StackError as exc:
-        err_console.print(f"agentrun: {exc}", style="red", markup=False)
-        code = EXIT_UNREACHABLE
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     except Exception as exc:  # one line, never a traceback
-        err_console.print(
-            f"agentrun: unexpected error: {type(exc).__name__}: {exc}", style="red", markup=False
-        )
-        code = 1
+        from agentrun.stack import StackError
+
+        if isinstance(exc, StackError):
+            _print_error(str(exc))
+            code = EXIT_UNREACHABLE
+        else:
+            _print_error(f"unexpected error: {type(exc).__name__}: {exc}")
+            code = EXIT_FAILED
     exit_process(code)
 
 

@@ -1,18 +1,45 @@
 """How `agentrun run` and `agentrun follow` show a run's events: live text, tool calls, results.
 
-At a terminal the text of the current turn is a live region, so a stream.reset (a retried
-model attempt) wipes that turn's partial text off the screen; piped, text is printed as it
-comes and a reset is a marked line."""
+Events are the typed protocol events (agentrun.protocol.events); each payload class has its own
+method. At a terminal the text of the current turn is a live region, so a stream.reset (a
+retried model attempt) wipes that turn's partial text off the screen; piped, text is printed as
+it comes and a reset is a marked line. `as_json` is the --json form of one event."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
+
+from agentrun.client import AnyEvent
+from agentrun.protocol.events import (
+    ErrorData,
+    EventData,
+    MessageCompletedData,
+    MessageDeltaData,
+    RunStatusData,
+    StreamResetData,
+    ToolCallData,
+    ToolDecidedData,
+    ToolDecisionInvalidData,
+    ToolResultData,
+    ToolResultRequestedData,
+    ToolWaitData,
+)
+from agentrun.protocol.statuses import RunStatus
+
+
+def as_json(event: AnyEvent) -> dict[str, Any]:
+    """The event as --json prints it: seq, type and the payload as stored."""
+    data = event.data
+    if isinstance(data, EventData):
+        data = data.model_dump(mode="json", exclude_unset=True)
+    return {"seq": event.seq, "type": str(event.type), "data": data}
 
 
 class Renderer:
@@ -22,6 +49,27 @@ class Renderer:
         self._live: Live | None = None
         self._text = ""
         self._plain_open = False
+        self._shows: dict[type, Callable[[Any], None]] = {
+            MessageDeltaData: self._delta,
+            StreamResetData: self._reset,
+            MessageCompletedData: lambda _: self.end_text(),
+            ToolCallData: self._tool_call,
+            ToolWaitData: self._approval_requested,
+            ToolResultRequestedData: self._result_requested,
+            ToolDecidedData: self._decided,
+            ToolResultData: self._tool_result,
+            ErrorData: self._error,
+            ToolDecisionInvalidData: self._decision_invalid,
+            RunStatusData: self._status,
+        }
+
+    def event(self, event: AnyEvent) -> None:
+        data = event.data
+        show = self._shows.get(type(data))
+        if show is None:  # an event type this version does not know: nothing to show
+            self.end_text()
+            return
+        show(data)
 
     # -- text ----------------------------------------------------------------------------
 
@@ -63,52 +111,60 @@ class Renderer:
             sys.stdout.flush()
             self._plain_open = False
 
-    # -- events --------------------------------------------------------------------------
+    # -- one method per payload ------------------------------------------------------------
 
-    def event(self, type_: str, data: dict[str, Any]) -> None:
-        if type_ == "message.delta":
-            self.delta(data["text"])
-            return
-        if type_ == "stream.reset":
-            self.reset(data["turn"], data["attempt"])
-            return
-        if type_ == "message.completed":
-            self.end_text()
-            return
+    def _delta(self, data: MessageDeltaData) -> None:
+        self.delta(data.text)
+
+    def _reset(self, data: StreamResetData) -> None:
+        self.reset(data.turn, data.attempt)
+
+    def _tool_call(self, data: ToolCallData) -> None:
         self.end_text()
-        if type_ == "tool.call":
-            self.console.print(f"[cyan]→ {data['name']}[/] {_short(data['arguments'])}")
-        elif type_ == "tool.approval_requested":
-            self.console.print(
-                f"[magenta]? approval needed[/] for [bold]{data['name']}[/] "
-                f"{_short(data['arguments'])}  (tool call {data['tool_call_id']})"
-            )
-        elif type_ == "tool.result_requested":
-            self.console.print(
-                f"[magenta]? waiting for the client's result[/] of {data['name']} "
-                f"(tool call {data['tool_call_id']})"
-            )
-        elif type_ == "tool.decided":
-            by = data.get("decided_by") or "?"
-            reason = f": {data['reason']}" if data.get("reason") else ""
-            self.console.print(f"[magenta]• {data['decision']}[/] by {by}{reason}")
-        elif type_ == "tool.result":
-            mark = "[red]✗[/]" if data.get("is_error") else "[green]✓[/]"
-            lines = str(data.get("result", "")).splitlines() or [""]
-            more = f" … (+{len(lines) - 6} lines)" if len(lines) > 6 else ""
-            self.console.print(f"{mark} {data['name']}: " + "\n    ".join(lines[:6]) + more)
-        elif type_ == "error":
-            self.console.print(f"[yellow]! {data.get('message')}[/]")
-        elif type_ == "tool.decision_invalid":
-            self.console.print(f"[yellow]! decision not applied: {data.get('error')}[/]")
-        elif type_ == "run.status":
-            status = data["status"]
-            if status in ("DONE", "FAILED", "CANCELED"):
-                style = "green" if status == "DONE" else "red"
-                extra = f": {data['error']}" if data.get("error") else ""
-                self.console.print(f"[bold {style}]{status}[/]{extra}")
-            elif status == "WAITING_APPROVAL":
-                self.console.print("[magenta]waiting for approval[/]")
+        self.console.print(f"[cyan]→ {data.name}[/] {_short(data.arguments)}")
+
+    def _approval_requested(self, data: ToolWaitData) -> None:
+        self.end_text()
+        self.console.print(
+            f"[magenta]? approval needed[/] for [bold]{data.name}[/] "
+            f"{_short(data.arguments)}  (tool call {data.tool_call_id})"
+        )
+
+    def _result_requested(self, data: ToolResultRequestedData) -> None:
+        self.end_text()
+        self.console.print(
+            f"[magenta]? waiting for the client's result[/] of {data.name} "
+            f"(tool call {data.tool_call_id})"
+        )
+
+    def _decided(self, data: ToolDecidedData) -> None:
+        self.end_text()
+        reason = f": {data.reason}" if data.reason else ""
+        self.console.print(f"[magenta]• {data.decision}[/] by {data.decided_by or '?'}{reason}")
+
+    def _tool_result(self, data: ToolResultData) -> None:
+        self.end_text()
+        mark = "[red]✗[/]" if data.is_error else "[green]✓[/]"
+        lines = data.result.splitlines() or [""]
+        more = f" … (+{len(lines) - 6} lines)" if len(lines) > 6 else ""
+        self.console.print(f"{mark} {data.name}: " + "\n    ".join(lines[:6]) + more)
+
+    def _error(self, data: ErrorData) -> None:
+        self.end_text()
+        self.console.print(f"[yellow]! {data.message}[/]")
+
+    def _decision_invalid(self, data: ToolDecisionInvalidData) -> None:
+        self.end_text()
+        self.console.print(f"[yellow]! decision not applied: {data.error}[/]")
+
+    def _status(self, data: RunStatusData) -> None:
+        self.end_text()
+        if data.status.terminal:
+            style = "green" if data.status is RunStatus.DONE else "red"
+            extra = f": {data.error}" if data.error else ""
+            self.console.print(f"[bold {style}]{data.status.value}[/]{extra}")
+        elif data.status is RunStatus.WAITING_APPROVAL:
+            self.console.print("[magenta]waiting for approval[/]")
 
 
 def _short(arguments: str, limit: int = 300) -> str:

@@ -11,23 +11,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from agentrun.client import connect, decide, run_status
 from agentrun.process import exit_process
+from agentrun.protocol.statuses import Decision, WaitKind
 from agentrun.settings import load_settings
-from starter.api import decide, run_status
-from worker import connect_client
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_id")
-    parser.add_argument("decision", choices=["approve", "reject"])
+    parser.add_argument("decision", choices=[Decision.APPROVE.value, Decision.REJECT.value])
     parser.add_argument("--reason")
     parser.add_argument("--by", default="send_decision.py")
     args = parser.parse_args()
 
-    client = await connect_client(load_settings())
+    client = await connect(load_settings())
     view = await run_status(client, args.run_id)
-    approvals = [p for p in view.pending if p.kind == "approval"]
+    approvals = [p for p in view.pending if p.kind == WaitKind.APPROVAL]
     if not approvals:
         print(f"run {args.run_id} waits for no approval (status {view.status})")
         return

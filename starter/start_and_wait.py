@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from agentrun.client import connect, start_run
 from agentrun.contracts import AgentConfig
 from agentrun.process import exit_process
+from agentrun.protocol.statuses import ApprovalPreset
 from agentrun.settings import load_settings
-from starter.api import start_run
-from worker import connect_client
 
 READ_ONLY_TOOLS = ("ls", "read_file", "current_time", "calculator")
 
@@ -29,14 +29,14 @@ async def main() -> None:
     args = parser.parse_args()
 
     settings = load_settings()
-    client = await connect_client(settings)
+    client = await connect(settings)
     handle = await start_run(
         client,
         settings.task_queue,
         args.prompt,
         session_id=args.session,
         run_id=args.run_id,
-        config=AgentConfig(tools=list(READ_ONLY_TOOLS), approval="allow_safe"),
+        config=AgentConfig(tools=list(READ_ONLY_TOOLS), approval=ApprovalPreset.ALLOW_SAFE),
     )
     result = await handle.result()
     print(result.model_dump_json())

@@ -1,0 +1,101 @@
+"""The one typed way into agentrun runs: connect, start, get a handle, decide, submit a result,
+cancel, read status, follow events and list runs. The CLI, the starter scripts, the tests and
+the HTTP API use this package; nothing else builds update, signal or query names or list
+queries.
+
+    client = await AgentRunClient.connect(settings, store=repo)
+    run = await client.start("list the files", config={"tools": ["ls"]})
+    async for event in run.follow():          # typed protocol events (parse_event)
+        if isinstance(event, ToolApprovalRequestedEvent):
+            await run.decide(event.data.tool_call_id, Decision.APPROVE,
+                             arguments_sha256=event.data.arguments_sha256)
+
+Refusals are typed (agentrun.client.errors): a decision or result the run will not take raises
+a `Refused` subclass chosen by the `ApplicationError.type` the workflow raised
+(agentrun.protocol.names.ErrorType), never by its message. The functions that take a temporalio
+`Client` first (start_run, decide, ...) are the same operations for callers that hold their own.
+
+    calls     start, decide (update or signal), submit, cancel, status, result
+    reading   follow a run's events (typed), list runs (one list query)
+    handle    AgentRunClient and RunHandle
+    errors    the exception hierarchy and error_from, the one mapping to it
+"""
+
+from __future__ import annotations
+
+from agentrun.client.calls import (
+    cancel_run,
+    connect,
+    decide,
+    describe_run,
+    new_id,
+    run_result,
+    run_status,
+    signal_decision,
+    start_run,
+    submit_tool_result,
+)
+from agentrun.client.errors import (
+    AgentRunError,
+    AlreadyDecided,
+    AlreadySubmitted,
+    DecisionRefused,
+    HashMismatch,
+    InvalidDecision,
+    InvalidResult,
+    Refused,
+    ResultRefused,
+    ResultTooLarge,
+    RunEnded,
+    RunFailed,
+    RunNotFound,
+    RunNotStarted,
+    RunRefused,
+    SchemaMismatch,
+    SessionBusy,
+    UnknownToolCall,
+    WrongWaitKind,
+    error_from,
+)
+from agentrun.client.handle import AgentRunClient, RunHandle
+from agentrun.client.reading import AnyEvent, RunSummary, follow, list_query, list_runs
+
+__all__ = [
+    "AgentRunClient",
+    "AgentRunError",
+    "AlreadyDecided",
+    "AlreadySubmitted",
+    "AnyEvent",
+    "DecisionRefused",
+    "HashMismatch",
+    "InvalidDecision",
+    "InvalidResult",
+    "Refused",
+    "ResultRefused",
+    "ResultTooLarge",
+    "RunEnded",
+    "RunFailed",
+    "RunHandle",
+    "RunNotFound",
+    "RunNotStarted",
+    "RunRefused",
+    "RunSummary",
+    "SchemaMismatch",
+    "SessionBusy",
+    "UnknownToolCall",
+    "WrongWaitKind",
+    "cancel_run",
+    "connect",
+    "decide",
+    "describe_run",
+    "error_from",
+    "follow",
+    "list_query",
+    "list_runs",
+    "new_id",
+    "run_result",
+    "run_status",
+    "signal_decision",
+    "start_run",
+    "submit_tool_result",
+]

@@ -1,0 +1,321 @@
+"""The operations on runs, each a function of a temporalio Client: start, decide (by update or
+signal), submit a client-side result, cancel, status, result. Updates, signals and queries are
+called through the workflow class's methods, never by name; failures become the typed errors of
+agentrun.client.errors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from agentrun.client.errors import (
+    DecisionRefused,
+    Refused,
+    ResultRefused,
+    RunEnded,
+    RunNotFound,
+    SessionBusy,
+    error_from,
+)
+from agentrun.contracts import (
+    AgentConfig,
+    CancelAnswer,
+    CancelRequest,
+    RecordedDecision,
+    RunResult,
+    RunStatusView,
+    StartRunInput,
+    ToolDecision,
+    ToolResultSubmission,
+    strict_validate,
+)
+from agentrun.protocol.names import SA_RUN_STATUS, SA_SESSION_ID, SA_WAITING_APPROVAL
+from agentrun.protocol.statuses import Decision, RunStatus
+from workflows.agent import AgentRunWorkflow
+
+if TYPE_CHECKING:
+    from agentrun.client.handle import RunHandle
+    from agentrun.db.repository import Repository
+    from agentrun.settings import Settings
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+async def connect(settings: Settings) -> Client:
+    """A Temporal client with agentrun's data converter (and payload codec)."""
+    from agentrun.converter import data_converter
+
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter(settings),
+    )
+
+
+async def start_run(
+    client: Client,
+    task_queue: str,
+    prompt: str,
+    *,
+    session_id: str | None = None,
+    run_id: str | None = None,
+    config: AgentConfig | Mapping[str, Any] | None = None,
+    repo: Repository | None = None,
+) -> RunHandle:
+    """Start a run (the workflow id is the run id). Starting the same run id again while it
+    runs returns the run already there; a run id whose run ended raises RunEnded (a closed run
+    is never driven again). With a store, a busy session raises SessionBusy here, before
+    anything starts; the workflow refuses both in any case. A config given as a mapping (parsed
+    JSON, say) is validated strictly: an unknown field raises ValidationError and nothing is
+    sent."""
+    if config is None:
+        config = AgentConfig()
+    elif not isinstance(config, AgentConfig):
+        config = strict_validate(AgentConfig, dict(config))
+    inp = StartRunInput(
+        run_id=run_id or new_id("run"),
+        session_id=session_id or new_id("session"),
+        prompt=prompt,
+        config=config,
+    )
+    if repo is not None:
+        await _check_not_ended(repo, inp.run_id)
+        await _check_session(repo, inp.session_id, inp.run_id)
+    try:
+        handle = await client.start_workflow(
+            AgentRunWorkflow.run,
+            inp,
+            id=inp.run_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(SA_SESSION_ID, inp.session_id),
+                    SearchAttributePair(SA_RUN_STATUS, RunStatus.QUEUED.value),
+                    SearchAttributePair(SA_WAITING_APPROVAL, False),
+                ]
+            ),
+            static_summary=f"agent run: {inp.prompt[:120]}",
+        )
+    except WorkflowAlreadyStartedError:
+        # Only a closed execution gets here: a running one is returned (USE_EXISTING).
+        status = await _ended_status(client, repo, inp.run_id)
+        raise RunEnded(inp.run_id, status, start=True) from None
+    from agentrun.client.handle import RunHandle
+
+    return RunHandle(client, inp.run_id, store=repo, workflow=handle)
+
+
+async def _check_not_ended(repo: Repository, run_id: str) -> None:
+    # Also covers a run whose closed workflow Temporal no longer keeps (past retention).
+    run = await repo.find_run(run_id)
+    if run is not None and RunStatus(run.status).terminal:
+        raise RunEnded(run_id, run.status, start=True)
+
+
+async def _check_session(repo: Repository, session_id: str, run_id: str) -> None:
+    from agentrun.db.models import Session
+
+    async with repo.session() as db:
+        session = await db.get(Session, session_id)
+    if session is None or not session.active_run_id or session.active_run_id == run_id:
+        return
+    holder = await repo.find_run(session.active_run_id)
+    if holder is not None and not RunStatus(holder.status).terminal:
+        raise SessionBusy(session_id, holder.id)
+
+
+async def _ended_status(client: Client, repo: Repository | None, run_id: str) -> str:
+    """The status a closed run ended with: the record's, else the one the workflow last
+    published (a run cancelled by update closes COMPLETED in Temporal but ended CANCELED)."""
+    if repo is not None:
+        run = await repo.find_run(run_id)
+        if run is not None and RunStatus(run.status).terminal:
+            return run.status
+    desc = await client.get_workflow_handle(run_id).describe()
+    published = desc.typed_search_attributes.get(SA_RUN_STATUS)
+    if published in {s.value for s in RunStatus if s.terminal}:
+        return str(published)
+    return desc.status.name if desc.status else "CLOSED"
+
+
+# -- talking to a run --------------------------------------------------------------------------
+
+
+def _handle(client: Client, run_id: str) -> WorkflowHandle[AgentRunWorkflow, RunResult]:
+    return client.get_workflow_handle_for(AgentRunWorkflow.run, run_id)
+
+
+async def _typed(client: Client, run_id: str, exc: BaseException, default: type[Refused]) -> None:
+    """Raise the typed error for `exc` (a call to the run failed); return when it has none."""
+    if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
+        # Unknown id (RunNotFound), or a closed run: updates and signals reach running ones only.
+        desc = await describe_run(client, run_id)
+        raise RunEnded(run_id, _closed_status(desc)) from None
+    typed = error_from(exc, run_id=run_id, default=default)
+    if typed is not exc:
+        raise typed
+
+
+def _closed_status(desc: WorkflowExecutionDescription) -> str:
+    return desc.status.name if desc.status else "UNKNOWN"
+
+
+async def decide(
+    client: Client,
+    run_id: str,
+    tool_call_id: str,
+    decision: Decision | str,
+    *,
+    arguments: dict[str, Any] | None = None,
+    arguments_sha256: str | None = None,
+    decided_by: str | None = None,
+    reason: str | None = None,
+) -> RecordedDecision:
+    """Approve, approve with edited arguments, or reject a call that waits (update
+    decide_tool_call). A decision the run refuses raises a DecisionRefused (or UnknownToolCall,
+    WrongWaitKind) whose type says why; an ended run RunEnded; an unknown one RunNotFound."""
+    payload = ToolDecision(
+        tool_call_id=tool_call_id,
+        decision=Decision(decision),  # type: ignore[arg-type]
+        arguments=arguments,
+        arguments_sha256=arguments_sha256,
+        decided_by=decided_by,
+        reason=reason,
+    )
+    try:
+        recorded = await _handle(client, run_id).execute_update(
+            AgentRunWorkflow.decide_tool_call, payload
+        )
+        # The SDK types a named async update as returning its coroutine; it decodes the result.
+        return cast(RecordedDecision, recorded)
+    except (WorkflowUpdateFailedError, RPCError) as exc:
+        await _typed(client, run_id, exc, DecisionRefused)
+        raise
+
+
+async def signal_decision(
+    client: Client,
+    run_id: str,
+    tool_call_id: str,
+    decision: Decision | str,
+    *,
+    arguments: dict[str, Any] | None = None,
+    arguments_sha256: str | None = None,
+    decided_by: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """The same decision as a signal (fire and forget): the run applies it when it can, and
+    records a tool.decision_invalid event when it cannot. An unknown run raises RunNotFound."""
+    payload = strict_validate(
+        ToolDecision,
+        {
+            "tool_call_id": tool_call_id,
+            "decision": decision,
+            "arguments": arguments,
+            "arguments_sha256": arguments_sha256,
+            "decided_by": decided_by,
+            "reason": reason,
+        },
+    )
+    try:
+        await _handle(client, run_id).signal(AgentRunWorkflow.tool_decision, payload)
+    except RPCError as exc:
+        await _typed(client, run_id, exc, DecisionRefused)
+        raise
+
+
+async def submit_tool_result(
+    client: Client, run_id: str, tool_call_id: str, result: Any, *, is_error: bool = False
+) -> str:
+    """Hand a client-side tool's result to the run (update submit_tool_result). A result the
+    run refuses raises a ResultRefused (or UnknownToolCall, WrongWaitKind)."""
+    payload = ToolResultSubmission(tool_call_id=tool_call_id, result=result, is_error=is_error)
+    try:
+        accepted = await _handle(client, run_id).execute_update(
+            AgentRunWorkflow.submit_tool_result, payload
+        )
+        return cast(str, accepted)
+    except (WorkflowUpdateFailedError, RPCError) as exc:
+        await _typed(client, run_id, exc, ResultRefused)
+        raise
+
+
+async def cancel_run(
+    client: Client, run_id: str, reason: str | None = None, requested_by: str | None = None
+) -> CancelAnswer:
+    """Cancel a run and wait until it has stopped. A run that already ended is left as it is
+    and the answer says so; an unknown run raises RunNotFound."""
+    handle = _handle(client, run_id)
+    try:
+        answer = await handle.execute_update(
+            AgentRunWorkflow.cancel, CancelRequest(reason=reason, requested_by=requested_by)
+        )
+        return cast(CancelAnswer, answer)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+    try:
+        desc = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RunNotFound(run_id) from None
+        raise
+    status = _closed_status(desc)
+    return CancelAnswer(
+        status=status, message=f"the run already ended ({status}); nothing to cancel"
+    )
+
+
+async def run_status(client: Client, run_id: str) -> RunStatusView:
+    """The query status: phase, turn, pending approvals with their arguments, usage so far."""
+    try:
+        return await _handle(client, run_id).query(AgentRunWorkflow.status)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RunNotFound(run_id) from None
+        raise
+
+
+async def describe_run(client: Client, run_id: str) -> WorkflowExecutionDescription:
+    """Temporal's description of the run's workflow (status, times, search attributes); an
+    unknown run raises RunNotFound."""
+    try:
+        return await _handle(client, run_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RunNotFound(run_id) from None
+        raise
+
+
+async def run_result(client: Client, run_id: str) -> RunResult:
+    """Wait for the run's result. A run refused at open raises RunRefused; one that failed or
+    was cancelled through Temporal raises RunFailed."""
+    try:
+        return await _handle(client, run_id).result()
+    except WorkflowFailureError as exc:
+        raise error_from(exc, run_id=run_id) from exc.cause
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RunNotFound(run_id) from None
+        raise

@@ -1,0 +1,92 @@
+"""db, worker and codec-server: the operator's commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from starter.connect import settings_or_exit
+from starter.exits import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from starter.output import console
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from agentrun.db.migrate import current_revision, head_revision, upgrade
+
+    settings = settings_or_exit()
+    try:
+        if args.db_command == "upgrade":
+            revision = upgrade(settings.sqlalchemy_url)
+            console.print(f"database at revision {revision} (head {head_revision()})")
+        else:
+            console.print(f"database at revision {current_revision(settings.sqlalchemy_url)}")
+    except Exception as exc:
+        raise CliError(
+            f"cannot reach the database at {settings.database_url_display}: {_first_line(exc)}; "
+            "start it (agentrun dev) or set AGENTRUN_DATABASE_URL",
+            EXIT_UNREACHABLE,
+        ) from None
+    return EXIT_OK
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker import main as worker_main
+
+    worker_main([])
+    return EXIT_OK
+
+
+def cmd_codec_server(args: argparse.Namespace) -> int:
+    from agentrun.codec_server import CodecServer
+    from agentrun.converter import codec_from_settings
+
+    overrides = {
+        k: v
+        for k, v in {"codec_server_host": args.host, "codec_server_port": args.port}.items()
+        if v is not None
+    }
+    settings = settings_or_exit(**overrides)
+    codec = codec_from_settings(settings)
+    if not codec.encrypts:
+        raise CliError(
+            "AGENTRUN_PAYLOAD_KEYS is not set: there is nothing to decode. Set the same keys "
+            "as the workers (id:base64key,...)",
+            EXIT_USAGE,
+        )
+    token = settings.codec_server_token
+    try:
+        server = CodecServer(
+            codec,
+            host=settings.codec_server_host,
+            port=settings.codec_server_port,
+            token=(token.get_secret_value() or None) if token else None,
+            cors_origins=settings.cors_origins,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except OSError as exc:
+        raise CliError(
+            f"cannot listen on {settings.codec_server_host}:{settings.codec_server_port}: "
+            f"{exc.strerror or exc}; free the port or set AGENTRUN_CODEC_SERVER_PORT",
+            EXIT_UNREACHABLE,
+        ) from None
+    console.print(
+        f"[bold green]codec server[/] on {server.url} (POST /encode, /decode), keys "
+        f"{', '.join(codec.key_ids)}; token {'required' if token else 'not set (local only)'}\n"
+        f"  Web UI: Settings > Codec Server > {server.url} (origins: "
+        f"{', '.join(settings.cors_origins) or 'none'})\n"
+        f"  CLI:    temporal workflow show -w RUN_ID --codec-endpoint {server.url}"
+        + (" --codec-auth 'Bearer $TOKEN'" if token else "")
+        + "\nPress Ctrl-C to stop."
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return EXIT_OK

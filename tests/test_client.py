@@ -25,7 +25,6 @@ from agentrun.client import (
     DecisionRefused,
     HashMismatch,
     Refused,
-    ResultRefused,
     RunEnded,
     RunHandle,
     RunNotFound,
@@ -245,7 +244,7 @@ async def test_client_side_results_and_their_refusals(
     run = await client.start(prompt, run_id=run_id, config={"tools": [], "client_tools": [weather]})
     requested = await first(run, ToolResultRequestedEvent)
     assert requested.data.tool_call_id == "call_w"
-    with pytest.raises(ResultRefused):
+    with pytest.raises(UnknownToolCall):
         await run.submit_tool_result("call_x", {"sky": "?"})
     assert await run.submit_tool_result("call_w", {"sky": "sunny"}) == "accepted"
     assert (await asyncio.wait_for(run.result(), BOUND)).final_text == "Sunny."

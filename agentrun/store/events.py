@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +157,7 @@ async def follow(
     *,
     poll_interval: float = 1.0,
     until_terminal: bool = True,
-) -> AsyncIterator[RunEvent]:
+) -> AsyncGenerator[RunEvent, None]:
     """Yield every event after `after_seq` in seq order, then new ones as they commit.
 
     NOTIFY wakes the follower at once; polling every `poll_interval` is the fallback for a lost

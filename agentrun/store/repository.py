@@ -7,7 +7,7 @@ and tests call the store through it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from agentrun.contracts import AgentConfig, PendingCall, RecordedDecision, ToolCallRequest
 from agentrun.db.models import LlmCall, Message, Run, RunEvent, RunStatus, ToolCall
@@ -57,7 +57,7 @@ class Repository(Engine):
         *,
         poll_interval: float = 1.0,
         until_terminal: bool = True,
-    ) -> AsyncIterator[RunEvent]:
+    ) -> AsyncGenerator[RunEvent, None]:
         """Every event after `after_seq`, then new ones as they commit (events.follow)."""
         return events.follow(
             self, run_id, after_seq, poll_interval=poll_interval, until_terminal=until_terminal

@@ -37,11 +37,10 @@ from agentrun.contracts import (
     preview,
     storable_text,
 )
-from agentrun.db.repository import Repository, event_key
 from agentrun.protocol.events import ErrorData, EventType, MessageDeltaData, StreamResetData
 from agentrun.protocol.statuses import LlmCallStatus
 from agentrun.settings import Settings
-from agentrun.store import LlmCallValues
+from agentrun.store import LlmCallValues, Repository, event_key
 
 NON_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 422})
 RETRYABLE_STATUSES = frozenset({408, 409, 429})

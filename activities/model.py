@@ -37,9 +37,10 @@ from agentrun.contracts import (
     preview,
     storable_text,
 )
-from agentrun.db.repository import Repository, event_key
 from agentrun.protocol.events import ErrorData, EventType, MessageDeltaData, StreamResetData
+from agentrun.protocol.statuses import LlmCallStatus
 from agentrun.settings import Settings
+from agentrun.store import LlmCallValues, Repository, event_key
 
 NON_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 422})
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
@@ -475,29 +476,26 @@ class ModelActivities:
         # What the model sent is kept as sent, except what PostgreSQL cannot store (a NUL, a
         # lone surrogate): a write it refuses would fail the turn on every attempt.
         tool_calls = [
-            {
-                "id": storable_text(c["id"]),
-                "type": "function",
-                "function": {
-                    "name": storable_text(c["name"]),
-                    "arguments": storable_text("".join(c["arguments"])),
-                },
-            }
+            ToolCallRequest(
+                id=storable_text(c["id"]),
+                name=storable_text(c["name"]),
+                arguments=storable_text("".join(c["arguments"])),
+            )
             for _, c in sorted(calls.items())
         ]
         if not tools:
             # Tools were off for this turn; a call the model makes anyway cannot be answered.
             tool_calls = []
         text = "".join(text_parts)
-        call_values = {
-            "prompt_tokens": getattr(usage, "prompt_tokens", None),
-            "completion_tokens": getattr(usage, "completion_tokens", None),
-            "latency_ms": latency_ms,
-            "time_to_first_token_ms": int((first_token - started) * 1000) if first_token else None,
-            "response_id": response_id,
-            "finish_reason": finish_reason,
-            "http_status": 200,
-        }
+        call_values = LlmCallValues(
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            latency_ms=latency_ms,
+            time_to_first_token_ms=int((first_token - started) * 1000) if first_token else None,
+            response_id=response_id,
+            finish_reason=finish_reason,
+            http_status=200,
+        )
         message, call, _ = await self._db(
             "record the turn",
             lambda: self.repo.record_model_turn(
@@ -571,11 +569,13 @@ class ModelActivities:
                 turn=inp.turn,
                 attempt=attempt,
                 model=inp.model,
-                status="error",
-                http_status=status,
-                error=message,
-                latency_ms=latency_ms,
-                time_to_first_token_ms=ttft_ms,
+                status=LlmCallStatus.ERROR,
+                values=LlmCallValues(
+                    http_status=status,
+                    error=message,
+                    latency_ms=latency_ms,
+                    time_to_first_token_ms=ttft_ms,
+                ),
             ),
         )
         await self._db(

@@ -80,7 +80,7 @@ class RunActivities:
             run_id=inp.run_id,
             session_id=inp.session_id,
             model=model,
-            config=inp.config.model_dump(mode="json"),
+            config=inp.config,
             prompt=inp.prompt,
             # The execution that opens the run is the only one that may drive it: a closed run
             # id started again gets a new execution, which is refused.
@@ -109,20 +109,12 @@ class RunActivities:
 
     @activity.defn(name="agentrun.request_waits")
     async def request_waits(self, inp: RequestWaitInput) -> bool:
-        _, changed = await self.repo.request_waits(inp.run_id, [c.model_dump() for c in inp.calls])
+        _, changed = await self.repo.request_waits(inp.run_id, inp.calls)
         return changed
 
     @activity.defn(name="agentrun.record_decision")
     async def record_decision(self, inp: RecordDecisionInput) -> RecordedDecision:
-        d = inp.decision
-        row = await self.repo.record_decision(
-            inp.run_id,
-            tool_call_id=d.tool_call_id,
-            decision=d.decision,
-            decided_by=d.decided_by,
-            reason=d.reason,
-            arguments=d.arguments,
-        )
+        row = await self.repo.record_decision(inp.run_id, inp.decision)
         return RecordedDecision(
             tool_call_id=row.tool_call_id,
             name=row.name,

@@ -17,6 +17,7 @@ from agentrun.db.repository import Repository
 from agentrun.settings import Settings
 from agentrun.testing.offline_model import Fault, OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import next_event, start_input
+from tests.store_helpers import count, run_llm_calls, run_tool_calls
 from workflows.agent import AgentRunWorkflow
 
 
@@ -83,7 +84,7 @@ async def test_two_turns_with_two_parallel_tool_calls(
     )
     assert len(messages) == 5
 
-    calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
+    calls = {c.tool_call_id: c for c in await run_tool_calls(repo, run_id)}
     assert set(calls) == {"call_calc", "call_time"}
     assert (calls["call_calc"].status, calls["call_calc"].result, calls["call_calc"].attempts) == (
         "succeeded",
@@ -92,7 +93,7 @@ async def test_two_turns_with_two_parallel_tool_calls(
     )
     assert calls["call_time"].status == "succeeded" and not calls["call_time"].is_error
 
-    llm = await repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(repo, run_id)
     assert [(c.turn, c.attempt, c.status) for c in llm] == [(1, 1, "ok"), (2, 1, "ok")]
     assert all(c.prompt_tokens and c.completion_tokens and c.response_id for c in llm)
     assert all(c.finish_reason in ("tool_calls", "stop") for c in llm)
@@ -130,7 +131,7 @@ async def test_rate_limit_then_success_waits_for_retry_after(
     hits = model_server.requests_for(prompt)
     assert [h.outcome for h in hits] == ["http 429", "ok"]
     assert hits[1].at - hits[0].at >= 2.0
-    llm = await repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(repo, run_id)
     assert [(c.attempt, c.status, c.http_status) for c in llm] == [
         (1, "error", 429),
         (2, "ok", 200),
@@ -163,13 +164,13 @@ async def test_transient_stream_faults_retry_and_reset_partial_text(
     model_server.script(prompt, [fault, Reply(text="Something true.")])
     result = await run_to_end(temporal_env, settings, start_input(run_id, prompt, tools=[]))
     assert result.status == "DONE" and result.final_text == "Something true."
-    llm = await repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(repo, run_id)
     assert [(c.attempt, c.status) for c in llm] == [(1, "error"), (2, "ok")]
     events = await assert_gapless(repo, run_id)
     reset_at = next(i for i, e in enumerate(events) if e.type == "stream.reset")
     after_reset = "".join(e.data["text"] for e in events[reset_at:] if e.type == "message.delta")
     assert after_reset == "Something true."
-    assert await repo.count(Message, run_id=run_id, role="assistant") == 1
+    assert await count(repo, Message, run_id=run_id, role="assistant") == 1
 
 
 async def test_bad_request_fails_the_run_with_the_provider_message(
@@ -188,7 +189,7 @@ async def test_bad_request_fails_the_run_with_the_provider_message(
     assert len(model_server.requests_for(prompt)) == 1  # never retried
     run = await repo.get_run(run_id)
     assert run.status == "FAILED" and "Invalid value for 'temperature'." in (run.error or "")
-    llm = await repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(repo, run_id)
     assert [(c.status, c.http_status) for c in llm] == [("error", 400)]
     events = await assert_gapless(repo, run_id)
     assert events[-1].type == "run.status" and events[-1].data["status"] == "FAILED"
@@ -220,7 +221,7 @@ async def test_bad_arguments_and_unknown_tool_give_error_results(
     )
     result = await run_to_end(temporal_env, settings, start_input(run_id, prompt))
     assert result.status == "DONE" and result.final_text == "Those all failed."
-    calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
+    calls = {c.tool_call_id: c for c in await run_tool_calls(repo, run_id)}
     assert all(c.is_error and c.status == "error" for c in calls.values())
     assert "not valid JSON" in (calls["c_json"].result or "")
     assert "expression: Field required" in (calls["c_field"].result or "")
@@ -252,7 +253,7 @@ async def test_max_tool_calls_ends_with_a_turn_without_tools(
     assert result.status == "DONE" and result.final_text == "Stopping here."
     bodies = [r.body for r in model_server.requests_for(prompt)]
     assert [bool(b.get("tools")) for b in bodies] == [True, True, False]
-    assert await repo.count(ToolCall, run_id=run_id) == 2
+    assert await count(repo, ToolCall, run_id=run_id) == 2
     assert result.usage.turns == 3
 
 
@@ -327,7 +328,7 @@ async def test_a_second_run_on_a_busy_session_is_refused(
         )
     assert f"already has an active run '{first}'" in str(info.value.cause)
     assert await repo.find_run(second) is None
-    assert await repo.count(Message, run_id=second) == 0
+    assert await count(repo, Message, run_id=second) == 0
     assert (await handle.result()).status == "DONE"
     # Once the first run is over, the session takes new runs again.
     third = f"run-{uuid.uuid4()}"
@@ -363,8 +364,8 @@ async def test_a_repeated_start_returns_the_same_run(
     )
     assert h1.result_run_id == h2.result_run_id
     assert (await h1.result()).status == "DONE"
-    assert await repo.count(Message, run_id=run_id) == 2
-    assert await repo.count(LlmCall, run_id=run_id) == 1
+    assert await count(repo, Message, run_id=run_id) == 2
+    assert await count(repo, LlmCall, run_id=run_id) == 1
 
 
 async def test_a_terminated_run_does_not_hold_its_session_forever(

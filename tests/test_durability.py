@@ -20,6 +20,7 @@ from agentrun.db.repository import Repository
 from agentrun.settings import Settings
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import WorkerProcess, next_event, start_input
+from tests.store_helpers import count, run_llm_calls, run_tool_calls
 from workflows import ALL_WORKFLOWS
 from workflows.agent import AgentRunWorkflow
 
@@ -40,8 +41,8 @@ async def assert_exactly_once(repo: Repository, run_id: str, turns: int, tools: 
     assert [m.role for m in messages].count("user") == 1
     keys = [m.idempotency_key for m in messages]
     assert len(keys) == len(set(keys))
-    assert await repo.count(ToolCall, run_id=run_id) == tools
-    ok = [c for c in await repo.run_llm_calls(run_id) if c.status == "ok"]
+    assert await count(repo, ToolCall, run_id=run_id) == tools
+    ok = [c for c in await run_llm_calls(repo, run_id) if c.status == "ok"]
     assert sorted(c.turn for c in ok) == list(range(1, turns + 1))
     events = await repo.read_events(run_id, 0, limit=100_000)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
@@ -76,7 +77,7 @@ async def test_worker_killed_while_streaming_is_replaced(
     result = await asyncio.wait_for(handle.result(), 90)
     assert result.status == "DONE" and result.final_text == "Complete answer."
     await assert_exactly_once(repo, run_id, turns=1, tools=0)
-    llm = await repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(repo, run_id)
     assert [(c.attempt, c.status) for c in llm] == [(1, "lost"), (2, "ok")]
     events = await repo.read_events(run_id, 0, limit=100_000)
     assert any(e.type == "stream.reset" and e.data["attempt"] == 2 for e in events)
@@ -125,7 +126,7 @@ async def test_worker_killed_during_a_tool_is_replaced(
     result = await asyncio.wait_for(handle.result(), 90)
     assert result.status == "DONE" and result.final_text == "The command finished."
     await assert_exactly_once(repo, run_id, turns=2, tools=1)
-    call = (await repo.run_tool_calls(run_id))[0]
+    call = (await run_tool_calls(repo, run_id))[0]
     assert call.status == "succeeded" and call.result == "exit code 0\nfinished\n"
     assert call.attempts == 2
     # At least once: the tool really ran twice, and its result was recorded once.
@@ -163,7 +164,7 @@ async def test_history_per_run_does_not_grow_with_the_session(
         await handle.result()
         info = (await handle.describe()).raw_description.workflow_execution_info
         sizes.append((info.history_length, info.history_size_bytes))
-    assert await repo.count(Message, session_id=session_id) == 50 * 4
+    assert await count(repo, Message, session_id=session_id) == 50 * 4
     first_len, first_bytes = sizes[0]
     last_len, last_bytes = sizes[-1]
     assert last_len == first_len
@@ -207,5 +208,5 @@ async def test_recorded_histories_replay_against_the_current_code(
         if outcome.replay_failure is not None:
             failures[history.workflow_id] = str(outcome.replay_failure)
     assert failures == {}
-    assert await repo.count(LlmCall, run_id=run_id) == 2
-    assert await repo.count(RunEvent, run_id=run_id) > 0
+    assert await count(repo, LlmCall, run_id=run_id) == 2
+    assert await count(repo, RunEvent, run_id=run_id) > 0

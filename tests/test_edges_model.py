@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.context import build_context, load_context
-from agentrun.contracts import CancelAnswer, CancelRequest, RunResult
+from agentrun.contracts import AgentConfig, CancelAnswer, CancelRequest, RunResult, ToolCallRequest
 from agentrun.db.migrate import upgrade
 from agentrun.db.models import RunStatus, ToolCall
 from agentrun.db.repository import Repository
@@ -39,6 +39,7 @@ from agentrun.stack import (
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import start_run
 from tests.conftest import next_event, start_input
+from tests.store_helpers import count, ok_values, run_llm_calls, run_tool_calls
 from worker import build_worker, run_worker
 from workflows.agent import AgentRunWorkflow
 
@@ -54,17 +55,6 @@ async def wait_until(check: Any, timeout: float, what: str) -> None:
     while not await check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.1)
-
-
-def ok_values(**extra: Any) -> dict[str, Any]:
-    return {
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "latency_ms": 100,
-        "http_status": 200,
-        "finish_reason": "stop",
-        **extra,
-    }
 
 
 # -- item 6: a database outage mid-turn --------------------------------------------------------
@@ -132,7 +122,7 @@ async def test_a_database_outage_mid_turn_does_not_spend_model_attempts(
         result = await asyncio.wait_for(handle.result(), 120)
     assert result.status == "DONE", result
     assert result.final_text == ("word " * 80)
-    llm = await outage_repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(outage_repo, run_id)
     assert [(c.turn, c.attempt, c.status) for c in llm] == [(1, 1, "ok")]
     assert [r.outcome for r in model_server.requests_for(prompt)] == ["ok"]
     events = await outage_repo.read_events(run_id, 0, limit=100_000)
@@ -185,7 +175,7 @@ async def test_attempts_that_fail_on_the_database_do_not_spend_the_model_budget(
         result = await asyncio.wait_for(handle.result(), 120)
     assert result.status == "DONE", result
     assert result.final_text == "Back again."
-    llm = await outage_repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(outage_repo, run_id)
     statuses = [c.status for c in sorted(llm, key=lambda c: c.attempt)]
     assert [c.attempt for c in sorted(llm, key=lambda c: c.attempt)] == list(range(1, len(llm) + 1))
     assert statuses[0] == "lost" and statuses[-1] == "ok", statuses
@@ -261,7 +251,7 @@ async def test_a_model_reply_with_a_nul_is_stored_not_retried(
         run_to_end(temporal_env, settings, start_input(run_id, prompt, tools=[])), 60
     )
     assert result.status == "DONE" and result.final_text == "a\ufffdb"
-    assert [(c.attempt, c.status) for c in await repo.run_llm_calls(run_id)] == [(1, "ok")]
+    assert [(c.attempt, c.status) for c in await run_llm_calls(repo, run_id)] == [(1, "ok")]
     assert len(model_server.requests_for(prompt)) == 1
 
 
@@ -436,7 +426,7 @@ async def test_a_first_token_slower_than_the_stall_timeout_is_not_a_stall(
         start_input(run_id, prompt, tools=[], model_heartbeat_timeout_s=3),
     )
     assert result.status == "DONE" and result.final_text == "Considered answer."
-    llm = await repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(repo, run_id)
     assert [(c.attempt, c.status) for c in llm] == [(1, "ok")]
     assert (llm[0].time_to_first_token_ms or 0) >= 5_000
     assert len(model_server.requests_for(prompt)) == 1
@@ -465,7 +455,7 @@ async def test_a_stall_after_the_first_token_is_still_caught(
         60,
     )
     assert result.status == "DONE" and result.final_text == "Recovered."
-    llm = await repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(repo, run_id)
     assert [(c.attempt, c.status) for c in llm] == [(1, "error"), (2, "ok")]
     assert "stall" in (llm[0].error or "")
 
@@ -476,7 +466,7 @@ async def test_a_stall_after_the_first_token_is_still_caught(
 async def _open(repo: Repository, run_id: str, session_id: str | None = None) -> str:
     session_id = session_id or f"s-{uuid.uuid4()}"
     await repo.open_run(
-        run_id=run_id, session_id=session_id, model="m", config={}, prompt="question"
+        run_id=run_id, session_id=session_id, model="m", config=AgentConfig(), prompt="question"
     )
     return session_id
 
@@ -514,7 +504,7 @@ async def test_a_late_success_of_a_lost_attempt_is_the_one_ok_row(
         call_values=ok_values(),
     )
     assert not inserted2 and message2.id == message.id and call2.attempt == 1
-    llm = await repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(repo, run_id)
     assert [(c.attempt, c.status) for c in llm] == [(1, "ok")]
     run = await repo.get_run(run_id)
     assert run.llm_call_count == 1 and run.completion_tokens == 5
@@ -523,13 +513,9 @@ async def test_a_late_success_of_a_lost_attempt_is_the_one_ok_row(
 # -- item 17: colliding tool-call ids; a bounded read of a long session --------------------------
 
 
-def _calls(ids: list[str]) -> list[dict[str, Any]]:
+def _calls(ids: list[str]) -> list[ToolCallRequest]:
     return [
-        {
-            "id": call_id,
-            "type": "function",
-            "function": {"name": "calculator", "arguments": f'{{"expression": "{n}+1"}}'},
-        }
+        ToolCallRequest(id=call_id, name="calculator", arguments=f'{{"expression": "{n}+1"}}')
         for n, call_id in enumerate(ids)
     ]
 
@@ -559,7 +545,7 @@ async def test_replacement_tool_call_ids_never_collide(
     sent = [c["id"] for c in message.tool_calls or []]
     assert len(sent) == len(ids) and len(set(sent)) == len(ids), sent
     assert all(sent), sent
-    rows = await repo.run_tool_calls(run_id)
+    rows = await run_tool_calls(repo, run_id)
     assert sorted(r.tool_call_id for r in rows) == sorted(sent)
     events = await repo.read_events(run_id, 0, limit=1000)
     assert sorted(e.data["tool_call_id"] for e in events if e.type == "tool.call") == sorted(sent)
@@ -593,7 +579,7 @@ async def test_colliding_tool_call_ids_from_the_model_each_get_a_result(
         temporal_env, settings, start_input(run_id, prompt, approval="skip_all")
     )
     assert result.status == "DONE" and result.usage.tool_calls == 4
-    rows = await repo.run_tool_calls(run_id)
+    rows = await run_tool_calls(repo, run_id)
     assert len(rows) == 4 and len({r.tool_call_id for r in rows}) == 4
     assert sorted(r.result or "" for r in rows) == ["1", "2", "3", "4"]
     events = await repo.read_events(run_id, 0, limit=10_000)
@@ -602,7 +588,7 @@ async def test_colliding_tool_call_ids_from_the_model_each_get_a_result(
     second = model_server.requests_for(prompt)[1].body["messages"]
     answered = [m["tool_call_id"] for m in second if m["role"] == "tool"]
     assert sorted(answered) == sorted(r.tool_call_id for r in rows)
-    assert await repo.count(ToolCall, run_id=run_id) == 4
+    assert await count(repo, ToolCall, run_id=run_id) == 4
 
 
 async def _long_session(repo: Repository, runs: int) -> tuple[str, str]:

@@ -34,6 +34,7 @@ from agentrun.settings import Settings
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import decide
 from tests.conftest import WorkerProcess, bash_call, next_event, start_input
+from tests.store_helpers import count, model_turn, run_tool_calls
 from worker import build_worker
 from workflows.agent import AgentRunWorkflow
 
@@ -49,7 +50,7 @@ async def open_run(repo: Repository, run_id: str, config: AgentConfig) -> str:
         run_id=run_id,
         session_id=session_id,
         model="offline-scripted",
-        config=config.model_dump(mode="json"),
+        config=config,
         prompt="hello",
     )
     return session_id
@@ -66,8 +67,8 @@ async def execute(
 ) -> Any:
     """The execute_tool activity as an old or wrong workflow would call it."""
     text = json.dumps(arguments)
-    await repo.record_tool_call(
-        run_id=run_id, turn=1, tool_call_id=call_id, name=name, arguments=text
+    await model_turn(
+        repo, run_id, session_id, ToolCallRequest(id=call_id, name=name, arguments=text)
     )
     inp = ExecuteToolInput(
         run_id=run_id,
@@ -231,7 +232,7 @@ async def test_secrets_never_reach_the_store_or_the_model(
         await decide(temporal_env.client, run_id, "call_env", "approve", decided_by="t")
         result = await asyncio.wait_for(handle.result(), 60)
     assert result.status == "DONE"
-    calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
+    calls = {c.tool_call_id: c for c in await run_tool_calls(repo, run_id)}
     assert "[redacted:OPENAI_API_KEY]" in (calls["call_leak"].result or "")
     assert "[redacted:AGENTRUN_DATABASE_URL]" in (calls["call_leak"].result or "")
     assert "HOME=" in (calls["call_env"].result or "")
@@ -252,7 +253,7 @@ async def test_secrets_never_reach_the_store_or_the_model(
     stored += [json.dumps(r.body) for r in model_server.requests_for(prompt)]
     for seen in stored:
         assert API_KEY not in seen and DB_PASSWORD not in seen, seen[:500]
-    assert await repo.count(ToolCall, run_id=run_id) == 2
+    assert await count(repo, ToolCall, run_id=run_id) == 2
 
 
 # -- item 3: a config cannot loosen policy -----------------------------------------------------
@@ -442,7 +443,7 @@ async def test_nul_output_is_stored_once_with_a_note(
     result = await asyncio.wait_for(handle.result(), 45)
     assert result.status == "DONE"
     assert (tmp_path / "count.log").read_text() == "ran\n"
-    calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
+    calls = {c.tool_call_id: c for c in await run_tool_calls(repo, run_id)}
     assert calls["call_nul"].result == ("exit code 0\na\ufffdb\n[1 NUL byte replaced with \ufffd]")
     assert calls["call_nul"].attempts == 1
     assert "binary\ufffdtail" in (calls["call_bin"].result or "")
@@ -453,8 +454,8 @@ async def test_data_errors_are_final_and_carry_no_values(repo: Repository, run_i
     from activities.errors import as_non_retryable
 
     session_id = await open_run(repo, run_id, AgentConfig(tools=["calculator"]))
-    await repo.record_tool_call(
-        run_id=run_id, turn=1, tool_call_id="c", name="calculator", arguments="{}"
+    await model_turn(
+        repo, run_id, session_id, ToolCallRequest(id="c", name="calculator", arguments="{}")
     )
     with pytest.raises(sqlalchemy.exc.SQLAlchemyError) as info:
         await repo.record_tool_result(

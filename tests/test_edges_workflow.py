@@ -37,6 +37,7 @@ import starter.api as api
 from activities.runs import RunActivities
 from activities.tools import default_registry
 from agentrun.contracts import (
+    AgentConfig,
     CancelAnswer,
     CancelRequest,
     ClientTool,
@@ -49,6 +50,7 @@ from agentrun.db.repository import Repository
 from agentrun.settings import Settings
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import bash_call, next_event, process_running, processes_in, start_input
+from tests.store_helpers import count, run_tool_calls
 from workflows import ALL_WORKFLOWS
 from workflows.agent import AgentRunWorkflow, arguments_sha256
 
@@ -194,7 +196,7 @@ async def test_a_closed_run_id_started_again_is_refused_and_changes_nothing(
     model_server.script(f"other {other}", [Reply(text="The other run.")])
     took = await start(temporal_env, settings, other, f"other {other}", session, tools=[])
     assert (await took.result()).status == "DONE"
-    messages = await repo.count(Message, session_id=session)
+    messages = await count(repo, Message, session_id=session)
 
     # An old client: the same id again with a permissive reuse policy. Approve whatever the new
     # execution asks, as whoever restarted it would.
@@ -225,7 +227,7 @@ async def test_a_closed_run_id_started_again_is_refused_and_changes_nothing(
     assert not marker.exists(), "the cancelled call ran"
     run = await repo.get_run(run_id)
     assert run.status == "CANCELED"
-    assert await repo.count(Message, session_id=session) == messages
+    assert await count(repo, Message, session_id=session) == messages
     assert (await repo.get_tool_call(run_id, "call_bash")).decision is None
 
     # Through the API again: still refused, with the run's recorded status.
@@ -245,7 +247,7 @@ async def test_a_run_opened_by_another_execution_is_refused(
         run_id=run_id,
         session_id=f"s-{uuid.uuid4()}",
         model="m",
-        config={},
+        config=AgentConfig(),
         prompt="opened elsewhere",
         workflow_run_id="an-earlier-execution",
     )
@@ -450,7 +452,7 @@ async def test_a_failing_call_cancels_and_records_its_running_sibling(
         await asyncio.wait_for(handle.result(), 25)
     assert "timed out" in str(info.value.cause)
     assert (await repo.get_run(run_id)).status == "FAILED"
-    calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
+    calls = {c.tool_call_id: c for c in await run_tool_calls(repo, run_id)}
     assert calls["call_slow"].decision == "approve"
     for call in calls.values():
         assert (call.status, call.is_error) == ("error", True), (call.tool_call_id, call.status)
@@ -519,7 +521,7 @@ async def test_early_approvals_must_carry_the_arguments_hash_and_are_bounded(
     for call_id in ("call_a", "call_b"):
         await api.decide(temporal_env.client, run_id, call_id, "approve", decided_by="alice")
     assert (await asyncio.wait_for(handle.result(), 60)).status == "DONE"
-    calls = {x.tool_call_id: x for x in await repo.run_tool_calls(run_id)}
+    calls = {x.tool_call_id: x for x in await run_tool_calls(repo, run_id)}
     assert {k: v.decided_by for k, v in calls.items()} == {
         "call_a": "alice",
         "call_b": "alice",

@@ -31,6 +31,7 @@ from agentrun.stack import temporal_cli_path
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import cancel_run, decide, run_status, submit_tool_result
 from tests.conftest import bash_call, next_event, process_running, processes_in, start_input
+from tests.store_helpers import count, run_tool_calls
 from workflows.agent import AgentRunWorkflow, arguments_sha256
 
 SETTLE_TIMES: dict[str, float] = {}
@@ -264,7 +265,7 @@ async def test_signal_decisions_early_duplicate_and_invalid(
     await handle.signal("tool_decision", {**good, "decision": "approve"})  # duplicate: ignored
     result = await handle.result()
     assert result.status == "DONE"
-    calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
+    calls = {c.tool_call_id: c for c in await run_tool_calls(repo, run_id)}
     assert (calls["call_one"].decision, calls["call_one"].decided_by) == ("approve", "early")
     assert calls["call_one"].result == "exit code 0\none\n"
     assert (calls["call_two"].decision, calls["call_two"].decided_by) == ("reject", "sig")
@@ -424,7 +425,7 @@ async def test_cancel_while_streaming_keeps_the_partial_text(
     events = await _assert_canceled(repo, run_id)
     partial = "".join(e.data["text"] for e in events if e.type == "message.delta")
     assert partial and "once upon a time" in partial
-    assert await repo.count(Message, run_id=run_id, role="assistant") == 0
+    assert await count(repo, Message, run_id=run_id, role="assistant") == 0
     # The stream really stopped: no more deltas after the run ended.
     await asyncio.sleep(1.0)
     assert len(await repo.read_events(run_id, 0, limit=100_000)) == len(events)
@@ -577,10 +578,10 @@ async def test_the_temporal_cli_signals_and_updates_a_waiting_run(
     assert update.returncode == 0, update.stderr
     assert '"decision": "reject"' in update.stdout or "reject" in update.stdout
     assert (await handle.result()).final_text == "CLI decided."
-    calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
+    calls = {c.tool_call_id: c for c in await run_tool_calls(repo, run_id)}
     assert calls["call_a"].decision == "approve" and calls["call_a"].result == "exit code 0\na\n"
     assert calls["call_b"].decision == "reject"
-    assert await repo.count(ToolCall, run_id=run_id) == 2
+    assert await count(repo, ToolCall, run_id=run_id) == 2
 
 
 def test_zz_report_cancel_settle_times() -> None:

@@ -1,1 +1,2 @@
-"""The Postgres store: typed ORM models, Alembic migrations and the repository."""
+"""The Postgres schema: typed ORM models and Alembic migrations. Reads and writes live in
+agentrun.store (agentrun.db.repository re-exports it for older imports)."""

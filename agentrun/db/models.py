@@ -1,12 +1,11 @@
 """SQLAlchemy 2 typed models for the agentrun store.
 
 Every row that a retried activity may write again carries a unique idempotency key, so the
-repository can make the second write a no-op with INSERT ... ON CONFLICT DO NOTHING.
+store (agentrun.store) can make the second write a no-op with INSERT ... ON CONFLICT DO NOTHING.
 """
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +25,29 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# The statuses are the protocol's (the strings in the database are their values); re-exported
+# here for the code that imports them with the models.
+from agentrun.protocol.statuses import (
+    TERMINAL_RUN_STATUSES,
+    LlmCallStatus,
+    RunStatus,
+    ToolCallStatus,
+)
+
+__all__ = [
+    "TERMINAL_RUN_STATUSES",
+    "Base",
+    "LlmCall",
+    "LlmCallStatus",
+    "Message",
+    "Run",
+    "RunEvent",
+    "RunStatus",
+    "Session",
+    "ToolCall",
+    "ToolCallStatus",
+]
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -38,53 +60,6 @@ NAMING_CONVENTION = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
-
-
-class RunStatus(enum.StrEnum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    WAITING_APPROVAL = "WAITING_APPROVAL"
-    DONE = "DONE"
-    FAILED = "FAILED"
-    CANCELED = "CANCELED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_RUN_STATUSES
-
-    @property
-    def rank(self) -> int:
-        # RUNNING and WAITING_APPROVAL share a rank: a run goes back and forth between them.
-        return {"QUEUED": 0, "RUNNING": 1, "WAITING_APPROVAL": 1}.get(self.value, 2)
-
-
-TERMINAL_RUN_STATUSES = frozenset({RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELED})
-
-
-class ToolCallStatus(enum.StrEnum):
-    PENDING = "pending"
-    PENDING_APPROVAL = "pending_approval"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    ERROR = "error"
-
-    @property
-    def rank(self) -> int:
-        # approved and rejected are decisions, not ends: a result (or an error result saying
-        # the call was rejected) still follows and finishes the call.
-        return {
-            "pending": 0,
-            "pending_approval": 1,
-            "approved": 2,
-            "rejected": 2,
-            "running": 3,
-        }.get(self.value, 4)
-
-    @property
-    def terminal(self) -> bool:
-        return self.rank == 4
 
 
 def _now() -> Any:
@@ -182,7 +157,7 @@ class LlmCall(Base):
     turn: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
     model: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # an LlmCallStatus
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)

@@ -92,6 +92,11 @@ class WaitKind(enum.StrEnum):
 
 
 class LlmCallStatus(enum.StrEnum):
+    """An llm_calls row: how one model attempt ended."""
+
     OK = "ok"
     ERROR = "error"
+    # The attempt left no record (its worker died, or it timed out); a later one wrote this.
     LOST = "lost"
+    # The database failed before the model was called: spends none of the turn's model budget.
+    DB_ERROR = "db_error"

@@ -22,6 +22,7 @@ from agentrun.settings import Settings, load_settings
 from agentrun.stack import EmbeddedPostgres, ensure_database, free_port
 from agentrun.testing.offline_model import Fault, OfflineModelServer
 from tests.conftest import WorkerProcess, start_input
+from tests.store_helpers import run_llm_calls, run_tool_calls
 from workflows.agent import AgentRunWorkflow
 
 RUNS = 20
@@ -131,14 +132,14 @@ async def _assert_exact_records(repo: Repository, run_id: str) -> None:
     roles = Counter(m.role for m in messages)
     assert roles == {"user": 1, "assistant": 2, "tool": 2}, (run_id, roles)
     assert len({m.idempotency_key for m in messages}) == len(messages)
-    calls = await repo.run_tool_calls(run_id)
+    calls = await run_tool_calls(repo, run_id)
     assert sorted(c.name for c in calls) == ["calculator", "current_time"], run_id
     assert all(c.status == "succeeded" and c.result for c in calls), [
         (run_id, c.status, c.result) for c in calls
     ]
     tool_msg_ids = sorted(m.tool_call_id or "" for m in messages if m.role == "tool")
     assert tool_msg_ids == sorted(c.tool_call_id for c in calls)
-    llm = await repo.run_llm_calls(run_id)
+    llm = await run_llm_calls(repo, run_id)
     by_turn: dict[int, list[int]] = {}
     for c in llm:
         by_turn.setdefault(c.turn, []).append(c.attempt)

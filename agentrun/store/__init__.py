@@ -1,0 +1,42 @@
+"""The Postgres store, split by concern; `Repository` is its facade.
+
+engine.py       the engine and its sessions, `insert_once` (INSERT ... ON CONFLICT DO
+                NOTHING returning the row), idempotency keys, NotFoundError
+events.py       the event log: gapless per-run seqs under the run row's lock, the
+                one-statement stream append, read, follow (LISTEN/NOTIFY, polling fallback)
+runs.py         sessions and runs: open_run, forward-only statuses, the session-busy rule
+turns.py        messages and llm_calls: record_model_turn, lost attempts, context reads
+tool_calls.py   tool call rows: waits, decisions, attempts, results
+repository.py   `Repository`: one transaction per call over the functions above
+"""
+
+from __future__ import annotations
+
+from agentrun.protocol.names import NOTIFY_CHANNEL
+from agentrun.store.engine import NotFoundError, idempotency_key, sha256_text
+from agentrun.store.events import EventIn, event_key
+from agentrun.store.repository import Repository
+from agentrun.store.runs import RunEndedError, RunOwnedError, SessionBusyError
+from agentrun.store.turns import (
+    MODEL_ATTEMPT_STATUSES,
+    LlmCallValues,
+    estimate_tokens,
+    unique_call_ids,
+)
+
+__all__ = [
+    "MODEL_ATTEMPT_STATUSES",
+    "NOTIFY_CHANNEL",
+    "EventIn",
+    "LlmCallValues",
+    "NotFoundError",
+    "Repository",
+    "RunEndedError",
+    "RunOwnedError",
+    "SessionBusyError",
+    "estimate_tokens",
+    "event_key",
+    "idempotency_key",
+    "sha256_text",
+    "unique_call_ids",
+]

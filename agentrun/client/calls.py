@@ -134,15 +134,11 @@ async def _check_not_ended(repo: Repository, run_id: str) -> None:
 
 
 async def _check_session(repo: Repository, session_id: str, run_id: str) -> None:
-    from agentrun.db.models import Session
-
-    async with repo.session() as db:
-        session = await db.get(Session, session_id)
-    if session is None or not session.active_run_id or session.active_run_id == run_id:
-        return
-    holder = await repo.find_run(session.active_run_id)
-    if holder is not None and not RunStatus(holder.status).terminal:
-        raise SessionBusy(session_id, holder.id)
+    # A read-only early refusal by the store's one session rule; the run's open applies the
+    # same rule under the session's lock.
+    holder = await repo.session_holder(session_id)
+    if holder is not None and holder != run_id:
+        raise SessionBusy(session_id, holder)
 
 
 async def _ended_status(client: Client, repo: Repository | None, run_id: str) -> str:

@@ -30,6 +30,7 @@ from activities.tools import BashArgs, Tool, ToolContext, ToolRegistry, bash, bu
 from agentrun.contracts import AgentConfig, ExecuteToolInput, ToolCallRequest
 from agentrun.db.models import Message, RunEvent, ToolCall
 from agentrun.db.repository import Repository
+from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import decide
@@ -227,7 +228,7 @@ async def test_secrets_never_reach_the_store_or_the_model(
             id=run_id,
             task_queue=settings.task_queue,
         )
-        await next_event(repo, run_id, "tool.approval_requested")
+        await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
         await decide(temporal_env.client, run_id, "call_env", "approve", decided_by="t")
         result = await asyncio.wait_for(handle.result(), 60)
     assert result.status == "DONE"
@@ -437,7 +438,7 @@ async def test_nul_output_is_stored_once_with_a_note(
         id=run_id,
         task_queue=settings.task_queue,
     )
-    await next_event(repo, run_id, "tool.approval_requested")
+    await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     await decide(temporal_env.client, run_id, "call_nul", "approve", decided_by="t")
     result = await asyncio.wait_for(handle.result(), 45)
     assert result.status == "DONE"

@@ -69,7 +69,13 @@ class CancelRequest(Strict):
 
 
 class CancelAnswer(BaseModel):
-    status: RunStatus
+    """What the update cancel answers."""
+
+    status: RunStatus | str = Field(
+        union_mode="left_to_right",
+        description="The run's status; for a run whose workflow is gone, its Temporal "
+        "execution status (COMPLETED, TERMINATED, ...).",
+    )
     message: str
 
 

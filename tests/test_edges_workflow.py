@@ -433,7 +433,9 @@ async def test_a_failing_call_cancels_and_records_its_running_sibling(
     run_id: str,
     tmp_path: Path,
 ) -> None:
-    slow = {"command": "echo $$ > pid; sleep 30; echo finished"}
+    # Found by its command line, not its pid: in the sandbox's PID namespace $$ is 1.
+    marker = f"30.{uuid.uuid4().int % 10**9:09d}"
+    slow = {"command": f"echo started > started; sleep {marker}; echo finished"}
     prompt = f"siblings {run_id}"
     model_server.script(
         prompt,
@@ -476,17 +478,22 @@ async def test_a_failing_call_cancels_and_records_its_running_sibling(
     for call in calls.values():
         assert (call.status, call.is_error) == ("error", True), (call.tool_call_id, call.status)
         assert (call.result or "").startswith("cancelled: the run failed"), call.result
-    pid_file = tmp_path / "pid"
-    if pid_file.exists() and pid_file.read_text().strip():
-        pid = int(pid_file.read_text())
-        await until(lambda: _gone(pid), 15)
+    if (tmp_path / "started").exists():
+        await until(lambda: _gone(marker), 15)
     events = await repo.read_events(run_id, 0, limit=10_000)
     assert events[-1].type == EventType.RUN_STATUS and events[-1].data["status"] == "FAILED"
     await assert_replays(handle)
 
 
-async def _gone(pid: int) -> bool:
-    return not Path(f"/proc/{pid}").exists()
+async def _gone(marker: str) -> bool:
+    """No process on this machine has `marker` on its command line."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes():
+                return False
+        except OSError:
+            continue  # the process ended meanwhile
+    return True
 
 
 # -- item 17: early decisions and client results -----------------------------------------------

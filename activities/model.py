@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import openai
-import psycopg
 import sqlalchemy.exc
 from openai import AsyncOpenAI
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.context import load_context
+from activities.heartbeats import Beat, beating, db_only_attempts, heartbeat
+from activities.model_errors import (
+    MAX_RETRY_AFTER_S,
+    DatabaseUnavailableError,
+    classify,
+    db_error_text,
+    is_transient_db_error,
+)
+from activities.streaming import DeltaWriter, StreamedTurn, read_stream
 from activities.tools import ToolRegistry
 from agentrun.contracts import (
     AgentConfig,
@@ -35,150 +39,17 @@ from agentrun.contracts import (
     ToolCallRequest,
     Usage,
     preview,
-    storable_text,
 )
 from agentrun.protocol.events import ErrorData, EventType, MessageDeltaData, StreamResetData
+from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import LlmCallStatus
 from agentrun.settings import Settings
 from agentrun.store import LlmCallValues, Repository, event_key
 
-NON_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 422})
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
-MAX_RETRY_AFTER_S = 600.0
-# A background task heartbeats this often for the whole attempt, so a cancel (which rides on
-# a heartbeat's answer) reaches the attempt within about a second, even before the first token.
-HEARTBEAT_EVERY_S = 1.0
 CONFIG_CACHE_RUNS = 1024
 T = TypeVar("T")
-
-
-class IncompleteStreamError(Exception):
-    """The stream ended without a finish reason: a truncated response."""
-
-
-class StallError(Exception):
-    """No chunk within the first-token timeout, or between two chunks within the stall one."""
-
-
-class DatabaseUnavailableError(Exception):
-    """The database stayed unreachable for the worker's whole AGENTRUN_DB_RETRY_S."""
-
-
-def is_transient_db_error(exc: BaseException) -> bool:
-    """A lost or refused connection, a server shutting down: worth waiting out. Data errors
-    (a value the database refuses) and programming errors are not."""
-    if isinstance(exc, sqlalchemy.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        exc = exc.orig if exc.orig is not None else exc
-        if isinstance(exc, sqlalchemy.exc.DBAPIError):
-            return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
-    return isinstance(
-        exc,
-        psycopg.OperationalError
-        | psycopg.InterfaceError
-        | sqlalchemy.exc.TimeoutError
-        | ConnectionError,
-    )
-
-
-def _db_error_text(exc: BaseException) -> str:
-    # The driver's own message, first line only: SQLAlchemy's text carries the statement and
-    # its bound parameters (conversation text), which must not reach Temporal or the logs.
-    orig = getattr(exc, "orig", None) or exc
-    first = (str(orig).strip().splitlines() or [""])[0]
-    return f"{type(orig).__name__}: {first[:300]}"
-
-
-def retry_after_seconds(headers: Any) -> float | None:
-    """Retry-After in seconds, from retry-after-ms or Retry-After (seconds or an HTTP date)."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(ms) / 1000)
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
-
-
-def _provider_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-    return exc.message
-
-
-def _is_context_length(exc: openai.APIStatusError) -> bool:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    err = body.get("error", body) if isinstance(body, dict) else {}
-    code = err.get("code") if isinstance(err, dict) else None
-    text = _provider_message(exc).lower()
-    return code == "context_length_exceeded" or "context length" in text or "context_length" in text
-
-
-class DeltaWriter:
-    """Coalesces streamed text into message.delta events.
-
-    The first delta after a quiet spell is written at once; after that at most one commit per
-    flush interval, from a background task so the stream is never held up by the database.
-    """
-
-    def __init__(self, write: Callable[[str], Awaitable[None]], interval_s: float) -> None:
-        self._write = write
-        self._interval = interval_s
-        self._buffer: list[str] = []
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._closed = asyncio.Event()
-        self._last_flush = float("-inf")
-        self._task: asyncio.Task[None] | None = None
-        self.commits = 0
-
-    def add(self, text: str) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-        elif self._task.done():
-            self._task.result()  # a failed write surfaces here and fails the attempt
-        self._buffer.append(text)
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._closing:
-                delay = self._last_flush + self._interval - time.monotonic()
-                if delay > 0:
-                    # Sleep out the interval, but wake early when the stream ends.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._closed.wait(), delay)
-            if self._buffer:
-                text = "".join(self._buffer)
-                self._buffer.clear()
-                self._last_flush = time.monotonic()
-                await self._write(text)
-                self.commits += 1
-            if self._closing and not self._buffer:
-                return
-
-    async def close(self) -> None:
-        """Write what is buffered and stop."""
-        self._closing = True
-        self._closed.set()
-        self._wake.set()
-        if self._task is not None:
-            await self._task
+# Kept importable from here: older callers and tests name them through this module.
+_db_error_text = db_error_text
 
 
 class ModelActivities:
@@ -222,16 +93,16 @@ class ModelActivities:
                     deadline = now + self.settings.db_retry_s
                     activity.logger.warning(
                         "database unavailable (%s) while trying to %s; retrying for up to %gs",
-                        _db_error_text(exc),
+                        db_error_text(exc),
                         what,
                         self.settings.db_retry_s,
                     )
                 if now >= deadline:
                     raise DatabaseUnavailableError(
                         f"the database was unavailable for {self.settings.db_retry_s:g}s while "
-                        f"trying to {what}: {_db_error_text(exc)}"
+                        f"trying to {what}: {db_error_text(exc)}"
                     ) from None
-                _heartbeat()
+                heartbeat()
                 await asyncio.sleep(min(delay, max(0.0, deadline - now)))
                 delay = min(delay * 2, 5.0)
 
@@ -252,15 +123,14 @@ class ModelActivities:
             self._configs.popitem(last=False)
         return config
 
-    @activity.defn(name="agentrun.model_turn")
+    @activity.defn(name=Activity.MODEL_TURN)
     async def model_turn(self, inp: ModelTurnInput) -> ModelTurnResult:
         # Heartbeat details carry, from attempt to attempt, the attempts that failed on the
         # database before they called the model: the database cannot record them itself.
-        beat = _Beat(db_only=_db_only_attempts(activity.info().heartbeat_details))
-        token = _BEAT.set(beat)
-        beater = asyncio.create_task(_heartbeat_forever())
+        beat = Beat(db_only=db_only_attempts(activity.info().heartbeat_details))
         try:
-            return await self._model_turn(inp, beat)
+            async with beating(beat):
+                return await self._model_turn(inp, beat)
         except DatabaseUnavailableError as exc:
             if not beat.model_called:
                 beat.db_only.append(activity.info().attempt)
@@ -272,17 +142,12 @@ class ModelActivities:
             # the database refuses, which no retry changes. The driver's message only: the
             # statement's parameters (conversation text) stay out of Temporal and the logs.
             raise ApplicationError(
-                f"the database refused a write of model turn {inp.turn}: {_db_error_text(exc)}",
+                f"the database refused a write of model turn {inp.turn}: {db_error_text(exc)}",
                 type="DatabaseRefused",
                 non_retryable=True,
             ) from None
-        finally:
-            beater.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beater
-            _BEAT.reset(token)
 
-    async def _model_turn(self, inp: ModelTurnInput, beat: _Beat) -> ModelTurnResult:
+    async def _model_turn(self, inp: ModelTurnInput, beat: Beat) -> ModelTurnResult:
         info = activity.info()
         attempt = info.attempt
         recorded = await self._db(
@@ -371,84 +236,17 @@ class ModelActivities:
             )
 
         writer = DeltaWriter(write_delta, config.flush_interval_ms / 1000)
-        started = time.monotonic()
-        first_token: float | None = None
-        text_parts: list[str] = []
-        calls: dict[int, dict[str, Any]] = {}
-        finish_reason: str | None = None
-        response_id: str | None = None
-        usage: Any = None
-        kwargs: dict[str, Any] = {}
-        if tools:
-            kwargs["tools"] = tools
-        if config.temperature is not None:
-            kwargs["temperature"] = config.temperature
-        if config.max_output_tokens is not None:
-            kwargs["max_tokens"] = config.max_output_tokens
-        stall = config.model_heartbeat_timeout_s
-        first_wait = config.first_token_timeout_s
+        turn = StreamedTurn()
         stream: Any = None
         try:
-            # The SDK's overloads cannot see through **kwargs; the call is the documented one.
-            create: Any = self.client().chat.completions.create
-            # Waits are timed here, not by the HTTP client: until the first chunk the
-            # first-token timeout applies (a reasoning model may think for minutes while the
-            # connection is alive), after it the stall timeout between chunks. The HTTP read
-            # timeout is only a backstop behind both.
-            stream = await asyncio.wait_for(
-                create(
-                    model=inp.model,
-                    messages=messages,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    timeout=openai.Timeout(
-                        config.model_timeout_s, read=max(first_wait, stall) + 5, connect=10
-                    ),
-                    **kwargs,
-                ),
-                first_wait,
+            stream = await self._open_stream(inp, config, messages, tools)
+            await read_stream(
+                stream,
+                turn,
+                writer,
+                first_wait=config.first_token_timeout_s,
+                stall=config.model_heartbeat_timeout_s,
             )
-            chunks = stream.__aiter__()
-            got_chunk = False
-            while True:
-                wait = stall if got_chunk else first_wait - (time.monotonic() - started)
-                try:
-                    chunk = await asyncio.wait_for(chunks.__anext__(), max(wait, 0.001))
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise StallError(
-                        f"model stream stalled: no chunk for {stall:g}s"
-                        if got_chunk
-                        else f"the model sent no first token within {first_wait:g}s"
-                    ) from None
-                got_chunk = True
-                response_id = response_id or chunk.id
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    if delta is not None and delta.content:
-                        if first_token is None:
-                            first_token = time.monotonic()
-                        content = storable_text(delta.content)
-                        text_parts.append(content)
-                        writer.add(content)
-                    for tc in (delta.tool_calls if delta is not None else None) or []:
-                        if first_token is None:
-                            first_token = time.monotonic()
-                        slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": []})
-                        if tc.id:
-                            slot["id"] = tc.id
-                        if tc.function is not None:
-                            if tc.function.name:
-                                slot["name"] = tc.function.name
-                            if tc.function.arguments:
-                                slot["arguments"].append(tc.function.arguments)
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-            if finish_reason is None:
-                raise IncompleteStreamError("the stream ended before a finish reason was sent")
             await writer.close()
         except asyncio.CancelledError:
             # Cancelled (the run was cancelled, or the worker is shutting down): keep what
@@ -464,36 +262,62 @@ class ModelActivities:
             # Whatever streamed before the failure stays in the event log.
             with contextlib.suppress(Exception):
                 await writer.close()
-            raise await self._failed(
-                inp, attempt, spent + 1, config, started, first_token, exc
-            ) from exc
+            raise await self._failed(inp, attempt, spent + 1, config, turn, exc) from exc
         finally:
             if stream is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(stream.close())
+        return await self._record_turn(inp, attempt, turn, bool(tools), writer.commits)
 
-        latency_ms = int((time.monotonic() - started) * 1000)
-        # What the model sent is kept as sent, except what PostgreSQL cannot store (a NUL, a
-        # lone surrogate): a write it refuses would fail the turn on every attempt.
-        tool_calls = [
-            ToolCallRequest(
-                id=storable_text(c["id"]),
-                name=storable_text(c["name"]),
-                arguments=storable_text("".join(c["arguments"])),
-            )
-            for _, c in sorted(calls.items())
-        ]
-        if not tools:
-            # Tools were off for this turn; a call the model makes anyway cannot be answered.
-            tool_calls = []
-        text = "".join(text_parts)
+    async def _open_stream(
+        self,
+        inp: ModelTurnInput,
+        config: AgentConfig,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+    ) -> Any:
+        kwargs: dict[str, Any] = {}
+        if tools:
+            kwargs["tools"] = tools
+        if config.temperature is not None:
+            kwargs["temperature"] = config.temperature
+        if config.max_output_tokens is not None:
+            kwargs["max_tokens"] = config.max_output_tokens
+        first_wait = config.first_token_timeout_s
+        # The SDK's overloads cannot see through **kwargs; the call is the documented one.
+        create: Any = self.client().chat.completions.create
+        # Waits are timed by read_stream, not by the HTTP client (see there); the HTTP read
+        # timeout is only a backstop behind both.
+        return await asyncio.wait_for(
+            create(
+                model=inp.model,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                timeout=openai.Timeout(
+                    config.model_timeout_s,
+                    read=max(first_wait, config.model_heartbeat_timeout_s) + 5,
+                    connect=10,
+                ),
+                **kwargs,
+            ),
+            first_wait,
+        )
+
+    async def _record_turn(
+        self, inp: ModelTurnInput, attempt: int, turn: StreamedTurn, tools_on: bool, commits: int
+    ) -> ModelTurnResult:
+        latency_ms = turn.ms_since_start(time.monotonic())
+        # Tools were off for this turn: a call the model makes anyway cannot be answered.
+        tool_calls = turn.tool_calls() if tools_on else []
+        text = turn.text
         call_values = LlmCallValues(
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
+            prompt_tokens=getattr(turn.usage, "prompt_tokens", None),
+            completion_tokens=getattr(turn.usage, "completion_tokens", None),
             latency_ms=latency_ms,
-            time_to_first_token_ms=int((first_token - started) * 1000) if first_token else None,
-            response_id=response_id,
-            finish_reason=finish_reason,
+            time_to_first_token_ms=turn.ms_since_start(turn.first_token),
+            response_id=turn.response_id,
+            finish_reason=turn.finish_reason,
             http_status=200,
         )
         message, call, _ = await self._db(
@@ -514,7 +338,7 @@ class ModelActivities:
             inp.turn,
             len(text),
             len(tool_calls),
-            writer.commits,
+            commits,
         )
         return _result(inp.turn, message.content or "", message.tool_calls or [], call, False)
 
@@ -524,44 +348,16 @@ class ModelActivities:
         attempt: int,
         model_attempt: int,
         config: AgentConfig,
-        started: float,
-        first_token: float | None,
+        turn: StreamedTurn,
         exc: Exception,
     ) -> ApplicationError:
         """Record the failed attempt and classify it: retry (after Retry-After) or not."""
-        status: int | None = None
-        retryable = True
-        delay: float | None = None
-        if isinstance(exc, StallError):
-            message = str(exc)
-            error_type = "ModelTimeout"
-        elif isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            message = f"model endpoint answered HTTP {status}: {_provider_message(exc)}"
-            if status in NON_RETRYABLE_STATUSES or _is_context_length(exc):
-                retryable = False
-            elif status in RETRYABLE_STATUSES or status >= 500:
-                delay = retry_after_seconds(exc.response.headers)
-            else:
-                retryable = False
-            error_type = f"ModelHTTP{status}"
-        elif isinstance(exc, openai.APITimeoutError):
-            message = f"model stream stalled or timed out: {exc}"
-            error_type = "ModelTimeout"
-        elif isinstance(exc, openai.APIConnectionError):
-            message = f"connection to the model endpoint failed: {exc.__cause__ or exc}"
-            error_type = "ModelConnection"
-        elif isinstance(exc, IncompleteStreamError | json.JSONDecodeError | openai.APIError):
-            message = f"the model stream was incomplete or malformed: {exc}"
-            error_type = "ModelStream"
-        else:
-            message = f"model call failed: {type(exc).__name__}: {exc}"
-            error_type = "ModelError"
+        failure = classify(exc)
+        message, retryable, delay = failure.message, failure.retryable, failure.retry_after_s
         if retryable and model_attempt >= config.model_max_attempts:
             retryable = False
             message += f" (attempt {model_attempt} of {config.model_max_attempts}: giving up)"
-        latency_ms = int((time.monotonic() - started) * 1000)
-        ttft_ms = int((first_token - started) * 1000) if first_token else None
+        latency_ms = turn.ms_since_start(time.monotonic())
         await self._db(
             "record the failed attempt",
             lambda: self.repo.record_llm_call(
@@ -571,10 +367,10 @@ class ModelActivities:
                 model=inp.model,
                 status=LlmCallStatus.ERROR,
                 values=LlmCallValues(
-                    http_status=status,
+                    http_status=failure.http_status,
                     error=message,
                     latency_ms=latency_ms,
-                    time_to_first_token_ms=ttft_ms,
+                    time_to_first_token_ms=turn.ms_since_start(turn.first_token),
                 ),
             ),
         )
@@ -594,49 +390,12 @@ class ModelActivities:
         )
         return ApplicationError(
             message,
-            type=error_type,
+            type=failure.error_type,
             non_retryable=not retryable,
             next_retry_delay=timedelta(seconds=min(delay, MAX_RETRY_AFTER_S))
             if delay is not None
             else None,
         )
-
-
-@dataclass
-class _Beat:
-    """What this attempt's heartbeats carry (the next attempt reads the last of them)."""
-
-    db_only: list[int] = field(default_factory=list)
-    model_called: bool = False
-
-    def send(self) -> None:
-        activity.heartbeat({"db_only_attempts": self.db_only})
-
-
-_BEAT: ContextVar[_Beat | None] = ContextVar("agentrun_model_beat", default=None)
-
-
-def _db_only_attempts(details: Sequence[Any]) -> list[int]:
-    # Tolerant: details from another version of this activity, or none, mean none.
-    last = details[-1] if details else None
-    attempts = last.get("db_only_attempts") if isinstance(last, dict) else None
-    if not isinstance(attempts, list):
-        return []
-    return [a for a in attempts if isinstance(a, int)]
-
-
-def _heartbeat() -> None:
-    beat = _BEAT.get()
-    if beat is not None:
-        beat.send()
-    else:
-        activity.heartbeat()
-
-
-async def _heartbeat_forever() -> None:
-    while True:
-        _heartbeat()
-        await asyncio.sleep(HEARTBEAT_EVERY_S)
 
 
 def _result(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agentrun.contracts import AgentConfig, ToolApproval, ToolInfo
+from agentrun.contracts import AgentConfig, ApprovalPreset, ToolApproval, ToolInfo, ToolKind
 
 if TYPE_CHECKING:
     from activities.tools import Tool, ToolRegistry
@@ -33,7 +33,7 @@ __all__ = [
 
 FLOOR_SETTING = "AGENTRUN_APPROVAL_FLOOR"
 ROOT_SETTING = "AGENTRUN_WORKSPACE_ROOT"
-_STRICTNESS: dict[str, int] = {"auto": 0, "needs_approval": 1}
+_STRICTNESS: dict[ToolApproval, int] = {ToolApproval.AUTO: 0, ToolApproval.NEEDS_APPROVAL: 1}
 
 
 class InvalidConfig(ValueError):
@@ -52,7 +52,7 @@ class ToolPolicy:
 
     @property
     def server_names(self) -> list[str]:
-        return [t.name for t in self.tools if t.kind == "server"]
+        return [t.name for t in self.tools if t.kind == ToolKind.SERVER]
 
     def info(self, name: str) -> ToolInfo | None:
         return next((t for t in self.tools if t.name == name), None)
@@ -60,28 +60,29 @@ class ToolPolicy:
     def enabled(self, name: str) -> bool:
         """A server-side tool this run offers (client tools never run on the worker)."""
         info = self.info(name)
-        return info is not None and info.kind == "server"
+        return info is not None and info.kind == ToolKind.SERVER
 
     def needs_approval(self, name: str) -> bool:
         info = self.info(name)
-        return info is None or info.approval == "needs_approval"
+        return info is None or info.approval == ToolApproval.NEEDS_APPROVAL
 
     def infos(self) -> list[ToolInfo]:
         return [t.model_copy() for t in self.tools]
 
 
-def floor_of(tool: Tool, floors: Mapping[str, ToolApproval]) -> ToolApproval:
+def floor_of(tool: Tool, floors: Mapping[str, str]) -> ToolApproval:
     """The worker's floor for a tool: the setting when it names the tool, else its default."""
-    return floors.get(tool.name, tool.approval)
+    return ToolApproval(floors.get(tool.name, tool.approval))
 
 
 def _preset(tool: Tool, config: AgentConfig) -> ToolApproval:
-    table: dict[str, ToolApproval] = {
-        "tool_default": tool.approval,
-        "require_all": "needs_approval",
-        "allow_safe": "auto" if tool.read_only else "needs_approval",
-        "allow_listed": "auto" if tool.name in config.approval_allow else "needs_approval",
-        "skip_all": "auto",
+    auto, ask = ToolApproval.AUTO, ToolApproval.NEEDS_APPROVAL
+    table: dict[ApprovalPreset, ToolApproval] = {
+        ApprovalPreset.TOOL_DEFAULT: tool.approval,
+        ApprovalPreset.REQUIRE_ALL: ask,
+        ApprovalPreset.ALLOW_SAFE: auto if tool.read_only else ask,
+        ApprovalPreset.ALLOW_LISTED: auto if tool.name in config.approval_allow else ask,
+        ApprovalPreset.SKIP_ALL: auto,
     }
     return table[config.approval]
 
@@ -89,7 +90,7 @@ def _preset(tool: Tool, config: AgentConfig) -> ToolApproval:
 def resolve_policy(
     registry: ToolRegistry,
     config: AgentConfig,
-    floors: Mapping[str, ToolApproval] | None = None,
+    floors: Mapping[str, str] | None = None,
     *,
     strict: bool = True,
 ) -> ToolPolicy:
@@ -124,7 +125,7 @@ def resolve_policy(
         if _STRICTNESS[approval] < _STRICTNESS[floor]:
             # The default preset follows the floor quietly; anything the caller chose is a
             # request to loosen, refused so nobody believes a tool runs unasked when it won't.
-            explicit = override is not None or config.approval != "tool_default"
+            explicit = override is not None or config.approval != ApprovalPreset.TOOL_DEFAULT
             if explicit:
                 how = (
                     f"approval_overrides[{tool.name!r}]='auto'"
@@ -148,8 +149,8 @@ def resolve_policy(
         infos.append(
             ToolInfo(
                 name=client.name,
-                kind="client",
-                approval=config.approval_overrides.get(client.name, "auto"),
+                kind=ToolKind.CLIENT,
+                approval=config.approval_overrides.get(client.name, ToolApproval.AUTO),
                 parameters=client.parameters,
             )
         )

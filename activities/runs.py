@@ -1,4 +1,6 @@
-"""Run bookkeeping activities: open a run, move its status forward."""
+"""Run bookkeeping activities: open a run, move its status forward, request and record what
+people decide, append an event. Each is registered under its agentrun.protocol.names.Activity
+name, which never changes (the method names may)."""
 
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ from activities.tools import ToolRegistry
 from agentrun.contracts import (
     AgentConfig,
     AppendEventInput,
-    PrepareRunInput,
+    OpenedRun,
+    OpenRunInput,
     RecordDecisionInput,
     RecordedDecision,
     RequestWaitInput,
     RunResult,
     SetStatusInput,
-    StartRunSetup,
     ToolInfo,
     Usage,
     preview,
@@ -26,7 +28,9 @@ from agentrun.contracts import (
 )
 from agentrun.db.models import Run, RunStatus
 from agentrun.db.repository import Repository, RunEndedError, RunOwnedError, SessionBusyError
+from agentrun.protocol import statuses
 from agentrun.protocol.events import payload as event_payload
+from agentrun.protocol.names import Activity, ErrorType
 from agentrun.settings import Settings
 
 
@@ -43,20 +47,23 @@ class RunActivities:
         check_workspace(config.workspace, self.settings.tool_workspace_root)
         return resolve_policy(self.registry, config, self.settings.approval_floor).infos()
 
-    @activity.defn(name="agentrun.prepare_run")
-    async def prepare_run(self, inp: PrepareRunInput) -> StartRunSetup:
+    # "open run": registered under its first name, which runs in flight and histories use.
+    @activity.defn(name=Activity.PREPARE_RUN)
+    async def open_run(self, inp: OpenRunInput) -> OpenedRun:
         problems = storage_problems(inp)
         if problems:
             # The database would refuse these for ever; refuse the run instead, writing nothing.
             raise ApplicationError(
                 "the run's input cannot be stored: " + "; ".join(problems),
-                type="InvalidInput",
+                type=ErrorType.INVALID_INPUT,
                 non_retryable=True,
             )
         try:
             tools = self.resolve_tools(inp.config)
         except ValueError as exc:
-            raise ApplicationError(str(exc), type="InvalidConfig", non_retryable=True) from exc
+            raise ApplicationError(
+                str(exc), type=ErrorType.INVALID_CONFIG, non_retryable=True
+            ) from exc
         model = inp.config.model or self.settings.model
         try:
             try:
@@ -66,16 +73,20 @@ class RunActivities:
                     raise
                 run = await self._open(inp, model)
         except SessionBusyError as exc:
-            raise ApplicationError(str(exc), type="SessionBusy", non_retryable=True) from exc
+            raise ApplicationError(
+                str(exc), type=ErrorType.SESSION_BUSY, non_retryable=True
+            ) from exc
         except RunEndedError as exc:
-            raise ApplicationError(str(exc), type="RunEnded", non_retryable=True) from exc
+            raise _refused(exc, ErrorType.RUN_ENDED) from exc
         except RunOwnedError as exc:
-            raise ApplicationError(str(exc), type="RunOwned", non_retryable=True) from exc
+            raise _refused(exc, ErrorType.RUN_OWNED) from exc
         except ValueError as exc:
-            raise ApplicationError(str(exc), type="InvalidInput", non_retryable=True) from exc
-        return StartRunSetup(run_id=run.id, model=run.model, tools=tools)
+            raise ApplicationError(
+                str(exc), type=ErrorType.INVALID_INPUT, non_retryable=True
+            ) from exc
+        return OpenedRun(run_id=run.id, model=run.model, tools=tools)
 
-    async def _open(self, inp: PrepareRunInput, model: str) -> Run:
+    async def _open(self, inp: OpenRunInput, model: str) -> Run:
         return await self.repo.open_run(
             run_id=inp.run_id,
             session_id=inp.session_id,
@@ -107,31 +118,32 @@ class RunActivities:
         )
         return changed
 
-    @activity.defn(name="agentrun.request_waits")
+    @activity.defn(name=Activity.REQUEST_WAITS)
     async def request_waits(self, inp: RequestWaitInput) -> bool:
         _, changed = await self.repo.request_waits(inp.run_id, inp.calls)
         return changed
 
-    @activity.defn(name="agentrun.record_decision")
+    @activity.defn(name=Activity.RECORD_DECISION)
     async def record_decision(self, inp: RecordDecisionInput) -> RecordedDecision:
         row = await self.repo.record_decision(inp.run_id, inp.decision)
+        assert row.decision is not None, "a recorded decision has its decision"
         return RecordedDecision(
             tool_call_id=row.tool_call_id,
             name=row.name,
-            decision=row.decision,  # type: ignore[arg-type]
+            decision=statuses.Decision(row.decision),
             arguments=row.decided_arguments or row.arguments,
             decided_by=row.decided_by or "",
             reason=row.decision_reason,
         )
 
-    @activity.defn(name="agentrun.append_event")
+    @activity.defn(name=Activity.APPEND_EVENT)
     async def append_event(self, inp: AppendEventInput) -> int:
         event = await self.repo.append_event(
             inp.run_id, event_payload(inp.type, inp.data), key=inp.key
         )
         return event.seq
 
-    @activity.defn(name="agentrun.set_status")
+    @activity.defn(name=Activity.SET_STATUS)
     async def set_status(self, inp: SetStatusInput) -> RunResult:
         status = RunStatus(inp.status)
         final_text = None
@@ -144,7 +156,7 @@ class RunActivities:
         return RunResult(
             run_id=run.id,
             session_id=run.session_id,
-            status=run.status,
+            status=statuses.RunStatus(run.status),
             final_text=text,
             final_text_truncated=cut,
             error=run.error,
@@ -156,3 +168,8 @@ class RunActivities:
                 turns=run.turns,
             ),
         )
+
+
+def _refused(exc: Exception, why: ErrorType) -> ApplicationError:
+    """The run cannot be opened: a typed failure no retry changes."""
+    return ApplicationError(str(exc), type=why, non_retryable=True)

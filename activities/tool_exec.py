@@ -1,4 +1,7 @@
-"""The execute-tool activity: validate, run, record; a recorded result is never run again."""
+"""Tool activities. agentrun.execute_tool runs a call: validate, run, record; a recorded result
+is never run again. agentrun.record_tool_outcome records the result of a call that was not run
+(skipped, rejected, a client's result, failed for good, abandoned); a call that already has a
+result keeps it."""
 
 from __future__ import annotations
 
@@ -15,12 +18,20 @@ from temporalio.exceptions import ApplicationError
 from activities.policy import InvalidConfig, resolve_policy, workspace_for
 from activities.sandbox import Redactor, Sandbox, SandboxConfig
 from activities.tools import RetryableToolError, ToolContext, ToolError, ToolRegistry
-from agentrun.contracts import AgentConfig, ExecuteToolInput, ToolResult, preview
+from agentrun.contracts import (
+    RESULT_CAP,
+    AgentConfig,
+    ExecuteToolInput,
+    ToolOutcomeInput,
+    ToolResult,
+    preview,
+)
 from agentrun.db.models import ToolCall, ToolCallStatus
 from agentrun.db.repository import Repository
+from agentrun.protocol.names import Activity
+from agentrun.protocol.statuses import Decision
 from agentrun.settings import Settings
 
-RESULT_CAP = 64_000
 # Heartbeats tell Temporal the worker is alive (a lost worker's tool is retried within the
 # heartbeat timeout, not after start-to-close) and carry cancellation to the tool.
 HEARTBEAT_EVERY_S = 1.0
@@ -64,6 +75,8 @@ def storable(text: str) -> str:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# The call a result is recorded for, run or not.
+_Call = ExecuteToolInput | ToolOutcomeInput
 
 
 class ToolActivities:
@@ -85,23 +98,23 @@ class ToolActivities:
         self.redact = Redactor.from_settings(self.settings)
         self.sandbox = Sandbox(SandboxConfig.from_settings(self.settings))
 
-    @activity.defn(name="agentrun.execute_tool")
+    @activity.defn(name=Activity.RECORD_TOOL_OUTCOME)
+    async def record_tool_outcome(self, inp: ToolOutcomeInput) -> ToolResult:
+        return await self._record_outcome(inp, inp.text, inp.is_error)
+
+    @activity.defn(name=Activity.EXECUTE_TOOL)
     async def execute_tool(self, inp: ExecuteToolInput) -> ToolResult:
+        if inp.skip_reason is not None:  # the old input: see ExecuteToolInput
+            return await self._record_outcome(inp, inp.skip_reason, is_error=True)
+        if inp.given_result is not None:
+            return await self._record_outcome(inp, inp.given_result, inp.given_is_error)
         call = inp.call
-        if inp.skip_reason is not None or inp.given_result is not None:
-            row = await self.repo.get_tool_call(inp.run_id, call.id)
-            started = True
-        else:
-            tool = self.registry.get(call.name)
-            row, started = await self.repo.claim_tool_attempt(
-                inp.run_id, call.id, max_attempts=tool.max_attempts if tool else None
-            )
+        tool = self.registry.get(call.name)
+        row, started = await self.repo.claim_tool_attempt(
+            inp.run_id, call.id, max_attempts=tool.max_attempts if tool else None
+        )
         if ToolCallStatus(row.status).terminal:
             return _as_result(inp, row, replayed=True)
-        if inp.skip_reason is not None:
-            return await self._record(inp, inp.skip_reason, is_error=True)
-        if inp.given_result is not None:
-            return await self._record(inp, inp.given_result, is_error=inp.given_is_error)
         if not started:
             # Each earlier start ended without a result: its worker was killed (perhaps by the
             # tool itself) or the result could not be recorded. Running it again would let
@@ -186,7 +199,13 @@ class ToolActivities:
             text = text[:RESULT_CAP] + f"\n[result truncated at {RESULT_CAP} characters]"
         return text, False
 
-    async def _record(self, inp: ExecuteToolInput, result: str, is_error: bool) -> ToolResult:
+    async def _record_outcome(self, inp: _Call, result: str, is_error: bool) -> ToolResult:
+        row = await self.repo.get_tool_call(inp.run_id, inp.call.id)
+        if ToolCallStatus(row.status).terminal:
+            return _as_result(inp, row, replayed=True)
+        return await self._record(inp, result, is_error)
+
+    async def _record(self, inp: _Call, result: str, is_error: bool) -> ToolResult:
         # Secrets out first, then what PostgreSQL cannot store: what is recorded here is what
         # the event log shows and the model reads.
         row, _ = await self.repo.record_tool_result(
@@ -199,7 +218,7 @@ class ToolActivities:
         return _as_result(inp, row, replayed=False)
 
 
-APPROVED = ("approve", "approve_with_edits")
+APPROVED = (Decision.APPROVE, Decision.APPROVE_WITH_EDITS)
 
 
 def _tolerant_config(stored: dict[str, Any]) -> AgentConfig:
@@ -209,7 +228,7 @@ def _tolerant_config(stored: dict[str, Any]) -> AgentConfig:
     return AgentConfig.model_validate(known)
 
 
-def _as_result(inp: ExecuteToolInput, row: ToolCall, *, replayed: bool) -> ToolResult:
+def _as_result(inp: _Call, row: ToolCall, *, replayed: bool) -> ToolResult:
     """The small result the workflow keeps: the recorded text is cut to a preview."""
     text, _ = preview(row.result or "")
     return ToolResult(

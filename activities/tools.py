@@ -57,7 +57,7 @@ class Tool:
     description: str
     args_model: type[BaseModel]
     fn: ToolFn
-    approval: ToolApproval = "auto"
+    approval: ToolApproval = ToolApproval.AUTO
     timeout_s: float = 60
     max_attempts: int = 3
     read_only: bool = False
@@ -415,7 +415,7 @@ def builtin_tools() -> list[Tool]:
             "Run a bash command in the workspace and return its output.",
             BashArgs,
             bash,
-            approval="needs_approval",
+            approval=ToolApproval.NEEDS_APPROVAL,
             timeout_s=660,
             max_attempts=3,
         ),

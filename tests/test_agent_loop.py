@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from agentrun.contracts import RunResult
 from agentrun.db.models import LlmCall, Message, ToolCall
 from agentrun.db.repository import Repository
+from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.testing.offline_model import Fault, OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import next_event, start_input
@@ -101,13 +102,13 @@ async def test_two_turns_with_two_parallel_tool_calls(
 
     events = await assert_gapless(repo, run_id)
     types = [e.type for e in events]
-    statuses = [e.data["status"] for e in events if e.type == "run.status"]
+    statuses = [e.data["status"] for e in events if e.type == EventType.RUN_STATUS]
     assert statuses == ["QUEUED", "RUNNING", "DONE"]
-    assert types.count("message.completed") == 2 and types.count("llm.usage") == 2
-    assert types.count("tool.call") == 2 and types.count("tool.result") == 2
-    deltas = "".join(e.data["text"] for e in events if e.type == "message.delta")
+    assert types.count(EventType.MESSAGE_COMPLETED) == 2 and types.count(EventType.LLM_USAGE) == 2
+    assert types.count(EventType.TOOL_CALL) == 2 and types.count(EventType.TOOL_RESULT) == 2
+    deltas = "".join(e.data["text"] for e in events if e.type == EventType.MESSAGE_DELTA)
     assert deltas == "Checking both." + "6*7 is 42, and I looked up the time."
-    assert "stream.reset" not in types
+    assert EventType.STREAM_RESET not in types
 
     run = await repo.get_run(run_id)
     assert (run.status, run.turns, run.llm_call_count, run.tool_call_count) == ("DONE", 2, 2, 2)
@@ -138,7 +139,7 @@ async def test_rate_limit_then_success_waits_for_retry_after(
     ]
     assert llm[0].error and "slow down" in llm[0].error
     events = await assert_gapless(repo, run_id)
-    resets = [e for e in events if e.type == "stream.reset"]
+    resets = [e for e in events if e.type == EventType.STREAM_RESET]
     assert [r.data for r in resets] == [{"turn": 1, "attempt": 2}]
 
 
@@ -167,8 +168,10 @@ async def test_transient_stream_faults_retry_and_reset_partial_text(
     llm = await run_llm_calls(repo, run_id)
     assert [(c.attempt, c.status) for c in llm] == [(1, "error"), (2, "ok")]
     events = await assert_gapless(repo, run_id)
-    reset_at = next(i for i, e in enumerate(events) if e.type == "stream.reset")
-    after_reset = "".join(e.data["text"] for e in events[reset_at:] if e.type == "message.delta")
+    reset_at = next(i for i, e in enumerate(events) if e.type == EventType.STREAM_RESET)
+    after_reset = "".join(
+        e.data["text"] for e in events[reset_at:] if e.type == EventType.MESSAGE_DELTA
+    )
     assert after_reset == "Something true."
     assert await count(repo, Message, run_id=run_id, role="assistant") == 1
 
@@ -192,7 +195,7 @@ async def test_bad_request_fails_the_run_with_the_provider_message(
     llm = await run_llm_calls(repo, run_id)
     assert [(c.status, c.http_status) for c in llm] == [("error", 400)]
     events = await assert_gapless(repo, run_id)
-    assert events[-1].type == "run.status" and events[-1].data["status"] == "FAILED"
+    assert events[-1].type == EventType.RUN_STATUS and events[-1].data["status"] == "FAILED"
 
 
 async def test_bad_arguments_and_unknown_tool_give_error_results(
@@ -384,7 +387,7 @@ async def test_a_terminated_run_does_not_hold_its_session_forever(
         id=first,
         task_queue=settings.task_queue,
     )
-    await next_event(repo, first, "message.delta")
+    await next_event(repo, first, EventType.MESSAGE_DELTA)
     # Terminate skips every clean-up in the workflow: the run row still says RUNNING.
     await handle.terminate(reason="operator pulled the plug")
     assert (await repo.get_run(first)).status == "RUNNING"

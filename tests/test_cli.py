@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from agentrun.db.repository import Repository
+from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.stack import free_port
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
@@ -119,7 +120,7 @@ async def test_json_output_is_one_object_per_event_then_a_summary(
     *events, summary = lines
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert {"seq", "type", "data"} <= set(events[0])
-    text = "".join(e["data"]["text"] for e in events if e["type"] == "message.delta")
+    text = "".join(e["data"]["text"] for e in events if e["type"] == EventType.MESSAGE_DELTA)
     assert text == "JSON answer."
     assert summary["run_id"] == run_id and summary["status"] == "DONE"
     assert summary["usage"]["llm_calls"] == 1 and summary["usage"]["turns"] == 1
@@ -145,7 +146,7 @@ async def test_approval_from_a_second_process_while_the_first_follows(
         env, "run", prompt, "--run-id", run_id, "--no-input", "--json", "--workspace", str(tmp_path)
     )
 
-    await next_event(repo, run_id, "tool.approval_requested")
+    await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     status = await agentrun(env, "status", run_id, "--json")
     view = json.loads(status.out)
     assert view["status"] == "WAITING_APPROVAL"
@@ -160,9 +161,9 @@ async def test_approval_from_a_second_process_while_the_first_follows(
     assert first.returncode == 0, err.decode()
     lines = [json.loads(x) for x in out.decode().splitlines()]
     types = [x.get("type") for x in lines[:-1]]
-    assert "tool.approval_requested" in types and "tool.decided" in types
+    assert EventType.TOOL_APPROVAL_REQUESTED in types and EventType.TOOL_DECIDED in types
     assert lines[-1]["status"] == "DONE"
-    decided = next(x for x in lines if x.get("type") == "tool.decided")
+    decided = next(x for x in lines if x.get("type") == EventType.TOOL_DECIDED)
     assert decided["data"]["decided_by"] == "second-process"
 
 
@@ -211,7 +212,7 @@ async def test_cancel_from_the_cli(
     env = cli_env(settings)
     follower = await spawn(env, "run", prompt, "--run-id", run_id, "--tools", "", "--json")
 
-    await next_event(repo, run_id, "message.delta")
+    await next_event(repo, run_id, EventType.MESSAGE_DELTA)
     done = await agentrun(env, "cancel", run_id, "--reason", "testing")
     assert done.code == 0 and done.out.startswith("CANCELED"), done.out + done.err
     out, _ = await asyncio.wait_for(follower.communicate(), 60)
@@ -281,7 +282,7 @@ async def test_starter_scripts(
         str(tmp_path),
     )
 
-    await next_event(repo, run_b, "tool.approval_requested")
+    await next_event(repo, run_b, EventType.TOOL_APPROVAL_REQUESTED)
     done = await script(env, "starter.send_decision", run_b, "reject", "--reason", "scripted")
     assert done.code == 0 and "reject bash call_s" in done.out, done.err
     await asyncio.wait_for(follower.communicate(), 60)
@@ -292,7 +293,7 @@ async def test_starter_scripts(
     model_server.script(f"to cancel {run_c}", [Reply(text="z " * 500, delay_s=0.02)])
     follower = await spawn(env, "run", f"to cancel {run_c}", "--run-id", run_c, "--json")
 
-    await next_event(repo, run_c, "message.delta")
+    await next_event(repo, run_c, EventType.MESSAGE_DELTA)
     done = await script(env, "starter.cancel", run_c, "--reason", "scripted")
     assert done.code == 0 and done.out.startswith("CANCELED"), done.err
     await asyncio.wait_for(follower.communicate(), 60)

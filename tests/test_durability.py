@@ -17,6 +17,7 @@ from temporalio.worker import Replayer, Worker
 
 from agentrun.db.models import LlmCall, Message, RunEvent, ToolCall
 from agentrun.db.repository import Repository
+from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import WorkerProcess, next_event, start_input
@@ -47,8 +48,8 @@ async def assert_exactly_once(repo: Repository, run_id: str, turns: int, tools: 
     events = await repo.read_events(run_id, 0, limit=100_000)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     types = [e.type for e in events]
-    assert types.count("message.completed") == turns
-    assert types.count("tool.result") == tools
+    assert types.count(EventType.MESSAGE_COMPLETED) == turns
+    assert types.count(EventType.TOOL_RESULT) == tools
 
 
 async def test_worker_killed_while_streaming_is_replaced(
@@ -71,7 +72,7 @@ async def test_worker_killed_while_streaming_is_replaced(
         id=run_id,
         task_queue=settings.task_queue,
     )
-    await next_event(repo, run_id, "message.delta")
+    await next_event(repo, run_id, EventType.MESSAGE_DELTA)
     worker_process.kill()
     worker_process.start()
     result = await asyncio.wait_for(handle.result(), 90)
@@ -80,7 +81,7 @@ async def test_worker_killed_while_streaming_is_replaced(
     llm = await run_llm_calls(repo, run_id)
     assert [(c.attempt, c.status) for c in llm] == [(1, "lost"), (2, "ok")]
     events = await repo.read_events(run_id, 0, limit=100_000)
-    assert any(e.type == "stream.reset" and e.data["attempt"] == 2 for e in events)
+    assert any(e.type == EventType.STREAM_RESET and e.data["attempt"] == 2 for e in events)
 
 
 async def test_worker_killed_during_a_tool_is_replaced(
@@ -116,7 +117,7 @@ async def test_worker_killed_during_a_tool_is_replaced(
         id=run_id,
         task_queue=settings.task_queue,
     )
-    await next_event(repo, run_id, "tool.call")
+    await next_event(repo, run_id, EventType.TOOL_CALL)
     deadline = asyncio.get_running_loop().time() + 30
     while not (workspace / "starts.log").exists():
         assert asyncio.get_running_loop().time() < deadline, "the tool never started"

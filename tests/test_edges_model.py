@@ -26,6 +26,7 @@ from agentrun.contracts import AgentConfig, CancelAnswer, CancelRequest, RunResu
 from agentrun.db.migrate import upgrade
 from agentrun.db.models import RunStatus, ToolCall
 from agentrun.db.repository import Repository
+from agentrun.protocol.events import EventType
 from agentrun.settings import Settings, load_settings
 from agentrun.stack import (
     SEARCH_ATTRIBUTES,
@@ -114,7 +115,7 @@ async def test_a_database_outage_mid_turn_does_not_spend_model_attempts(
             id=run_id,
             task_queue=settings.task_queue,
         )
-        await next_event(outage_repo, run_id, "message.delta")
+        await next_event(outage_repo, run_id, EventType.MESSAGE_DELTA)
         await asyncio.to_thread(outage_pg.stop)
         # The outage itself lasts a minute: this sleep is the fault, not a synchronisation.
         await asyncio.sleep(60)
@@ -127,8 +128,8 @@ async def test_a_database_outage_mid_turn_does_not_spend_model_attempts(
     assert [r.outcome for r in model_server.requests_for(prompt)] == ["ok"]
     events = await outage_repo.read_events(run_id, 0, limit=100_000)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert not [e for e in events if e.type == "stream.reset"]
-    deltas = "".join(e.data["text"] for e in events if e.type == "message.delta")
+    assert not [e for e in events if e.type == EventType.STREAM_RESET]
+    deltas = "".join(e.data["text"] for e in events if e.type == EventType.MESSAGE_DELTA)
     assert deltas == "word " * 80
 
 
@@ -167,7 +168,7 @@ async def test_attempts_that_fail_on_the_database_do_not_spend_the_model_budget(
             id=run_id,
             task_queue=settings.task_queue,
         )
-        await next_event(outage_repo, run_id, "message.delta")
+        await next_event(outage_repo, run_id, EventType.MESSAGE_DELTA)
         await asyncio.to_thread(outage_pg.stop)
         # The outage: long enough for several attempts to fail on the database.
         await asyncio.sleep(15)
@@ -548,7 +549,9 @@ async def test_replacement_tool_call_ids_never_collide(
     rows = await run_tool_calls(repo, run_id)
     assert sorted(r.tool_call_id for r in rows) == sorted(sent)
     events = await repo.read_events(run_id, 0, limit=1000)
-    assert sorted(e.data["tool_call_id"] for e in events if e.type == "tool.call") == sorted(sent)
+    assert sorted(
+        e.data["tool_call_id"] for e in events if e.type == EventType.TOOL_CALL
+    ) == sorted(sent)
     assert (await repo.get_run(run_id)).tool_call_count == len(ids)
 
 
@@ -583,8 +586,8 @@ async def test_colliding_tool_call_ids_from_the_model_each_get_a_result(
     assert len(rows) == 4 and len({r.tool_call_id for r in rows}) == 4
     assert sorted(r.result or "" for r in rows) == ["1", "2", "3", "4"]
     events = await repo.read_events(run_id, 0, limit=10_000)
-    assert sum(e.type == "tool.call" for e in events) == 4
-    assert sum(e.type == "tool.result" for e in events) == 4
+    assert sum(e.type == EventType.TOOL_CALL for e in events) == 4
+    assert sum(e.type == EventType.TOOL_RESULT for e in events) == 4
     second = model_server.requests_for(prompt)[1].body["messages"]
     answered = [m["tool_call_id"] for m in second if m["role"] == "tool"]
     assert sorted(answered) == sorted(r.tool_call_id for r in rows)

@@ -27,9 +27,16 @@ from temporalio.worker import Worker
 
 from activities.tool_exec import ToolActivities
 from activities.tools import BashArgs, Tool, ToolContext, ToolRegistry, bash, builtin_tools
-from agentrun.contracts import AgentConfig, ExecuteToolInput, ToolCallRequest
+from agentrun.contracts import (
+    AgentConfig,
+    ExecuteToolInput,
+    OutcomeKind,
+    ToolCallRequest,
+    ToolOutcomeInput,
+)
 from agentrun.db.models import Message, RunEvent, ToolCall
 from agentrun.db.repository import Repository
+from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import decide
@@ -163,6 +170,60 @@ async def test_execute_tool_refuses_an_unapproved_call_that_needs_approval(
     assert not marker.exists()
 
 
+# -- issue 10: outcomes recorded without a run, through either activity -----------------------
+
+
+async def test_outcomes_are_recorded_without_running_by_either_activity(
+    repo: Repository, settings: Settings, run_id: str, tmp_path: Path
+) -> None:
+    """agentrun.record_tool_outcome records what it is given; agentrun.execute_tool still does
+    the same with the old input (skip_reason, given_result) that runs scheduled before the
+    split send. Neither runs the tool, and a call that has its result keeps it."""
+    session_id = await open_run(repo, run_id, AgentConfig(tools=["bash"]))
+    acts = ToolActivities(repo, ToolRegistry(builtin_tools()), settings=settings)
+    marker = tmp_path / "ran"
+    arguments = json.dumps({"command": f"touch {marker}"})
+    for call_id in ("new", "old_skip", "old_given"):
+        await repo.record_tool_call(
+            run_id=run_id, turn=1, tool_call_id=call_id, name="bash", arguments=arguments
+        )
+    env = ActivityEnvironment()
+
+    def request(call_id: str) -> ToolCallRequest:
+        return ToolCallRequest(id=call_id, name="bash", arguments=arguments)
+
+    outcome = ToolOutcomeInput(
+        run_id=run_id,
+        session_id=session_id,
+        turn=1,
+        call=request("new"),
+        kind=OutcomeKind.REJECTED,
+        text="error: the call was rejected by bob",
+    )
+    recorded = await env.run(acts.record_tool_outcome, outcome)
+    assert (recorded.is_error, recorded.replayed) == (True, False)
+    again = await env.run(
+        acts.record_tool_outcome, outcome.model_copy(update={"text": "something else"})
+    )
+    assert again.replayed and again.preview == "error: the call was rejected by bob"
+
+    old = {"run_id": run_id, "session_id": session_id, "turn": 1}
+    skipped = await env.run(
+        acts.execute_tool,
+        ExecuteToolInput(**old, call=request("old_skip"), skip_reason="error: not run"),
+    )
+    given = await env.run(
+        acts.execute_tool,
+        ExecuteToolInput(**old, call=request("old_given"), given_result='{"ok": true}'),
+    )
+    assert (skipped.is_error, skipped.preview) == (True, "error: not run")
+    assert (given.is_error, given.preview) == (False, '{"ok": true}')
+    assert not marker.exists()
+    calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
+    assert calls["new"].result == "error: the call was rejected by bob"
+    assert [calls[c].attempts for c in ("new", "old_skip", "old_given")] == [0, 0, 0]
+
+
 # -- item 3: secrets ---------------------------------------------------------------------------
 
 API_KEY = "sk-test-Zx9Qv7Lm3Np1"
@@ -228,7 +289,7 @@ async def test_secrets_never_reach_the_store_or_the_model(
             id=run_id,
             task_queue=settings.task_queue,
         )
-        await next_event(repo, run_id, "tool.approval_requested")
+        await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
         await decide(temporal_env.client, run_id, "call_env", "approve", decided_by="t")
         result = await asyncio.wait_for(handle.result(), 60)
     assert result.status == "DONE"
@@ -438,7 +499,7 @@ async def test_nul_output_is_stored_once_with_a_note(
         id=run_id,
         task_queue=settings.task_queue,
     )
-    await next_event(repo, run_id, "tool.approval_requested")
+    await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     await decide(temporal_env.client, run_id, "call_nul", "approve", decided_by="t")
     result = await asyncio.wait_for(handle.result(), 45)
     assert result.status == "DONE"

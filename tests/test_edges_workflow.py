@@ -41,20 +41,23 @@ from agentrun.contracts import (
     CancelAnswer,
     CancelRequest,
     ClientTool,
-    PrepareRunInput,
+    OpenedRun,
+    OpenRunInput,
     RunResult,
-    StartRunSetup,
 )
 from agentrun.db.models import Message
 from agentrun.db.repository import Repository
+from agentrun.protocol.events import EventType
+from agentrun.protocol.names import Activity
 from agentrun.settings import Settings
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
-from tests.conftest import bash_call, next_event, process_running, processes_in, start_input
+from tests.conftest import bash_call, next_event, start_input
 from tests.store_helpers import count, run_tool_calls
 from workflows import ALL_WORKFLOWS
+from workflows import options as options_module
 from workflows.agent import AgentRunWorkflow, arguments_sha256
 
-WORKFLOW_SOURCE = Path(__file__).resolve().parent.parent / "workflows" / "agent.py"
+WORKFLOW_SOURCES = sorted((Path(__file__).resolve().parent.parent / "workflows").glob("*.py"))
 
 
 async def start(
@@ -150,8 +153,8 @@ async def test_a_call_to_a_tool_the_run_did_not_enable_is_an_error_never_run(
     assert (call.result or "").startswith("error: tool 'bash' is not enabled for this run")
     assert "calculator" in (call.result or "")
     events = await repo.read_events(run_id, 0, limit=10_000)
-    assert not [e for e in events if e.type == "tool.approval_requested"]
-    results = [e for e in events if e.type == "tool.result"]
+    assert not [e for e in events if e.type == EventType.TOOL_APPROVAL_REQUESTED]
+    results = [e for e in events if e.type == EventType.TOOL_RESULT]
     assert [(e.data["tool_call_id"], e.data["is_error"]) for e in results] == [("call_bash", True)]
     assert "not enabled" in results[0].data["result"]
     await assert_replays(handle)
@@ -175,7 +178,7 @@ async def test_a_closed_run_id_started_again_is_refused_and_changes_nothing(
     prompt = f"restart me {run_id}"
     model_server.script(prompt, [bash_call(f"touch {marker}"), Reply(text="Ran it after all.")])
     first = await start(temporal_env, settings, run_id, prompt, session, workspace=str(tmp_path))
-    await next_event(repo, run_id, "tool.approval_requested")
+    await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     assert (await api.cancel_run(client, run_id, reason="not this")).status == "CANCELED"
     assert (await first.result()).status == "CANCELED"
 
@@ -255,10 +258,10 @@ async def test_a_run_opened_by_another_execution_is_refused(
 
     refused = []
 
-    @activity.defn(name="agentrun.prepare_run")
-    async def prepare_run(inp: PrepareRunInput) -> StartRunSetup:
+    @activity.defn(name=Activity.PREPARE_RUN)
+    async def prepare_run(inp: OpenRunInput) -> OpenedRun:
         try:
-            return await runs.prepare_run(inp)
+            return await runs.open_run(inp)
         except ApplicationError as exc:
             refused.append(exc)
             raise
@@ -278,28 +281,45 @@ async def test_a_run_opened_by_another_execution_is_refused(
 
 
 def test_every_activity_call_in_the_workflow_is_bounded() -> None:
-    """Each activity and local activity the workflow schedules has a schedule-to-close bound,
-    directly or through a shared options object (the model turn is bounded by its attempts)."""
-    tree = ast.parse(WORKFLOW_SOURCE.read_text())
-    unbounded = []
-    for fn in ast.walk(tree):
-        if not isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef) or fn.name == "_model_turn":
-            continue
-        for node in ast.walk(fn):
+    """The workflow schedules activities only through workflows/steps.py, each with one of the
+    options objects of workflows/options.py (or its own schedule-to-close bound), and every
+    options object has a schedule-to-close bound."""
+    schedules = {
+        "execute_activity",
+        "execute_local_activity",
+        "start_activity",
+        "start_local_activity",
+        "execute_activity_method",
+        "execute_local_activity_method",
+        "start_activity_method",
+        "start_local_activity_method",
+    }
+    unbounded, elsewhere = [], []
+    for source in WORKFLOW_SOURCES:
+        for node in ast.walk(ast.parse(source.read_text())):
             if not (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr in ("execute_activity", "execute_local_activity")
+                and node.func.attr in schedules
             ):
                 continue
+            if source.name != "steps.py":
+                elsewhere.append(f"{source.name}:{node.lineno}")
             keys = {k.arg for k in node.keywords}
             if "schedule_to_close_timeout" not in keys and None not in keys:
-                unbounded.append(f"{fn.name}:{node.lineno}")
+                unbounded.append(f"{source.name}:{node.lineno}")
     assert not unbounded, unbounded
-    from workflows import agent
-
-    assert agent.BOOKKEEPING["schedule_to_close_timeout"] is not None
-    assert "DataError" in agent.BOOKKEEPING["retry_policy"].non_retryable_error_types
+    assert not elsewhere, elsewhere
+    config = AgentConfig()
+    for options in (
+        options_module.BOOKKEEPING,
+        options_module.RECORD_OUTCOME,
+        options_module.model_turn_options(config),
+        options_module.tool_run_options(None, config),
+    ):
+        assert options.get("schedule_to_close_timeout") is not None
+    for options in (options_module.BOOKKEEPING, options_module.RECORD_OUTCOME):
+        assert "DataError" in options["retry_policy"].non_retryable_error_types
 
 
 async def test_a_data_error_while_opening_is_not_retried(
@@ -310,8 +330,8 @@ async def test_a_data_error_while_opening_is_not_retried(
     class DataError(Exception):
         """Named like the database driver's error for values the database cannot store."""
 
-    @activity.defn(name="agentrun.prepare_run")
-    async def prepare_run(inp: PrepareRunInput) -> StartRunSetup:
+    @activity.defn(name=Activity.PREPARE_RUN)
+    async def prepare_run(inp: OpenRunInput) -> OpenedRun:
         attempts.append(activity.info().attempt)
         if len(attempts) > 1:  # retried: stop here rather than retry for the whole deadline
             raise ApplicationError("retried a data error", non_retryable=True)
@@ -337,11 +357,11 @@ async def test_a_temporal_cancel_while_the_run_opens_ends_it_canceled(
     started, release = asyncio.Event(), asyncio.Event()
     holder: list[RunActivities] = []
 
-    @activity.defn(name="agentrun.prepare_run")
-    async def prepare_run(inp: PrepareRunInput) -> StartRunSetup:
+    @activity.defn(name=Activity.PREPARE_RUN)
+    async def prepare_run(inp: OpenRunInput) -> OpenedRun:
         started.set()
         await release.wait()
-        return await holder[0].prepare_run(inp)
+        return await holder[0].open_run(inp)
 
     w, runs = bookkeeping_worker(temporal_env, settings, repo, prepare_run)
     holder.append(runs)
@@ -372,8 +392,8 @@ async def test_a_cancel_update_while_the_run_cannot_open_gets_its_answer(
     started, release = asyncio.Event(), asyncio.Event()
     attempts = []
 
-    @activity.defn(name="agentrun.prepare_run")
-    async def prepare_run(inp: PrepareRunInput) -> StartRunSetup:
+    @activity.defn(name=Activity.PREPARE_RUN)
+    async def prepare_run(inp: OpenRunInput) -> OpenedRun:
         attempts.append(activity.info().attempt)
         started.set()
         if not release.is_set():
@@ -414,7 +434,9 @@ async def test_a_failing_call_cancels_and_records_its_running_sibling(
     run_id: str,
     tmp_path: Path,
 ) -> None:
-    slow = {"command": "echo $$ > pid; sleep 30; echo finished"}
+    # Found by its command line, not its pid: in the sandbox's PID namespace $$ is 1.
+    marker = f"30.{uuid.uuid4().int % 10**9:09d}"
+    slow = {"command": f"echo started > started; sleep {marker}; echo finished"}
     prompt = f"siblings {run_id}"
     model_server.script(
         prompt,
@@ -457,16 +479,22 @@ async def test_a_failing_call_cancels_and_records_its_running_sibling(
     for call in calls.values():
         assert (call.status, call.is_error) == ("error", True), (call.tool_call_id, call.status)
         assert (call.result or "").startswith("cancelled: the run failed"), call.result
-    if (tmp_path / "pid").exists():
-        # The command ran (in its own PID namespace, where $$ is 1): find it by its folder.
-        await until(lambda: _none_running_in(tmp_path), 15)
+    if (tmp_path / "started").exists():
+        await until(lambda: _gone(marker), 15)
     events = await repo.read_events(run_id, 0, limit=10_000)
-    assert events[-1].type == "run.status" and events[-1].data["status"] == "FAILED"
+    assert events[-1].type == EventType.RUN_STATUS and events[-1].data["status"] == "FAILED"
     await assert_replays(handle)
 
 
-async def _none_running_in(folder: Path) -> bool:
-    return not any(process_running(p) for p in processes_in(folder))
+async def _gone(marker: str) -> bool:
+    """No process on this machine has `marker` on its command line."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes():
+                return False
+        except OSError:
+            continue  # the process ended meanwhile
+    return True
 
 
 # -- item 17: early decisions and client results -----------------------------------------------
@@ -513,7 +541,7 @@ async def test_early_approvals_must_carry_the_arguments_hash_and_are_bounded(
     view = await handle.query(AgentRunWorkflow.status)
     assert view.phase == "model" and not view.pending, "the calls appeared before the signals"
 
-    invalid = await next_event(repo, run_id, "tool.decision_invalid")
+    invalid = await next_event(repo, run_id, EventType.TOOL_DECISION_INVALID)
     assert invalid.data["tool_call_id"] == "call_a"
     assert "arguments_sha256" in invalid.data["error"]
     view = await until(lambda: _pending(handle, 2))
@@ -557,7 +585,7 @@ async def test_a_client_result_over_the_cap_is_refused_and_changes_nothing(
     handle = await start(
         temporal_env, settings, run_id, prompt, tools=[], client_tools=[lookup.model_dump()]
     )
-    await next_event(repo, run_id, "tool.result_requested")
+    await next_event(repo, run_id, EventType.TOOL_RESULT_REQUESTED)
     client = temporal_env.client
     oversized: Sequence[Any] = ({"blob": "x" * 1_200_000}, "y" * (RESULT_CAP + 1))
     for big in oversized:

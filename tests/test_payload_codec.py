@@ -26,6 +26,7 @@ from agentrun.codec_server import CodecServer
 from agentrun.contracts import RunResult
 from agentrun.converter import codec_from_settings, data_converter
 from agentrun.db.repository import Repository
+from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.stack import free_port, temporal_cli_path
 from agentrun.testing.offline_model import OfflineModelServer, Reply
@@ -98,7 +99,7 @@ async def test_an_encrypted_run_hides_its_prompt_and_tool_arguments_and_the_code
             run_id=run_id,
             config={"workspace": str(tmp_path)},
         )
-        requested = await next_event(repo, run_id, "tool.approval_requested", timeout=BOUND)
+        requested = await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED, timeout=BOUND)
         await decide(
             client,
             run_id,

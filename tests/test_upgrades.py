@@ -11,13 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from agentrun.contracts import RunResult
 from agentrun.db.repository import Repository
 from agentrun.deployment import deployment_version, make_version_current
+from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.testing.offline_model import OfflineModelServer, Reply
 from starter.api import decide
@@ -34,7 +35,7 @@ async def task_build_ids(client: Client, run_id: str) -> set[str]:
     return {
         e.workflow_task_completed_event_attributes.deployment_version.build_id
         for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        if e.event_type == HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
     }
 
 
@@ -76,7 +77,7 @@ async def test_a_waiting_run_finishes_on_its_build_and_new_runs_go_to_the_curren
             id=run_id,
             task_queue=settings.task_queue,
         )
-        requested = await next_event(repo, run_id, "tool.approval_requested", timeout=BOUND)
+        requested = await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED, timeout=BOUND)
         assert await pinned_build_id(client, run_id) == "build-a"
 
         async with build_worker(client, b, repo, graceful_shutdown=timedelta(seconds=1)):
@@ -170,7 +171,7 @@ async def test_an_older_worker_reads_payloads_from_a_newer_client(
         handle = await client.start_workflow(
             "agentrun.AgentRun", raw_start, id=run_id, task_queue=settings.task_queue
         )
-        requested = await next_event(repo, run_id, "tool.approval_requested", timeout=BOUND)
+        requested = await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED, timeout=BOUND)
         answer = await handle.execute_update(
             "decide_tool_call",
             {

@@ -1,6 +1,8 @@
-"""The pure rules of people in the loop: which decision or client result a run can take, and
-the calls it waits on. No Temporal, no I/O: the workflow keeps a `Waits` and asks it; unit tests
-(tests/unit/test_rules.py) exercise every case without a server.
+"""The pure rules of a run: which decision or client result it can take, the calls it waits on,
+which calls of a batch run (enabled tools, the tool-call budget), what a call that is not run
+records instead, and the texts the Web UI shows. No Temporal calls, no I/O: the workflow keeps a
+`Waits` and asks these; unit tests (tests/unit/test_rules.py) exercise every case without a
+server.
 
 A refusal carries an `ErrorType` (agentrun.protocol.names): the workflow raises it as the
 `ApplicationError.type`, and clients map it to an exception class, never the message text.
@@ -10,20 +12,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import jsonschema
+from temporalio.exceptions import ActivityError
 
 from agentrun.contracts import (
     RESULT_CAP,
+    OutcomeKind,
     PendingCall,
     RecordedDecision,
+    ToolCallRequest,
     ToolDecision,
     ToolInfo,
     ToolResultSubmission,
 )
 from agentrun.protocol.names import ErrorType
-from agentrun.protocol.statuses import Decision, WaitKind
+from agentrun.protocol.statuses import Decision, ToolApproval, ToolKind, WaitKind
+
+DETAILS_MAX_CHARS = 200
 
 
 def arguments_sha256(arguments: str) -> str:
@@ -175,3 +183,145 @@ def early_approval_refusal(d: ToolDecision) -> Refusal | None:
             "arguments_sha256 (from tool.approval_requested); decide again now that it waits",
         )
     return None
+
+
+# -- a batch of tool calls -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result recorded for a call that is not run (or whose run failed for good)."""
+
+    kind: OutcomeKind
+    text: str
+    is_error: bool = True
+
+
+def plan_batch(
+    calls: Iterable[ToolCallRequest], enabled: Collection[str], limit: int, used: int
+) -> tuple[list[Outcome | None], int]:
+    """For each call, why it is not run (the outcome to record instead), or None to run it;
+    and the tool calls used after the batch. A tool the run did not enable is never run nor
+    offered for approval, whatever the model asks: its name may come from a prompt injection.
+    It spends none of the budget."""
+    budget = max(0, limit - used)
+    names = ", ".join(sorted(enabled)) or "none"
+    plan: list[Outcome | None] = []
+    for call in calls:
+        if call.name not in enabled:
+            plan.append(
+                Outcome(
+                    OutcomeKind.NOT_ENABLED,
+                    f"error: tool {call.name!r} is not enabled for this run; "
+                    f"enabled tools: {names}",
+                )
+            )
+        elif budget > 0:
+            plan.append(None)
+            budget -= 1
+            used += 1
+        else:
+            plan.append(
+                Outcome(
+                    OutcomeKind.OVER_BUDGET,
+                    f"error: not run: the run's limit of {limit} tool calls was reached",
+                )
+            )
+    return plan, used
+
+
+def wait_kind(info: ToolInfo | None) -> WaitKind | None:
+    """What a call of this tool waits for before it runs, if anything."""
+    if info is None:
+        return None
+    if info.kind == ToolKind.CLIENT:
+        return WaitKind.CLIENT_RESULT
+    return WaitKind.APPROVAL if info.approval == ToolApproval.NEEDS_APPROVAL else None
+
+
+def pending_call(call: ToolCallRequest, kind: WaitKind, turn: int) -> PendingCall:
+    return PendingCall(
+        tool_call_id=call.id,
+        name=call.name,
+        kind=kind,
+        arguments=call.arguments,
+        arguments_sha256=arguments_sha256(call.arguments),
+        turn=turn,
+    )
+
+
+def timeout_rejection(call_id: str) -> ToolDecision:
+    """The decision an approval that timed out (approval_timeout_action reject) stands for."""
+    return ToolDecision(
+        tool_call_id=call_id,
+        decision=Decision.REJECT,
+        decided_by="timeout",
+        reason="approval timed out",
+    )
+
+
+def decided_arguments(decision: ToolDecision, call: ToolCallRequest) -> str:
+    """The arguments the call runs with: the edited ones, or the model's."""
+    if decision.decision == Decision.APPROVE_WITH_EDITS and decision.arguments is not None:
+        return json.dumps(decision.arguments, ensure_ascii=False)
+    return call.arguments
+
+
+def rejected(recorded: RecordedDecision) -> Outcome:
+    reason = f": {recorded.reason}" if recorded.reason else ""
+    return Outcome(
+        OutcomeKind.REJECTED,
+        f"error: the call was rejected by {recorded.decided_by}{reason}",
+    )
+
+
+def client_result(submission: ToolResultSubmission | None, timeout_s: float | None) -> Outcome:
+    if submission is None:
+        return Outcome(
+            OutcomeKind.NO_CLIENT_RESULT,
+            f"error: no result from the client within {timeout_s:g}s",
+        )
+    return Outcome(OutcomeKind.CLIENT_RESULT, result_text(submission), submission.is_error)
+
+
+def failed(call: ToolCallRequest, err: BaseException) -> Outcome:
+    return Outcome(OutcomeKind.FAILED, f"error: {call.name} failed: {error_message(err)}")
+
+
+def abandoned(why: str) -> Outcome:
+    return Outcome(OutcomeKind.ABANDONED, f"cancelled: {why}")
+
+
+def error_message(err: BaseException) -> str:
+    """An activity failure's own message (its cause's), not the wrapper's."""
+    cause = err.__cause__ if isinstance(err, ActivityError) and err.__cause__ else err
+    return getattr(cause, "message", None) or str(cause)
+
+
+# -- what the Web UI shows -------------------------------------------------------------------
+
+
+def describe(call: ToolCallRequest | PendingCall) -> str:
+    """`bash \\`ls -la\\`` for a shell command, `name {args}` for the rest, kept short."""
+    try:
+        args = json.loads(call.arguments or "{}")
+    except ValueError:
+        args = None
+    if call.name == "bash" and isinstance(args, dict) and isinstance(args.get("command"), str):
+        text = f"bash `{args['command']}`"
+    else:
+        text = f"{call.name} {call.arguments}"
+    if len(text) <= DETAILS_MAX_CHARS:
+        return text
+    return text[: DETAILS_MAX_CHARS - 3] + "..."
+
+
+def waits_details(waits: Iterable[Wait]) -> str:
+    """One line per call the run waits on: approvals first, then client results."""
+    waits = list(waits)
+    approvals = [w for w in waits if w.pending.kind == WaitKind.APPROVAL]
+    results = [w for w in waits if w.pending.kind == WaitKind.CLIENT_RESULT]
+    return "\n".join(
+        ["waiting for approval: " + describe(w.pending) for w in approvals]
+        + ["waiting for client result: " + describe(w.pending) for w in results]
+    )

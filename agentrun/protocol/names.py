@@ -80,6 +80,7 @@ class ErrorType(enum.StrEnum):
     RUN_ENDED = "RunEnded"
     RUN_REFUSED = "RunRefused"
     RUN_FAILED = "RunFailed"
+    RUN_OWNED = "RunOwned"
     SESSION_BUSY = "SessionBusy"
     INVALID_CONFIG = "InvalidConfig"
     INVALID_INPUT = "InvalidInput"

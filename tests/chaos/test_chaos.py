@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentrun.db.migrate import upgrade
 from agentrun.db.repository import Repository
+from agentrun.protocol.events import EventType
 from agentrun.settings import Settings, load_settings
 from agentrun.stack import EmbeddedPostgres, ensure_database, free_port
 from agentrun.testing.offline_model import Fault, OfflineModelServer
@@ -153,11 +154,16 @@ async def _assert_exact_records(repo: Repository, run_id: str) -> None:
     events = await repo.read_events(run_id, 0, limit=100_000)
     assert [e.seq for e in events] == list(range(1, len(events) + 1)), run_id
     types = Counter(e.type for e in events)
-    assert types["message.completed"] == 2 and types["tool.call"] == 2, (run_id, types)
-    assert types["tool.result"] == 2 and types["llm.usage"] == 2, (run_id, types)
-    statuses = [e.data["status"] for e in events if e.type == "run.status"]
+    assert types[EventType.MESSAGE_COMPLETED] == 2 and types[EventType.TOOL_CALL] == 2, (
+        run_id,
+        types,
+    )
+    assert types[EventType.TOOL_RESULT] == 2 and types[EventType.LLM_USAGE] == 2, (run_id, types)
+    statuses = [e.data["status"] for e in events if e.type == EventType.RUN_STATUS]
     assert statuses == ["QUEUED", "RUNNING", "DONE"], (run_id, statuses)
-    resets = [(e.data["turn"], e.data["attempt"]) for e in events if e.type == "stream.reset"]
+    resets = [
+        (e.data["turn"], e.data["attempt"]) for e in events if e.type == EventType.STREAM_RESET
+    ]
     assert len(resets) == len(set(resets)), (run_id, resets)  # one per retried attempt
     assert all(attempt > 1 for _, attempt in resets), (run_id, resets)
     run = await repo.get_run(run_id)

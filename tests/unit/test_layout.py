@@ -19,8 +19,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from agentrun.protocol.events import EventType
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +42,6 @@ DOTTED_TYPES = frozenset(t.value for t in EventType if "." in t.value)
 PLAIN_TYPES = frozenset(t.value for t in EventType if "." not in t.value)
 TYPE_NAMES = frozenset({"type", "type_", "event_type", "etype"})
 MIGRATIONS = ROOT / "agentrun" / "db" / "migrations" / "versions"
-IN_PROGRESS = pytest.mark.xfail(strict=False, reason="issue 10 refactor in progress")
 
 
 def python_files() -> list[Path]:
@@ -198,13 +195,11 @@ def event_type_literals() -> list[str]:
 # -- the rules -----------------------------------------------------------------------------------
 
 
-@IN_PROGRESS
 def test_no_python_file_outside_tests_is_over_450_lines() -> None:
     found = long_files()
     assert not found, f"{len(found)} file(s) over {MAX_FILE_LINES} lines:\n" + "\n".join(found)
 
 
-@IN_PROGRESS
 def test_no_function_outside_tests_is_over_80_lines() -> None:
     found = long_functions()
     assert not found, f"{len(found)} function(s) over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(
@@ -212,7 +207,6 @@ def test_no_function_outside_tests_is_over_80_lines() -> None:
     )
 
 
-@IN_PROGRESS
 def test_event_types_are_written_only_in_the_events_module() -> None:
     found = event_type_literals()
     assert not found, (

@@ -10,6 +10,7 @@ import pytest
 from activities.policy import (
     InvalidConfig,
     check_workspace,
+    floor_of,
     resolve_policy,
     session_folder,
     workspace_for,
@@ -17,7 +18,7 @@ from activities.policy import (
 from activities.sandbox import Redactor
 from activities.tool_exec import storable
 from activities.tools import default_registry
-from agentrun.contracts import AgentConfig, ClientTool
+from agentrun.contracts import AgentConfig, ApprovalPreset, ClientTool, ToolApproval, ToolKind
 from agentrun.settings import load_settings
 
 
@@ -147,3 +148,81 @@ def test_redactor_hides_configured_secret_values() -> None:
     assert "tok-55555" not in out and "[redacted:MY_TOKEN]" in out
     assert "AAAAAAAA" not in out and "[redacted:AGENTRUN_PAYLOAD_KEYS]" in out
     assert "short=abc" in out  # too short to be worth redacting
+
+
+# -- the policy value object: every preset, overrides on top, the floor under both -------------
+
+AUTO, ASK = ToolApproval.AUTO, ToolApproval.NEEDS_APPROVAL
+SAFE = ["ls", "read_file", "current_time", "calculator"]
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        (ApprovalPreset.TOOL_DEFAULT, dict.fromkeys(SAFE, AUTO)),
+        (ApprovalPreset.REQUIRE_ALL, dict.fromkeys(SAFE, ASK)),
+        (ApprovalPreset.ALLOW_SAFE, dict.fromkeys(SAFE, AUTO)),
+        (ApprovalPreset.ALLOW_LISTED, {**dict.fromkeys(SAFE, ASK), "calculator": AUTO}),
+        (ApprovalPreset.SKIP_ALL, dict.fromkeys(SAFE, AUTO)),
+    ],
+)
+def test_each_preset_on_the_read_only_tools(
+    preset: ApprovalPreset, expected: dict[str, ToolApproval]
+) -> None:
+    config = AgentConfig(approval=preset, tools=SAFE, approval_allow=["calculator"])
+    policy = resolve_policy(default_registry(), config)
+    assert {t.name: t.approval for t in policy.tools} == expected
+    assert all(isinstance(t.approval, ToolApproval) for t in policy.tools)
+    for name, approval in expected.items():
+        assert policy.needs_approval(name) is (approval == ASK)
+
+
+@pytest.mark.parametrize(
+    "preset", [ApprovalPreset.TOOL_DEFAULT, ApprovalPreset.REQUIRE_ALL, ApprovalPreset.ALLOW_SAFE]
+)
+def test_presets_that_keep_bash_asking(preset: ApprovalPreset) -> None:
+    policy = resolve_policy(default_registry(), AgentConfig(approval=preset))
+    assert policy.needs_approval("bash")
+
+
+def test_an_override_tightens_whatever_the_preset() -> None:
+    config = AgentConfig(
+        approval=ApprovalPreset.SKIP_ALL,
+        tools=["calculator", "ls"],
+        approval_overrides={"ls": ASK},
+    )
+    policy = resolve_policy(default_registry(), config)
+    assert policy.needs_approval("ls") and not policy.needs_approval("calculator")
+
+
+def test_an_override_beats_the_preset_where_the_floor_allows_it() -> None:
+    config = AgentConfig(approval=ApprovalPreset.REQUIRE_ALL, approval_overrides={"ls": AUTO})
+    policy = resolve_policy(default_registry(), config)
+    assert not policy.needs_approval("ls") and policy.needs_approval("calculator")
+
+
+def test_the_floor_of_a_tool_is_the_setting_or_its_own_default() -> None:
+    registry = default_registry()
+    bash, ls = registry.get("bash"), registry.get("ls")
+    assert bash is not None and ls is not None
+    assert floor_of(bash, {}) == ASK and floor_of(ls, {}) == AUTO
+    assert floor_of(ls, {"ls": "needs_approval"}) == ASK
+    assert floor_of(bash, {"bash": "auto"}) == AUTO
+
+
+def test_client_tools_default_to_auto_and_can_be_made_to_ask() -> None:
+    weather = ClientTool(name="weather")
+    plain = resolve_policy(default_registry(), AgentConfig(tools=[], client_tools=[weather]))
+    asking = resolve_policy(
+        default_registry(),
+        AgentConfig(tools=[], client_tools=[weather], approval_overrides={"weather": ASK}),
+    )
+    info = plain.info("weather")
+    assert info is not None and (info.kind, info.approval) == (ToolKind.CLIENT, AUTO)
+    assert not plain.needs_approval("weather") and asking.needs_approval("weather")
+    assert plain.names == ["weather"] and plain.server_names == []
+
+
+def test_a_client_tool_may_not_take_a_built_in_name() -> None:
+    with pytest.raises(InvalidConfig, match="clash"):
+        resolve_policy(default_registry(), AgentConfig(client_tools=[ClientTool(name="bash")]))

@@ -1,26 +1,9 @@
-"""Every type that crosses the workflow boundary: workflow input and result, activity inputs
-and results. Clients, workflows and activities all import this one module, and every client and
-worker uses agentrun.converter.data_converter (temporalio's pydantic_data_converter plus the
-payload codec).
-
-Fields are only ever added, and only as optional, so runs in flight keep decoding. Payloads
-are read tolerantly and made strictly (see Strict), so that in a rolling deploy an older worker
-reads what a newer client or worker sends.
-
-Text that PostgreSQL cannot store (a NUL character, a lone UTF-16 surrogate) and a model name it
-cannot hold are refused where they enter, with a clear error, because a write the database
-refuses would otherwise be retried for ever. The workflow input (StartRunInput, AgentConfig,
-ClientTool) is checked when it is built in Python (clients, CLI, API) and not when it is
-decoded from a Temporal payload: a workflow whose input does not decode fails its workflow
-task over and over instead of ending, so the worker decodes it and refuses it itself
-(`storage_problems`, in prepare_run). Update and signal payloads (decisions, results, cancel)
-are checked always: one that does not decode is refused to its sender and the run is untouched.
-"""
+"""The run's input and result: the workflow input (StartRunInput, its AgentConfig and client
+tools), the limits, the Strict mechanism (tolerant read, strict make) and the run's result."""
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -31,10 +14,16 @@ from pydantic import (
     model_validator,
 )
 
+from agentrun.protocol.statuses import ApprovalPreset, RunStatus, ToolApproval
+from agentrun.text import check_text as _check_text
+from agentrun.text import model_name_problem
+from agentrun.text import nested_text_problem as _nested_text_problem
+
+if TYPE_CHECKING:
+    from agentrun.contracts.steps import OpenRunInput
+
 MAX_PROMPT_CHARS = 100_000
-MAX_MODEL_NAME_CHARS = 200
 DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
-_SURROGATE = re.compile("[\ud800-\udfff]")
 RESULT_TEXT_LIMIT = 4_000
 # The most characters of a tool's result that are recorded and sent to the model: a server
 # tool's output is cut there, a client-side result longer than this is refused.
@@ -44,11 +33,6 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful agent. Use the tools you are given when they help, and answer concisely."
 )
-
-ToolApproval = Literal["auto", "needs_approval"]
-ApprovalPreset = Literal["tool_default", "require_all", "allow_safe", "allow_listed", "skip_all"]
-DecisionKind = Literal["approve", "approve_with_edits", "reject"]
-ToolKind = Literal["server", "client"]
 
 
 class Strict(BaseModel):
@@ -79,61 +63,6 @@ def strict_validate(model: type[StrictModel], data: Any) -> StrictModel:
     """Validate outside input (a parsed JSON object, a dict from a caller) at an edge: every
     rule of `model`, and an unknown field anywhere inside is refused with where it is."""
     return model.model_validate(data, extra="forbid")
-
-
-def text_problem(value: str) -> str | None:
-    """Why PostgreSQL cannot store this text (TEXT or JSONB), or None when it can."""
-    if "\x00" in value:
-        return f"contains a NUL character (\\x00) at index {value.index(chr(0))}"
-    surrogate = _SURROGATE.search(value)
-    if surrogate:
-        return (
-            f"contains a lone surrogate (U+{ord(surrogate.group()):04X}) at index "
-            f"{surrogate.start()}"
-        )
-    return None
-
-
-def storable_text(value: str) -> str:
-    """The text with what PostgreSQL cannot store (NUL, lone surrogates) replaced by U+FFFD:
-    for text we did not choose and must keep, such as a model's reply."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    return _SURROGATE.sub("\ufffd", value)
-
-
-def model_name_problem(value: str) -> str | None:
-    if len(value) > MAX_MODEL_NAME_CHARS:
-        return f"has {len(value)} characters; the limit is {MAX_MODEL_NAME_CHARS}"
-    if not value.isprintable():
-        return "must be printable (no control, format or line-break characters)"
-    return None
-
-
-def _nested_text_problem(value: Any) -> str | None:
-    if isinstance(value, str):
-        return text_problem(value)
-    if isinstance(value, dict):
-        for k, v in value.items():
-            problem = _nested_text_problem(k) or _nested_text_problem(v)
-            if problem:
-                return problem
-    if isinstance(value, list | tuple):
-        for v in value:
-            problem = _nested_text_problem(v)
-            if problem:
-                return problem
-    return None
-
-
-def _check_text(value: Any, info: ValidationInfo, *, always: bool) -> Any:
-    # From a Temporal payload (JSON) the workflow input must decode; see the module docstring.
-    if value is None or (not always and info.mode == "json"):
-        return value
-    problem = _nested_text_problem(value)
-    if problem:
-        raise ValueError(f"{info.field_name} {problem}; PostgreSQL cannot store it")
-    return value
 
 
 class ClientTool(Strict):
@@ -189,7 +118,7 @@ class AgentConfig(Strict):
     model_max_attempts: int = Field(default=6, ge=1, le=100)
     tool_heartbeat_timeout_s: float = Field(default=10, ge=2, le=600)
     approval: ApprovalPreset = Field(
-        default="tool_default",
+        default=ApprovalPreset.TOOL_DEFAULT,
         description="tool_default: each tool's own policy (bash asks); require_all; allow_safe: "
         "read-only built-ins run, the rest ask; allow_listed: only approval_allow runs without "
         "asking; skip_all: nothing asks.",
@@ -255,7 +184,7 @@ class StartRunInput(Strict):
         return _check_text(value, info, always=False)  # type: ignore[no-any-return]
 
 
-def storage_problems(inp: StartRunInput | PrepareRunInput) -> list[str]:
+def storage_problems(inp: StartRunInput | OpenRunInput) -> list[str]:
     """What in a run's input PostgreSQL cannot store: the worker's check of an input that was
     decoded without the client-side validation (see the module docstring)."""
     problems = []
@@ -300,198 +229,13 @@ class RunResult(BaseModel):
 
     run_id: str
     session_id: str
-    status: str
+    status: RunStatus
     final_text: str = ""
     final_text_truncated: bool = False
     usage: Usage = Field(default_factory=Usage)
     error: str | None = None
 
 
-class ToolInfo(BaseModel):
-    """What the workflow needs to know of a tool to schedule it (approval already resolved
-    from the tool's default, the preset and the overrides)."""
-
-    name: str
-    approval: ToolApproval = "auto"
-    timeout_s: float = 60
-    max_attempts: int = 3
-    kind: ToolKind = "server"
-    parameters: dict[str, Any] = Field(default_factory=dict)
-
-
-class StartRunSetup(BaseModel):
-    run_id: str
-    model: str
-    tools: list[ToolInfo] = Field(default_factory=list)
-
-
-class PrepareRunInput(BaseModel):
-    run_id: str
-    session_id: str
-    prompt: str
-    config: AgentConfig
-
-
-class SetStatusInput(BaseModel):
-    run_id: str
-    status: str
-    error: str | None = None
-    final_text_from_turn: int | None = None
-
-
-class ModelTurnInput(BaseModel):
-    run_id: str
-    session_id: str
-    turn: int
-    model: str
-    tools: list[str] = Field(default_factory=list)
-    config: AgentConfig | None = Field(
-        default=None,
-        description="Unset: the activity reads the run's config from its row, so history per "
-        "turn does not grow with the prompt or the tools. Set by workers before that change.",
-    )
-
-
-class ToolCallRequest(BaseModel):
-    id: str
-    name: str
-    arguments: str
-
-
-class ModelTurnResult(BaseModel):
-    turn: int
-    text_preview: str = ""
-    text_chars: int = 0
-    tool_calls: list[ToolCallRequest] = Field(default_factory=list)
-    finish_reason: str | None = None
-    response_id: str | None = None
-    usage: Usage = Field(default_factory=Usage)
-    replayed: bool = False
-
-
-class ExecuteToolInput(BaseModel):
-    run_id: str
-    session_id: str
-    turn: int
-    call: ToolCallRequest
-    workspace: str | None = None
-    skip_reason: str | None = Field(
-        default=None, description="Record this error result instead of running the tool."
-    )
-    given_result: str | None = Field(
-        default=None, description="A client-side tool's result to record as it is."
-    )
-    given_is_error: bool = False
-
-
-class ToolResult(BaseModel):
-    tool_call_id: str
-    name: str
-    is_error: bool
-    preview: str = ""
-    replayed: bool = False
-
-
 def preview(text: str, limit: int = RESULT_TEXT_LIMIT) -> tuple[str, bool]:
     """The text cut to `limit` characters, and whether it was cut."""
     return (text, False) if len(text) <= limit else (text[:limit], True)
-
-
-class ToolDecision(Strict):
-    """Payload of the update decide_tool_call and the signal tool_decision."""
-
-    tool_call_id: str = Field(min_length=1, max_length=200)
-    decision: DecisionKind
-    arguments: dict[str, Any] | None = Field(
-        default=None, description="The edited arguments, with approve_with_edits."
-    )
-    arguments_sha256: str | None = Field(
-        default=None, description="The hash from tool.approval_requested, to bind the decision."
-    )
-    decided_by: str | None = Field(default=None, max_length=200)
-    reason: str | None = Field(default=None, max_length=4_000)
-
-    @field_validator("decided_by", "reason", "arguments")
-    @classmethod
-    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_text(value, info, always=True)
-
-
-class RecordedDecision(BaseModel):
-    """A decision as recorded: what decide_tool_call returns."""
-
-    tool_call_id: str
-    name: str
-    decision: DecisionKind
-    arguments: str
-    decided_by: str
-    reason: str | None = None
-
-
-class ToolResultSubmission(Strict):
-    """Payload of the update submit_tool_result (a client-side tool's result)."""
-
-    tool_call_id: str = Field(min_length=1, max_length=200)
-    result: Any = None
-    is_error: bool = False
-
-    @field_validator("result")
-    @classmethod
-    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_text(value, info, always=True)
-
-
-class CancelRequest(Strict):
-    """Payload of the update and the signal cancel."""
-
-    reason: str | None = Field(default=None, max_length=4_000)
-    requested_by: str | None = Field(default=None, max_length=200)
-
-    @field_validator("reason", "requested_by")
-    @classmethod
-    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
-        return _check_text(value, info, always=True)
-
-
-class CancelAnswer(BaseModel):
-    status: str
-    message: str
-
-
-class PendingCall(BaseModel):
-    tool_call_id: str
-    name: str
-    kind: Literal["approval", "client_result"]
-    arguments: str
-    arguments_sha256: str
-    turn: int
-
-
-class RequestWaitInput(BaseModel):
-    run_id: str
-    calls: list[PendingCall]
-
-
-class RecordDecisionInput(BaseModel):
-    run_id: str
-    decision: RecordedDecision
-
-
-class AppendEventInput(BaseModel):
-    run_id: str
-    type: str
-    data: dict[str, Any] = Field(default_factory=dict)
-    key: str | None = None
-
-
-class RunStatusView(BaseModel):
-    """What the query status answers."""
-
-    run_id: str
-    status: str
-    phase: str
-    turn: int
-    model: str
-    pending: list[PendingCall] = Field(default_factory=list)
-    usage: Usage = Field(default_factory=Usage)
-    cancel_requested: bool = False

@@ -25,11 +25,11 @@ from activities.tool_exec import ToolActivities
 from activities.tools import ToolRegistry, default_registry
 from agentrun.converter import data_converter
 from agentrun.db.migrate import upgrade
-from agentrun.db.repository import Repository
 from agentrun.deployment import deployment_config, promote_on_start
 from agentrun.process import exit_process
 from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import StackError, require_search_attributes
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer
 from workflows import ALL_WORKFLOWS
 

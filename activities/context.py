@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentrun.db.models import Message
-from agentrun.db.repository import Repository, estimate_tokens
+from agentrun.store import Repository, estimate_tokens
 
 MISSING_RESULT = "no result: the run ended before this tool call was carried out"
 # Older messages are read newest first in pages of this many rows, until the budget is met.

@@ -27,11 +27,11 @@ from agentrun.contracts import (
     storage_problems,
 )
 from agentrun.db.models import Run, RunStatus
-from agentrun.db.repository import Repository, RunEndedError, RunOwnedError, SessionBusyError
 from agentrun.protocol import statuses
 from agentrun.protocol.events import payload as event_payload
 from agentrun.protocol.names import Activity, ErrorType
 from agentrun.settings import Settings
+from agentrun.store import Repository, RunEndedError, RunOwnedError, SessionBusyError
 
 
 class RunActivities:

@@ -27,10 +27,10 @@ from agentrun.contracts import (
     preview,
 )
 from agentrun.db.models import ToolCall, ToolCallStatus
-from agentrun.db.repository import Repository
 from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import Decision
 from agentrun.settings import Settings
+from agentrun.store import Repository
 
 # Heartbeats tell Temporal the worker is alive (a lost worker's tool is retried within the
 # heartbeat timeout, not after start-to-close) and carry cancellation to the tool.

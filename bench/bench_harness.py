@@ -16,10 +16,10 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from agentrun.contracts import AgentConfig, StartRunInput
-from agentrun.db.repository import Repository
 from agentrun.protocol.events import EventType
 from agentrun.protocol.names import NOTIFY_CHANNEL
 from agentrun.settings import Settings
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer
 from workflows.agent import AgentRunWorkflow
 

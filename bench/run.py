@@ -47,7 +47,6 @@ from bench_workflows import BareWorkflow, StreamsWorkflow, noop, stream_tokens  
 
 from agentrun.converter import data_converter  # noqa: E402
 from agentrun.db.migrate import upgrade  # noqa: E402
-from agentrun.db.repository import Repository  # noqa: E402
 from agentrun.settings import load_settings  # noqa: E402
 from agentrun.stack import (  # noqa: E402
     EmbeddedPostgres,
@@ -56,6 +55,7 @@ from agentrun.stack import (  # noqa: E402
     search_attribute_keys,
     temporal_cli_path,
 )
+from agentrun.store import Repository  # noqa: E402
 from agentrun.testing.offline_model import OfflineModelServer  # noqa: E402
 from worker import build_worker  # noqa: E402
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from temporalio.client import Client
 
 from agentrun.client import RunEnded, RunNotFound, connect
-from agentrun.db.repository import Repository
 from agentrun.settings import Settings, SettingsError, load_settings
+from agentrun.store import Repository
 from starter.exits import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 

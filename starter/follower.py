@@ -26,10 +26,10 @@ from agentrun.client import (
     start_run,
 )
 from agentrun.contracts import AgentConfig
-from agentrun.db.repository import Repository
 from agentrun.protocol.events import ToolApprovalRequestedEvent, ToolWaitData
 from agentrun.protocol.statuses import Decision, ToolCallStatus
 from agentrun.settings import Settings
+from agentrun.store import Repository
 from starter.connect import database, temporal
 from starter.exits import EXIT_USAGE, CliError
 from starter.output import console, err_console, first_error, print_json, web_ui_link

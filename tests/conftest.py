@@ -26,7 +26,6 @@ from temporalio.worker import Worker
 
 from agentrun.contracts import AgentConfig, StartRunInput
 from agentrun.db.migrate import upgrade
-from agentrun.db.repository import Repository
 from agentrun.settings import Settings, load_settings
 from agentrun.stack import (
     EmbeddedPostgres,
@@ -35,6 +34,7 @@ from agentrun.stack import (
     search_attribute_keys,
     temporal_cli_path,
 )
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from worker import build_worker
 

@@ -13,9 +13,9 @@ from temporalio.worker import Worker
 
 from agentrun.contracts import RunResult
 from agentrun.db.models import LlmCall, Message, ToolCall
-from agentrun.db.repository import Repository
 from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
+from agentrun.store import Repository
 from agentrun.testing.offline_model import Fault, OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import next_event, start_input
 from tests.store_helpers import count, run_llm_calls, run_tool_calls

@@ -15,10 +15,10 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from agentrun.db.repository import Repository
 from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.stack import free_port
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import bash_call, next_event
 

@@ -35,7 +35,6 @@ from agentrun.client import (
     list_query,
 )
 from agentrun.contracts import ClientTool
-from agentrun.db.repository import Repository
 from agentrun.protocol.events import (
     EventType,
     MessageDeltaEvent,
@@ -47,6 +46,7 @@ from agentrun.protocol.events import (
 )
 from agentrun.protocol.statuses import Decision, RunStatus, WaitKind
 from agentrun.settings import Settings
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import bash_call
 

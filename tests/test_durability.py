@@ -15,10 +15,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
+from agentrun.client import list_query
 from agentrun.db.models import LlmCall, Message, RunEvent, ToolCall
-from agentrun.db.repository import Repository
 from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import WorkerProcess, next_event, start_input
 from tests.store_helpers import count, run_llm_calls, run_tool_calls
@@ -197,9 +198,7 @@ async def test_recorded_histories_replay_against_the_current_code(
     )
     # Every agent run this test session finished so far (loop, faults, kills, failures).
     histories = []
-    async for wf in client.list_workflows(
-        "WorkflowType = 'agentrun.AgentRun' AND ExecutionStatus != 'Running'"
-    ):
+    async for wf in client.list_workflows(list_query() + " AND ExecutionStatus != 'Running'"):
         histories.append(await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history())
     assert len(histories) >= 1
     replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)

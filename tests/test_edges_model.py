@@ -25,7 +25,6 @@ from activities.context import build_context, load_context
 from agentrun.contracts import AgentConfig, CancelAnswer, CancelRequest, RunResult, ToolCallRequest
 from agentrun.db.migrate import upgrade
 from agentrun.db.models import RunStatus, ToolCall
-from agentrun.db.repository import Repository
 from agentrun.protocol.events import EventType
 from agentrun.settings import Settings, load_settings
 from agentrun.stack import (
@@ -37,6 +36,7 @@ from agentrun.stack import (
     require_search_attributes,
     temporal_cli_path,
 )
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import start_run
 from tests.conftest import next_event, start_input

@@ -35,9 +35,9 @@ from agentrun.contracts import (
     ToolOutcomeInput,
 )
 from agentrun.db.models import Message, RunEvent, ToolCall
-from agentrun.db.repository import Repository
 from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import decide
 from tests.conftest import WorkerProcess, bash_call, next_event, start_input

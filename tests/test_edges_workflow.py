@@ -46,16 +46,16 @@ from agentrun.contracts import (
     RunResult,
 )
 from agentrun.db.models import Message
-from agentrun.db.repository import Repository
-from agentrun.protocol.events import EventType
+from agentrun.protocol.events import EventType, arguments_sha256
 from agentrun.protocol.names import Activity
 from agentrun.settings import Settings
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import bash_call, next_event, start_input
 from tests.store_helpers import count, run_tool_calls
 from workflows import ALL_WORKFLOWS
 from workflows import options as options_module
-from workflows.agent import AgentRunWorkflow, arguments_sha256
+from workflows.agent import AgentRunWorkflow
 
 WORKFLOW_SOURCES = sorted((Path(__file__).resolve().parent.parent / "workflows").glob("*.py"))
 

@@ -25,10 +25,10 @@ from temporalio.worker import Replayer
 from agentrun.codec_server import CodecServer
 from agentrun.contracts import RunResult
 from agentrun.converter import codec_from_settings, data_converter
-from agentrun.db.repository import Repository
 from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.stack import free_port, temporal_cli_path
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply
 from starter.api import decide, start_run
 from tests.conftest import bash_call, next_event

@@ -23,17 +23,18 @@ from temporalio.client import (
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from agentrun.client import list_query
 from agentrun.contracts import ClientTool, RunResult
 from agentrun.db.models import Message, ToolCall
-from agentrun.db.repository import Repository
-from agentrun.protocol.events import EventType
+from agentrun.protocol.events import EventType, arguments_sha256
 from agentrun.settings import Settings
 from agentrun.stack import temporal_cli_path
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import cancel_run, decide, run_status, submit_tool_result
 from tests.conftest import bash_call, next_event, process_running, processes_in, start_input
 from tests.store_helpers import count, run_tool_calls
-from workflows.agent import AgentRunWorkflow, arguments_sha256
+from workflows.agent import AgentRunWorkflow
 
 SETTLE_TIMES: dict[str, float] = {}
 
@@ -51,7 +52,7 @@ async def start(
 
 async def waiting_runs(env: WorkflowEnvironment, run_ids: set[str]) -> set[str]:
     found = set()
-    async for wf in env.client.list_workflows("AgentWaitingApproval = true"):
+    async for wf in env.client.list_workflows(list_query(waiting_approval=True)):
         if wf.id in run_ids:
             found.add(wf.id)
     return found

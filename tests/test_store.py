@@ -16,7 +16,13 @@ import pytest
 from agentrun.contracts import AgentConfig, PendingCall, RecordedDecision, ToolCallRequest
 from agentrun.db.migrate import current_revision, head_revision, upgrade
 from agentrun.db.models import Message, RunEvent, RunStatus, ToolCall, ToolCallStatus
-from agentrun.protocol.events import EventType, MessageDeltaData, StreamResetData, ToolCallData
+from agentrun.protocol.events import (
+    EventType,
+    MessageDeltaData,
+    StreamResetData,
+    ToolCallData,
+    arguments_sha256,
+)
 from agentrun.protocol.statuses import LlmCallStatus
 from agentrun.store import (
     NOTIFY_CHANNEL,
@@ -28,7 +34,6 @@ from agentrun.store import (
     RunOwnedError,
     SessionBusyError,
     events,
-    sha256_text,
 )
 from tests.store_helpers import count, model_turn, ok_values, run_llm_calls, run_tool_calls
 
@@ -213,7 +218,7 @@ async def test_a_model_turn_is_recorded_once(repo: Repository, run_id: str) -> N
     assert (c1.status, c1.prompt_tokens, c1.response_id) == (LlmCallStatus.OK, 10, "r1")
     [row] = await run_tool_calls(repo, run_id)
     assert (row.tool_call_id, row.name, row.status) == ("call_1", "ls", ToolCallStatus.PENDING)
-    assert row.arguments_sha256 == sha256_text('{"path": "."}')
+    assert row.arguments_sha256 == arguments_sha256('{"path": "."}')
     run = await repo.get_run(run_id)
     assert (run.turns, run.prompt_tokens, run.completion_tokens) == (1, 10, 5)
     assert (run.llm_call_count, run.tool_call_count) == (1, 1)
@@ -476,7 +481,7 @@ def _pending(call: ToolCallRequest, kind: str) -> PendingCall:
         name=call.name,
         kind=kind,  # type: ignore[arg-type]
         arguments=call.arguments,
-        arguments_sha256=sha256_text(call.arguments),
+        arguments_sha256=arguments_sha256(call.arguments),
         turn=1,
     )
 

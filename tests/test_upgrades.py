@@ -16,10 +16,10 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from agentrun.contracts import RunResult
-from agentrun.db.repository import Repository
 from agentrun.deployment import deployment_version, make_version_current
 from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply
 from starter.api import decide
 from tests.conftest import bash_call, next_event, start_input

@@ -53,10 +53,11 @@ from agentrun.contracts import (
     Usage,
     WaitKind,
 )
+from agentrun.protocol.events import arguments_sha256
 from agentrun.protocol.names import Activity, Update
 from agentrun.protocol.statuses import Decision, ToolApproval
 from workflows import ALL_WORKFLOWS
-from workflows.agent import AgentRunWorkflow, arguments_sha256
+from workflows.agent import AgentRunWorkflow
 
 BASH = ToolInfo(name="bash", approval=ToolApproval.NEEDS_APPROVAL, timeout_s=60)
 CALCULATOR = ToolInfo(name="calculator")

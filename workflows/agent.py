@@ -25,10 +25,6 @@ with workflow.unsafe.imports_passed_through():
         ToolResultSubmission,
     )
     from agentrun.protocol.names import (
-        SA_MODEL,
-        SA_RUN_STATUS,
-        SA_SESSION_ID,
-        SA_WAITING_APPROVAL,
         WORKFLOW_NAME,
         ErrorType,
         Query,
@@ -37,19 +33,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import steps
     from workflows.loop import AgentLoop
-    from workflows.options import BOOKKEEPING
-    from workflows.rules import Refusal, arguments_sha256
+    from workflows.rules import Refusal
 
-__all__ = [
-    "BOOKKEEPING",
-    "SA_MODEL",
-    "SA_RUN_STATUS",
-    "SA_SESSION_ID",
-    "SA_WAITING_APPROVAL",
-    "WORKFLOW_NAME",
-    "AgentRunWorkflow",
-    "arguments_sha256",
-]
+__all__ = ["AgentRunWorkflow"]
 
 # Early decisions (signals that arrive before their call exists) kept at most.
 MAX_EARLY_DECISIONS = 64

@@ -10,7 +10,6 @@ A refusal carries an `ErrorType` (agentrun.protocol.names): the workflow raises 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -28,14 +27,11 @@ from agentrun.contracts import (
     ToolInfo,
     ToolResultSubmission,
 )
+from agentrun.protocol.events import arguments_sha256
 from agentrun.protocol.names import ErrorType
 from agentrun.protocol.statuses import Decision, ToolApproval, ToolKind, WaitKind
 
 DETAILS_MAX_CHARS = 200
-
-
-def arguments_sha256(arguments: str) -> str:
-    return hashlib.sha256(arguments.encode()).hexdigest()
 
 
 def result_text(r: ToolResultSubmission) -> str:

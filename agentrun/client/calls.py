@@ -52,8 +52,8 @@ from workflows.agent import AgentRunWorkflow
 
 if TYPE_CHECKING:
     from agentrun.client.handle import RunHandle
-    from agentrun.db.repository import Repository
     from agentrun.settings import Settings
+    from agentrun.store import Repository
 
 
 def new_id(prefix: str) -> str:

@@ -34,8 +34,8 @@ from agentrun.protocol.statuses import Decision
 from workflows.agent import AgentRunWorkflow
 
 if TYPE_CHECKING:
-    from agentrun.db.repository import Repository
     from agentrun.settings import Settings
+    from agentrun.store import Repository
 
 
 class RunHandle:

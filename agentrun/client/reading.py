@@ -22,7 +22,7 @@ from agentrun.protocol.names import (
 from agentrun.protocol.statuses import RunStatus
 
 if TYPE_CHECKING:
-    from agentrun.db.repository import Repository
+    from agentrun.store import Repository
 
 AnyEvent = Event | UnknownEvent
 

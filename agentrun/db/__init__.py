@@ -1,2 +1,2 @@
 """The Postgres schema: typed ORM models and Alembic migrations. Reads and writes live in
-agentrun.store (agentrun.db.repository re-exports it for older imports)."""
+agentrun.store (agentrun.store re-exports it for older imports)."""

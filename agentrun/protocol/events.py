@@ -11,6 +11,7 @@ reader keeps going. The README's event table is generated from these models (`ev
 from __future__ import annotations
 
 import enum
+import hashlib
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -130,6 +131,13 @@ class ErrorData(EventData):
     message: str
     retryable: bool = False
     retry_after_s: float | None = None
+
+
+def arguments_sha256(arguments: str) -> str:
+    """The hash that binds a decision to the arguments a person saw: the SHA-256 of the
+    arguments string (UTF-8), hex. `tool.approval_requested` carries it; a decision sends it
+    back as `arguments_sha256`."""
+    return hashlib.sha256(arguments.encode()).hexdigest()
 
 
 class ToolWaitData(EventData):

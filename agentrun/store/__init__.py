@@ -13,7 +13,7 @@ repository.py   `Repository`: one transaction per call over the functions above
 from __future__ import annotations
 
 from agentrun.protocol.names import NOTIFY_CHANNEL
-from agentrun.store.engine import NotFoundError, idempotency_key, sha256_text
+from agentrun.store.engine import NotFoundError, idempotency_key
 from agentrun.store.events import EventIn, event_key
 from agentrun.store.repository import Repository
 from agentrun.store.runs import RunEndedError, RunOwnedError, SessionBusyError
@@ -37,6 +37,5 @@ __all__ = [
     "estimate_tokens",
     "event_key",
     "idempotency_key",
-    "sha256_text",
     "unique_call_ids",
 ]

@@ -7,7 +7,6 @@ insert is ON CONFLICT DO NOTHING, and a repeat returns the row already there and
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -33,10 +32,6 @@ def idempotency_key(*parts: object) -> str:
     """The deterministic key of a write: run id, turn, tool_call_id, attempt, ... joined. The
     keys are stored and a retried write after an upgrade must find them: never change one."""
     return ":".join(str(p) for p in parts)
-
-
-def sha256_text(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def utcnow() -> datetime:

@@ -17,9 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentrun.contracts import ToolCallRequest
 from agentrun.db.models import LlmCall, Message, Run, ToolCall, ToolCallStatus
-from agentrun.protocol.events import EventType, LlmUsageData, MessageCompletedData, ToolCallData
+from agentrun.protocol.events import (
+    EventType,
+    LlmUsageData,
+    MessageCompletedData,
+    ToolCallData,
+    arguments_sha256,
+)
 from agentrun.protocol.statuses import LlmCallStatus
-from agentrun.store.engine import idempotency_key, insert_once, sha256_text, utcnow
+from agentrun.store.engine import idempotency_key, insert_once, utcnow
 from agentrun.store.events import EventIn, append_locked, event_key, lock_run
 
 # The statuses that spend a turn's model budget; DB_ERROR (the database failed before the
@@ -257,7 +263,7 @@ async def _insert_tool_call(db: AsyncSession, run_id: str, turn: int, c: ToolCal
             "tool_call_id": c.id,
             "name": c.name,
             "arguments": c.arguments,
-            "arguments_sha256": sha256_text(c.arguments),
+            "arguments_sha256": arguments_sha256(c.arguments),
             "status": ToolCallStatus.PENDING.value,
         },
         ToolCall.idempotency_key,

@@ -17,10 +17,10 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from agentrun.db.migrate import upgrade
-from agentrun.db.repository import Repository
 from agentrun.protocol.events import EventType
 from agentrun.settings import Settings, load_settings
 from agentrun.stack import EmbeddedPostgres, ensure_database, free_port
+from agentrun.store import Repository
 from agentrun.testing.offline_model import Fault, OfflineModelServer
 from tests.conftest import WorkerProcess, start_input
 from tests.store_helpers import run_llm_calls, run_tool_calls

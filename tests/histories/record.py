@@ -27,7 +27,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentrun.contracts import AgentConfig, StartRunInput
 from agentrun.db.migrate import upgrade
-from agentrun.db.repository import Repository
 from agentrun.settings import load_settings
 from agentrun.stack import (
     EmbeddedPostgres,
@@ -36,6 +35,7 @@ from agentrun.stack import (
     search_attribute_keys,
     temporal_cli_path,
 )
+from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from worker import build_worker
 from workflows.agent import AgentRunWorkflow

@@ -288,8 +288,10 @@ class ModelActivities:
         create: Any = self.client().chat.completions.create
         # Waits are timed by read_stream, not by the HTTP client (see there); the HTTP read
         # timeout is only a backstop behind both.
-        return await asyncio.wait_for(
-            create(
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+        # lands as the awaited call completes, and a cancelled run's stream would run on.
+        async with asyncio.timeout(first_wait):
+            return await create(
                 model=inp.model,
                 messages=messages,
                 stream=True,
@@ -300,9 +302,7 @@ class ModelActivities:
                     connect=10,
                 ),
                 **kwargs,
-            ),
-            first_wait,
-        )
+            )
 
     async def _record_turn(
         self, inp: ModelTurnInput, attempt: int, turn: StreamedTurn, tools_on: bool, commits: int

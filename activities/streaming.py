@@ -143,7 +143,11 @@ async def read_stream(
     while True:
         wait = stall if got_chunk else first_wait - (time.monotonic() - turn.started)
         try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), max(wait, 0.001))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # lands as a chunk arrives (chunks arrive all the time), and the stream of a
+            # cancelled run would be read to its end and recorded.
+            async with asyncio.timeout(max(wait, 0.001)):
+                chunk = await chunks.__anext__()
         except StopAsyncIteration:
             break
         except TimeoutError:

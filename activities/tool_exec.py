@@ -179,7 +179,10 @@ class ToolActivities:
         ctx = ToolContext(inp.run_id, call.id, workspace, attempt, sandbox=self.sandbox)
         heartbeat = asyncio.create_task(_heartbeat_every(HEARTBEAT_EVERY_S))
         try:
-            value = await asyncio.wait_for(tool.call(args, ctx), tool.timeout_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # lands as the tool returns, and a cancelled call's result would be recorded.
+            async with asyncio.timeout(tool.timeout_s):
+                value = await tool.call(args, ctx)
         except RetryableToolError as exc:
             if runs < tool.max_attempts:
                 raise ApplicationError(

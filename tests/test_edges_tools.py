@@ -183,14 +183,14 @@ async def test_outcomes_are_recorded_without_running_by_either_activity(
     acts = ToolActivities(repo, ToolRegistry(builtin_tools()), settings=settings)
     marker = tmp_path / "ran"
     arguments = json.dumps({"command": f"touch {marker}"})
-    for call_id in ("new", "old_skip", "old_given"):
-        await repo.record_tool_call(
-            run_id=run_id, turn=1, tool_call_id=call_id, name="bash", arguments=arguments
-        )
-    env = ActivityEnvironment()
 
     def request(call_id: str) -> ToolCallRequest:
         return ToolCallRequest(id=call_id, name="bash", arguments=arguments)
+
+    await model_turn(
+        repo, run_id, session_id, *(request(c) for c in ("new", "old_skip", "old_given"))
+    )
+    env = ActivityEnvironment()
 
     outcome = ToolOutcomeInput(
         run_id=run_id,
@@ -219,7 +219,7 @@ async def test_outcomes_are_recorded_without_running_by_either_activity(
     assert (skipped.is_error, skipped.preview) == (True, "error: not run")
     assert (given.is_error, given.preview) == (False, '{"ok": true}')
     assert not marker.exists()
-    calls = {c.tool_call_id: c for c in await repo.run_tool_calls(run_id)}
+    calls = {c.tool_call_id: c for c in await run_tool_calls(repo, run_id)}
     assert calls["new"].result == "error: the call was rejected by bob"
     assert [calls[c].attempts for c in ("new", "old_skip", "old_given")] == [0, 0, 0]
 

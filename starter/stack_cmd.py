@@ -18,9 +18,9 @@ from temporalio.client import Client
 from agentrun.contracts import AgentConfig
 from agentrun.devstack import DevStack
 from agentrun.settings import Settings
+from starter.commands.start import start_and_follow
 from starter.connect import settings_or_exit, temporal
 from starter.exits import EXIT_OK, EXIT_USAGE, CliError
-from starter.follower import start_and_follow
 from starter.output import console, exit_for, web_ui_link
 
 

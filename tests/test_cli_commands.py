@@ -206,8 +206,15 @@ async def test_status_counts_are_the_records_and_pending_is_a_list(
     assert [p["tool_call_id"] for p in waiting["pending"]] == ["call_cnt"]
     human = await agentrun(env, "status", run_id)
     assert f"{record.tool_call_count} tool calls" in human.out, human.out
+    # A live run: following past its last event says what it waits for, then ends with it.
+    ahead = await spawn(env, "follow", run_id, "--from", "9999", "--json")
+    assert ahead.stderr is not None
+    note = await asyncio.wait_for(ahead.stderr.readline(), 60)
+    assert "waiting for events with seq > 9999" in note.decode(), note
     await agentrun(env, "approve", run_id, "call_cnt")
     out, _ = await asyncio.wait_for(follower.communicate(), 60)
+    ahead_out, _ = await asyncio.wait_for(ahead.communicate(), 60)
+    assert json.loads(ahead_out.decode().splitlines()[-1])["status"] == "DONE"
     summary = json.loads(out.decode().splitlines()[-1])
     ended = json.loads((await agentrun(env, "status", run_id, "--json")).out)
     assert ended["pending"] == [] and ended["status"] == "DONE"

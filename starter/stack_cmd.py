@@ -199,7 +199,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                 auto_approve=not interactive,
                 interactive=interactive,
             )
-            console.print(f"[bold]Web UI:[/] {web_ui_link(settings, run_id)}")
+            console.print(f"[bold]Web UI:[/] {web_ui_link(settings, run_id)}", soft_wrap=True)
             # At a terminal, keep the stack up so the Web UI link opens the run; in a
             # script, stop.
             keep = args.keep_running or (sys.stdin.isatty() and not args.exit)

@@ -167,8 +167,15 @@ async def test_ids_and_links_are_whole_at_80_columns(
     listed = await agentrun(env, "ls", "--session", session)
     assert listed.code == 0, listed.err
     assert run_id in listed.out and session in listed.out and "…" not in listed.out, listed.out
-    short = await agentrun(cli_env(settings, COLUMNS="200"), "ls", "--session", session)
-    assert run_id in short.out and "┃" in short.out  # wide enough: still a table
+    wide = await agentrun(cli_env(settings, COLUMNS="200"), "ls", "--session", session)
+    assert run_id in wide.out and "┃" in wide.out  # wide enough: still a table
+
+    model_server.script(f"default ids {run_id}", [Reply(text="Ids.")])
+    done = await agentrun(env, "run", f"default ids {run_id}", "--tools", "", "--json")
+    summary = done.json_lines()[-1]
+    listed = await agentrun(env, "ls", "--session", summary["session_id"])
+    assert summary["run_id"] in listed.out and summary["session_id"] in listed.out, listed.out
+    assert "┃" in listed.out and "…" not in listed.out, listed.out  # ids this short fit a table
 
 
 # -- 18: one count, pending always a list ------------------------------------------------------

@@ -299,17 +299,16 @@ def _print_runs(rows: list[RunSummary]) -> None:
         )
         for row in rows
     ]
-    run_w = max((len(c[0]) for c in cells), default=3)
-    session_w = max((len(c[2]) for c in cells), default=7)
-    # Borders and padding of five columns (16), the status (18), model and time folded (6+10).
-    if run_w + session_w + 16 + 18 + 16 > console.width:
+    run_w, status_w, session_w = (max((len(c[i]) for c in cells), default=7) for i in (0, 1, 2))
+    # Borders and padding of five columns (16); the model and the time fold to 5 and 10.
+    if run_w + status_w + session_w + 5 + 10 + 16 > console.width:
         for run_id, status, session, model, started in cells:
             console.print(f"{run_id}  {status}  {started}", soft_wrap=True, markup=False)
             console.print(f"  session {session} · model {model}", soft_wrap=True, markup=False)
         return
     table = Table()
     table.add_column("run", no_wrap=True, min_width=run_w)
-    table.add_column("status", no_wrap=True)
+    table.add_column("status", no_wrap=True, min_width=status_w)
     table.add_column("session", no_wrap=True, min_width=session_w)
     table.add_column("model", overflow="fold", min_width=5)
     table.add_column("started", overflow="fold", min_width=10)

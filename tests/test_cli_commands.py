@@ -57,7 +57,12 @@ async def assert_never_started(client: Client, repo: Repository, run_id: str) ->
 
 
 async def test_a_config_the_worker_would_refuse_starts_nothing(
-    temporal_env: WorkflowEnvironment, settings: Settings, repo: Repository, run_id: str
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
 ) -> None:
     env = cli_env(settings)
     cases = [
@@ -71,6 +76,12 @@ async def test_a_config_the_worker_would_refuse_starts_nothing(
         assert message in one_line(done), done.err
         assert "run-" not in done.out and done.out.strip() == "", done.out
         await assert_never_started(temporal_env.client, repo, run_id)
+    # The worker's floor is its own (bash may run unasked on this one): not checked here.
+    model_server.script(f"skip all {run_id}", [Reply(text="Skipped.")])
+    done = await agentrun(
+        env, "run", f"skip all {run_id}", "--run-id", run_id, "--approval", "skip_all"
+    )
+    assert done.code == 0 and "Skipped." in done.out, done.err
 
 
 # -- 8: cancel reports the run's own status ----------------------------------------------------

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from agentrun.client import RunEnded, RunFailed, RunNotStarted, SessionBusy, new_id, start_run
-from agentrun.contracts import AgentConfig
+from agentrun.contracts import AgentConfig, ToolApproval
 from agentrun.contracts.run import MAX_PROMPT_CHARS
 from agentrun.settings import Settings
 from starter.connect import database, temporal
@@ -62,8 +62,11 @@ def check_config(config: AgentConfig) -> None:
     from activities.policy import resolve_policy
     from activities.tools import default_registry
 
+    registry = default_registry()
+    # No floor here: only the worker knows its own, and it applies it at open.
+    no_floor = {name: ToolApproval.AUTO.value for name in registry.names}
     try:
-        resolve_policy(default_registry(), config)
+        resolve_policy(registry, config, no_floor)
     except ValueError as exc:
         raise CliError(f"bad option: {exc}; nothing was started", EXIT_USAGE) from None
 

@@ -28,7 +28,18 @@ def _command(p: argparse.ArgumentParser, handler: str, *, json_flag: bool = True
     """`handler` is "module:function" (a coroutine function or a plain one)."""
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=handler)
+    # The command's own parser reports arguments it does not know (with its own usage).
+    p.set_defaults(handler=handler, command_parser=p)
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def _dev_command(sub: Any) -> None:
@@ -71,7 +82,8 @@ def _admin_commands(sub: Any) -> None:
 
 def _follow_commands(sub: Any) -> None:
     run = sub.add_parser("run", help="start a run and follow it live")
-    run.add_argument("prompt")
+    run.add_argument("prompt", nargs="?", help="the prompt; - reads it from stdin")
+    run.add_argument("--prompt-file", metavar="PATH", help="read the prompt from this file")
     run.add_argument("--session", help="session id; runs in one session share a conversation")
     run.add_argument("--run-id", help="run id; starting the same id again returns that run")
     run.add_argument("--model", help="model name (default AGENTRUN_MODEL)")
@@ -143,7 +155,7 @@ def _read_commands(sub: Any) -> None:
     ls.add_argument("--status", help="QUEUED, RUNNING, WAITING_APPROVAL, DONE, FAILED, CANCELED")
     ls.add_argument("--session")
     ls.add_argument("--waiting", action="store_true", help="only runs waiting for approval")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--limit", type=_at_least_one, default=50, help="at most this many (50)")
     _command(ls, "starter.commands.runs:cmd_ls")
 
 
@@ -179,7 +191,11 @@ def _print_error(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        own: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        own.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         handler = _resolve(args.handler)
         if inspect.iscoroutinefunction(handler):

@@ -18,9 +18,9 @@ from temporalio.client import Client
 from agentrun.contracts import AgentConfig
 from agentrun.devstack import DevStack
 from agentrun.settings import Settings
+from starter.commands.start import start_and_follow
 from starter.connect import settings_or_exit, temporal
 from starter.exits import EXIT_OK, EXIT_USAGE, CliError
-from starter.follower import start_and_follow
 from starter.output import console, exit_for, web_ui_link
 
 
@@ -199,7 +199,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                 auto_approve=not interactive,
                 interactive=interactive,
             )
-            console.print(f"[bold]Web UI:[/] {web_ui_link(settings, run_id)}")
+            console.print(f"[bold]Web UI:[/] {web_ui_link(settings, run_id)}", soft_wrap=True)
             # At a terminal, keep the stack up so the Web UI link opens the run; in a
             # script, stop.
             keep = args.keep_running or (sys.stdin.isatty() and not args.exit)

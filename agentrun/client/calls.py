@@ -272,12 +272,12 @@ async def cancel_run(
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
     try:
-        desc = await handle.describe()
+        # The run's own status (CANCELED, say), not Temporal's close status for it.
+        status = await _ended_status(client, None, run_id)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise RunNotFound(run_id) from None
         raise
-    status = _closed_status(desc)
     return CancelAnswer(
         status=status, message=f"the run already ended ({status}); nothing to cancel"
     )

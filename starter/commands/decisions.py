@@ -59,13 +59,15 @@ async def cmd_decide(args: argparse.Namespace) -> int:
         raise CliError(f"bad decision: {first_error(exc)}", EXIT_USAGE) from None
     if args.signal:
         out = {"run_id": args.run_id, "tool_call_id": args.tool_call_id, "signalled": decision}
-        print_json(out) if args.json else console.print(f"signalled {decision}")
+        print_json(out) if args.json else console.print(f"signalled {decision}", soft_wrap=True)
     elif args.json:
         print_json(recorded.model_dump())
     else:
         console.print(
             f"{recorded.decision} {recorded.name} ({recorded.tool_call_id}) "
-            f"by {recorded.decided_by}"
+            f"by {recorded.decided_by}",
+            soft_wrap=True,
+            markup=False,
         )
     return EXIT_OK
 
@@ -80,5 +82,5 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"run_id": args.run_id, **answer.model_dump()})
     else:
-        console.print(f"{answer.status}: {answer.message}")
+        console.print(f"{answer.status}: {answer.message}", soft_wrap=True, markup=False)
     return EXIT_OK

@@ -11,15 +11,26 @@ from typing import Any
 
 from rich.table import Table
 
-from agentrun.client import RunEnded, RunNotFound, describe_run, list_runs, run_status
+from agentrun.client import (
+    RunEnded,
+    RunNotFound,
+    RunSummary,
+    describe_run,
+    list_runs,
+    run_status,
+)
 from agentrun.contracts import AgentConfig, strict_validate
+from agentrun.db.models import Message
 from agentrun.protocol.statuses import RunStatus
+from agentrun.store import NotFoundError, Repository
+from starter.commands.start import prompt_from, start_and_follow
 from starter.connect import database, run_gone, settings_or_exit, temporal
 from starter.exits import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, CliError
-from starter.follower import Follower, print_end, start_and_follow, usage
+from starter.follower import Follower, print_end, usage
 from starter.output import (
     cause_text,
     console,
+    err_console,
     exit_for,
     first_error,
     print_json,
@@ -55,10 +66,11 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
+    prompt = prompt_from(args)
     settings = settings_or_exit()
     _, status = await start_and_follow(
         settings,
-        args.prompt,
+        prompt,
         config_from(args),
         session_id=args.session,
         run_id=args.run_id,
@@ -74,11 +86,13 @@ async def cmd_follow(args: argparse.Namespace) -> int:
     if args.from_seq < 0:
         raise CliError("--from takes a sequence number of 0 or more", EXIT_USAGE)
     async with database(settings) as repo:
-        if await repo.find_run(args.run_id) is None:
+        run = await repo.find_run(args.run_id)
+        if run is None:
             raise CliError(
                 f"no run {args.run_id!r} in the database; list runs with `agentrun ls`",
                 EXIT_NOT_FOUND,
             )
+        _check_cursor(args, run.status, run.last_event_seq)
         client = None
         if args.yes or interactive(args):
             client = await temporal(settings)
@@ -94,6 +108,24 @@ async def cmd_follow(args: argparse.Namespace) -> int:
         totals = await usage(repo, args.run_id, None)
         print_end(args.run_id, status, totals, args.json, follower.detached)
         return exit_for(status)
+
+
+def _check_cursor(args: argparse.Namespace, status: str, last_seq: int) -> None:
+    """--from past the run's last event: an error for a run that ended (nothing will come),
+    a note for a live one (it waits for what comes next)."""
+    if args.from_seq <= last_seq:
+        return
+    if RunStatus(status).terminal:
+        raise CliError(
+            f"--from {args.from_seq} is past the last event of run {args.run_id!r}, which "
+            f"ended {status} with its last event at seq {last_seq}; give --from {last_seq} or less",
+            EXIT_USAGE,
+        )
+    err_console.print(
+        f"run {args.run_id} is at seq {last_seq}; waiting for events with seq > {args.from_seq}",
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -135,19 +167,25 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_status(view: dict[str, Any]) -> None:
-    table = Table(show_header=False, box=None)
-    for key in ("run_id", "session_id", "status", "phase", "model", "turns", "error", "web_ui"):
-        if view.get(key) is not None:
-            table.add_row(key, str(view[key]))
+    # One line per field, printed whole: ids and links are never cut at the terminal's width.
+    lines = [
+        (key, str(view[key]))
+        for key in ("run_id", "session_id", "status", "phase", "model", "turns", "error")
+        if view.get(key) is not None
+    ]
     u = view["usage"]
-    table.add_row(
-        "usage",
-        f"{u['prompt_tokens']}+{u['completion_tokens']} tokens, {u['llm_calls']} model calls, "
-        f"{u['tool_calls']} tool calls",
+    lines.append(
+        (
+            "usage",
+            f"{u['prompt_tokens']}+{u['completion_tokens']} tokens, {u['llm_calls']} model "
+            f"calls, {u['tool_calls']} tool calls",
+        )
     )
     for p in view["pending"]:
-        table.add_row("pending", f"{p['kind']} {p['tool_call_id']} {p['name']} {p['arguments']}")
-    console.print(table)
+        lines.append(("pending", f"{p['kind']} {p['tool_call_id']} {p['name']} {p['arguments']}"))
+    lines.append(("web_ui", view["web_ui"]))
+    for key, value in lines:
+        console.print(f"{key:<11}{value}", soft_wrap=True, markup=False)
 
 
 async def cmd_transcript(args: argparse.Namespace) -> int:
@@ -163,27 +201,64 @@ async def cmd_transcript(args: argparse.Namespace) -> int:
             messages = await repo.session_messages(args.session)
             if not messages:
                 raise CliError(f"no messages in session {args.session!r}", EXIT_NOT_FOUND)
+        edits = await _edits(repo, messages)
     for m in messages:
         if args.json:
-            print_json(
-                {
-                    "run_id": m.run_id,
-                    "turn": m.turn,
-                    "role": m.role,
-                    "content": m.content,
-                    "tool_calls": m.tool_calls,
-                    "tool_call_id": m.tool_call_id,
-                    "created_at": m.created_at,
-                }
-            )
-            continue
-        style = {"user": "bold", "assistant": "green", "tool": "cyan"}.get(m.role, "")
-        label = m.role if m.role != "tool" else f"tool {m.name} ({m.tool_call_id})"
-        console.print(f"[{style}]{label}:[/] ", end="")
-        console.print(m.content or "", markup=False)
-        for c in m.tool_calls or []:
-            console.print(f"  [cyan]→ {c['function']['name']}[/] {c['function']['arguments']}")
+            print_json(_message_json(m, edits))
+        else:
+            _print_message(m, edits)
     return EXIT_OK
+
+
+Edits = dict[tuple[str, str], tuple[str, str | None]]
+
+
+async def _edits(repo: Repository, messages: list[Message]) -> Edits:
+    """(run id, tool call id) -> (the arguments that ran, who edited them), for the calls a
+    person approved with edited arguments."""
+    edits: Edits = {}
+    for m in messages:
+        for c in m.tool_calls or []:
+            try:
+                row = await repo.get_tool_call(m.run_id, c["id"])
+            except NotFoundError:
+                continue
+            if row.decided_arguments is not None:
+                edits[(m.run_id, c["id"])] = (row.decided_arguments, row.decided_by)
+    return edits
+
+
+def _message_json(m: Message, edits: Edits) -> dict[str, Any]:
+    calls = []
+    for c in m.tool_calls or []:
+        edit = edits.get((m.run_id, c["id"]))
+        if edit is not None:
+            c = {**c, "edited": {"arguments": edit[0], "by": edit[1]}}
+        calls.append(c)
+    return {
+        "run_id": m.run_id,
+        "turn": m.turn,
+        "role": m.role,
+        "content": m.content,
+        "tool_calls": calls or m.tool_calls,
+        "tool_call_id": m.tool_call_id,
+        "created_at": m.created_at,
+    }
+
+
+def _print_message(m: Message, edits: Edits) -> None:
+    style = {"user": "bold", "assistant": "green", "tool": "cyan"}.get(m.role, "")
+    label = m.role if m.role != "tool" else f"tool {m.name} ({m.tool_call_id})"
+    console.print(f"[{style}]{label}:[/] ", end="")
+    console.print(m.content or "", markup=False)
+    for c in m.tool_calls or []:
+        fn = c["function"]
+        console.print(f"  [cyan]→ {fn['name']}[/] ", end="")
+        console.print(fn["arguments"], markup=False)
+        edit = edits.get((m.run_id, c["id"]))
+        if edit is not None:
+            console.print(f"    [yellow]edited by {edit[1] or 'someone'}:[/] ", end="")
+            console.print(edit[0], markup=False)
 
 
 async def cmd_ls(args: argparse.Namespace) -> int:
@@ -207,14 +282,36 @@ async def cmd_ls(args: argparse.Namespace) -> int:
         for row in rows:
             print_json(row.model_dump())
         return EXIT_OK
-    table = Table("run", "status", "session", "model", "started")
-    for row in rows:
-        table.add_row(
+    _print_runs(rows)
+    return EXIT_OK
+
+
+def _print_runs(rows: list[RunSummary]) -> None:
+    """A table when the ids fit whole beside the other columns, else two lines a run: ids are
+    never cut (the other columns shrink or move)."""
+    cells = [
+        (
             row.run_id,
             str(row.status) + (" ⏸" if row.waiting_approval else ""),
             str(row.session_id),
             str(row.model),
             row.started.strftime("%Y-%m-%d %H:%M:%S") if row.started else "",
         )
+        for row in rows
+    ]
+    run_w, status_w, session_w = (max((len(c[i]) for c in cells), default=7) for i in (0, 1, 2))
+    # Borders and padding of five columns (16); the model and the time fold to 5 and 10.
+    if run_w + status_w + session_w + 5 + 10 + 16 > console.width:
+        for run_id, status, session, model, started in cells:
+            console.print(f"{run_id}  {status}  {started}", soft_wrap=True, markup=False)
+            console.print(f"  session {session} · model {model}", soft_wrap=True, markup=False)
+        return
+    table = Table()
+    table.add_column("run", no_wrap=True, min_width=run_w)
+    table.add_column("status", no_wrap=True, min_width=status_w)
+    table.add_column("session", no_wrap=True, min_width=session_w)
+    table.add_column("model", overflow="fold", min_width=5)
+    table.add_column("started", overflow="fold", min_width=10)
+    for row_cells in cells:
+        table.add_row(*row_cells)
     console.print(table)
-    return EXIT_OK

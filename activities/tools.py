@@ -146,15 +146,18 @@ class LsArgs(BaseModel):
 def ls(args: LsArgs, ctx: ToolContext) -> str:
     folder = confine(ctx.workspace, args.path)
     if not folder.exists():
-        raise ToolError(f"{args.path!r} does not exist")
+        raise ToolError(f"{args.path!r} does not exist in the workspace {ctx.workspace}")
     if not folder.is_dir():
-        raise ToolError(f"{args.path!r} is not a folder")
-    lines = []
+        raise ToolError(f"{args.path!r} is not a folder in the workspace {ctx.workspace}")
+    # The folder's full path first: a person (and the model) sees which workspace this is.
+    lines = [f"{folder}:"]
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         kind = "dir" if entry.is_dir() else "file"
         size = entry.lstat().st_size if kind == "file" else 0
         lines.append(f"{entry.name}{'/' if kind == 'dir' else ''}\t{size}")
-    return "\n".join(lines) if lines else "(empty)"
+    if len(lines) == 1:
+        lines.append("(empty folder)")
+    return "\n".join(lines)
 
 
 class ReadFileArgs(BaseModel):
@@ -166,7 +169,7 @@ class ReadFileArgs(BaseModel):
 def read_file(args: ReadFileArgs, ctx: ToolContext) -> str:
     path = confine(ctx.workspace, args.path)
     if not path.is_file():
-        raise ToolError(f"{args.path!r} is not a file in the workspace")
+        raise ToolError(f"{args.path!r} is not a file in the workspace {ctx.workspace}")
     with path.open("rb") as f:
         data = f.read(args.max_bytes + 1)
     text = data[: args.max_bytes].decode("utf-8", errors="replace")

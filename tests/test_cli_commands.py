@@ -349,4 +349,6 @@ async def test_the_demo_lists_its_sample_files(
     assert done.code == 0, done.out + done.err
     demo = settings.tool_workspace_root / "demo"
     assert f"workspace {demo}" in done.out, done.out
-    assert "notes.txt" in done.out and "(empty)" not in done.out, done.out
+    assert "notes.txt" in done.out and "(empty" not in done.out, done.out
+    # The ls result names the folder it listed.
+    assert f"{demo.resolve()}:" in done.out, done.out

@@ -32,6 +32,7 @@ from agentrun.settings import Settings
 from agentrun.store import Repository
 from starter.connect import database, temporal
 from starter.exits import EXIT_USAGE, CliError
+from starter.model_note import warn_if_model_differs
 from starter.output import console, err_console, first_error, print_json, web_ui_link
 from starter.prompts import OnInterrupt, ask_decision, ask_on_interrupt
 from starter.render import Renderer, as_json
@@ -220,6 +221,7 @@ async def start_and_follow(
         if not as_json:
             console.print(f"[dim]run {handle.id} · {web_ui_link(settings, handle.id)}[/]")
         await _wait_for_run_row(handle, settings.task_queue)
+        await warn_if_model_differs(settings, repo, handle.id)
         follower = Follower(
             repo,
             client,

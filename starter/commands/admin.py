@@ -79,19 +79,36 @@ def cmd_codec_server(args: argparse.Namespace) -> int:
             f"{exc.strerror or exc}; free the port or set AGENTRUN_CODEC_SERVER_PORT",
             EXIT_UNREACHABLE,
         ) from None
-    console.print(
-        f"[bold green]codec server[/] on {server.url} (POST /encode, /decode), keys "
-        f"{', '.join(codec.key_ids)}; token {'required' if token else 'not set (local only)'}\n"
-        f"  Web UI: Settings > Codec Server > {server.url} (origins: "
-        f"{', '.join(settings.cors_origins) or 'none'})\n"
-        f"  CLI:    temporal workflow show -w RUN_ID --codec-endpoint {server.url}"
-        + (" --codec-auth 'Bearer $TOKEN'" if token else "")
-        + "\nPress Ctrl-C to stop."
-    )
+    if args.json:
+        print_json(
+            {
+                "event": "listening",
+                "url": server.url,
+                "keys": codec.key_ids,
+                "token_required": bool(token),
+                "cors_origins": settings.cors_origins,
+            }
+        )
+    else:
+        _codec_banner(server.url, codec.key_ids, bool(token), settings.cors_origins)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+    if args.json:
+        print_json({"event": "stopped"})
     return EXIT_OK
+
+
+def _codec_banner(url: str, key_ids: list[str], token: bool, origins: list[str]) -> None:
+    console.print(
+        f"[bold green]codec server[/] on {url} (POST /encode, /decode), keys "
+        f"{', '.join(key_ids)}; token {'required' if token else 'not set (local only)'}\n"
+        f"  Web UI: Settings > Codec Server > {url} (origins: "
+        f"{', '.join(origins) or 'none'})\n"
+        f"  CLI:    temporal workflow show -w RUN_ID --codec-endpoint {url}"
+        + (" --codec-auth 'Bearer $TOKEN'" if token else "")
+        + "\nPress Ctrl-C to stop."
+    )

@@ -236,6 +236,18 @@ class Settings(BaseSettings):
     def _empty_rate(cls, value: object) -> object:
         return None if value == "" else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_model_is_unset(cls, data: object) -> object:
+        # docker-compose passes `AGENTRUN_MODEL: ${AGENTRUN_MODEL:-}`: empty means not set.
+        if isinstance(data, dict):
+            data = {
+                k: v
+                for k, v in data.items()
+                if not (str(k).lower() in ("model", "agentrun_model") and v == "")
+            }
+        return data
+
     @model_validator(mode="after")
     def _model_for_an_endpoint(self) -> Settings:
         # The default name only means something to the offline model: sent to a real endpoint

@@ -38,9 +38,11 @@ async def embedded_stack(
     ends; then what this process started is stopped. With `as_json` nothing is printed here
     but {"event": "stopped"} at the end."""
     stack = DevStack(settings)
+    ready = False
     try:
         with contextlib.nullcontext() if as_json else console.status(starting):
             await stack.up()
+        ready = True
         for line in [] if as_json else stack.notes:
             console.print(note.format(line))
         yield stack
@@ -51,7 +53,7 @@ async def embedded_stack(
             console.print("stopped.")
         else:
             await asyncio.to_thread(stack.down)
-        if as_json:
+        if as_json and ready:
             print_json({"event": "stopped"})
 
 

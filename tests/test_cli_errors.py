@@ -311,6 +311,9 @@ def test_an_endpoint_without_a_model_name_is_refused(monkeypatch: pytest.MonkeyP
     assert message.startswith("invalid setting AGENTRUN_MODEL: required when OPENAI_BASE_URL")
     assert "https://user:***@llm.example/v1" in message
     assert "pw-secret" not in message and "k-secret" not in message
+    monkeypatch.setenv("AGENTRUN_MODEL", "")  # docker-compose's ${AGENTRUN_MODEL:-}: unset
+    with pytest.raises(SettingsError, match="AGENTRUN_MODEL: required"):
+        load_settings()
     monkeypatch.setenv("AGENTRUN_MODEL", "gpt-4o-mini")
     assert load_settings().model == "gpt-4o-mini"
     monkeypatch.delenv("OPENAI_BASE_URL")

@@ -76,7 +76,7 @@ def _follow_commands(sub: Any) -> None:
     run.add_argument("prompt")
     run.add_argument("--session", help="session id; runs in one session share a conversation")
     run.add_argument("--run-id", help="run id; starting the same id again returns that run")
-    run.add_argument("--model", help="model name (default AGENTRUN_MODEL)")
+    run.add_argument("--model", help="model for this run (default: the worker's AGENTRUN_MODEL)")
     run.add_argument("--tools", help="comma-separated built-in tool names; '' for none")
     run.add_argument(
         "--approval",

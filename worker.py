@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -92,14 +93,18 @@ async def run_worker(
     *,
     migrate: bool = True,
     ready: asyncio.Event | None = None,
+    registry: ToolRegistry | None = None,
+    on_polling: Callable[[Settings], None] | None = None,
 ) -> None:
-    """Run a worker until `stop` is set, then shut it down gracefully."""
+    """Run a worker until `stop` is set, then shut it down gracefully. `registry`: the tools
+    (default: the built-ins); `on_polling` is called with the worker's settings (its model
+    endpoint filled in) once it polls."""
     if migrate:
         await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
     offline: OfflineModelServer | None = None
     if settings.uses_offline_model:
         # No model endpoint configured: this worker carries agentrun's offline model.
-        offline = OfflineModelServer().start()
+        offline = OfflineModelServer(tokens_per_second=settings.offline_tokens_per_second).start()
         settings = settings.model_copy(update={"openai_base_url": offline.base_url})
         log.warning(
             "no OPENAI_BASE_URL set: using agentrun's offline scripted model at %s",
@@ -115,11 +120,18 @@ async def run_worker(
             offline.stop()
         raise
     repo = Repository.connect(settings.sqlalchemy_url)
-    worker = build_worker(client, settings, repo)
+    worker = build_worker(client, settings, repo, registry=registry)
     try:
         async with worker:
-            log.info("worker polling task queue %r", settings.task_queue)
+            log.info(
+                "worker polling task queue %r; model %s at %s",
+                settings.task_queue,
+                settings.model,
+                settings.model_endpoint,
+            )
             await promote_on_start(client, settings)
+            if on_polling is not None:
+                on_polling(settings)
             if ready is not None:
                 ready.set()
             await stop.wait()
@@ -139,6 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-concurrent-activities", type=int)
     parser.add_argument("--max-concurrent-workflow-tasks", type=int)
     parser.add_argument("--no-migrate", action="store_true", help="skip the database migrations")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"event": "polling", ...} on stdout once polling, {"event": "stopped"} at '
+        "the end (logs stay on stderr)",
+    )
     args = parser.parse_args(argv)
     overrides = {
         k: v
@@ -162,14 +180,39 @@ def main(argv: list[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop, migrate=not args.no_migrate)
+        await run_worker(
+            settings,
+            stop,
+            migrate=not args.no_migrate,
+            on_polling=(lambda s: _json_line(polling_record(s))) if args.json else None,
+        )
 
     try:
         asyncio.run(_main())
     except (OSError, RuntimeError, StackError) as exc:
         print(f"agentrun-worker: {exc}", file=sys.stderr)
         exit_process(1)
+    if args.json:
+        _json_line({"event": "stopped", "task_queue": settings.task_queue})
     exit_process(0)
+
+
+def polling_record(settings: Settings) -> dict[str, Any]:
+    """What a polling worker reports on `--json`: where it takes runs from and which model
+    it calls (the endpoint without secrets; never the key)."""
+    return {
+        "event": "polling",
+        "task_queue": settings.task_queue,
+        "temporal": settings.temporal_address,
+        "namespace": settings.temporal_namespace,
+        "model": settings.model,
+        "model_endpoint": settings.model_endpoint,
+    }
+
+
+def _json_line(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -352,7 +352,7 @@ class ModelActivities:
         exc: Exception,
     ) -> ApplicationError:
         """Record the failed attempt and classify it: retry (after Retry-After) or not."""
-        failure = classify(exc)
+        failure = classify(exc, self.settings.model_endpoint)
         message, retryable, delay = failure.message, failure.retryable, failure.retry_after_s
         if retryable and model_attempt >= config.model_max_attempts:
             retryable = False

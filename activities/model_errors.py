@@ -47,13 +47,16 @@ class ModelFailure:
     retry_after_s: float | None = None
 
 
-def classify(exc: Exception) -> ModelFailure:
-    """What a failed model attempt was, and whether a retry can help (before the budget)."""
+def classify(exc: Exception, endpoint: str | None = None) -> ModelFailure:
+    """What a failed model attempt was, and whether a retry can help (before the budget).
+    `endpoint` (the worker's OPENAI_BASE_URL without secrets) is named in the message, so a
+    person reading the run's error knows which server failed."""
+    at = f" at {endpoint}" if endpoint else ""
     if isinstance(exc, StallError):
-        return ModelFailure(str(exc), "ModelTimeout")
+        return ModelFailure(f"{exc} (model endpoint{at})", "ModelTimeout")
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        message = f"model endpoint answered HTTP {status}: {_provider_message(exc)}"
+        message = f"model endpoint{at} answered HTTP {status}: {_provider_message(exc)}"
         retryable, delay = False, None
         if status in NON_RETRYABLE_STATUSES or _is_context_length(exc):
             retryable = False
@@ -61,14 +64,17 @@ def classify(exc: Exception) -> ModelFailure:
             retryable, delay = True, retry_after_seconds(exc.response.headers)
         return ModelFailure(message, f"ModelHTTP{status}", retryable, status, delay)
     if isinstance(exc, openai.APITimeoutError):
-        return ModelFailure(f"model stream stalled or timed out: {exc}", "ModelTimeout")
+        return ModelFailure(f"model stream{at} stalled or timed out: {exc}", "ModelTimeout")
     if isinstance(exc, openai.APIConnectionError):
         return ModelFailure(
-            f"connection to the model endpoint failed: {exc.__cause__ or exc}", "ModelConnection"
+            f"connection to the model endpoint{at} failed: {exc.__cause__ or exc}",
+            "ModelConnection",
         )
     if isinstance(exc, IncompleteStreamError | json.JSONDecodeError | openai.APIError):
-        return ModelFailure(f"the model stream was incomplete or malformed: {exc}", "ModelStream")
-    return ModelFailure(f"model call failed: {type(exc).__name__}: {exc}", "ModelError")
+        return ModelFailure(
+            f"the model stream{at} was incomplete or malformed: {exc}", "ModelStream"
+        )
+    return ModelFailure(f"model call{at} failed: {type(exc).__name__}: {exc}", "ModelError")
 
 
 def is_transient_db_error(exc: BaseException) -> bool:

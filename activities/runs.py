@@ -96,6 +96,9 @@ class RunActivities:
             # The execution that opens the run is the only one that may drive it: a closed run
             # id started again gets a new execution, which is refused.
             workflow_run_id=activity.info().workflow_run_id,
+            # Where this worker sends the run's model calls (no key): a client whose own
+            # OPENAI_BASE_URL differs can say so (model settings take effect in the worker).
+            model_endpoint=self.settings.model_endpoint,
         )
 
     async def _release_if_gone(self, holder: str) -> bool:

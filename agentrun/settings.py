@@ -11,11 +11,19 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_PORT = 55432
 DEFAULT_DATABASE_URL = f"postgresql://postgres@127.0.0.1:{DEFAULT_DATABASE_PORT}/agentrun"
+OFFLINE_MODEL_NAME = "offline-scripted"
 
 
 def _env(name: str) -> AliasChoices:
@@ -54,9 +62,15 @@ class Settings(BaseSettings):
     openai_api_key: Annotated[SecretStr | None, Field(validation_alias=_env("OPENAI_API_KEY"))] = (
         None
     )
+    # Model settings take effect in the worker (it calls the model); a client's only say is a
+    # run's `model` in its config. With OPENAI_BASE_URL set, AGENTRUN_MODEL must be set too.
     model: Annotated[str, Field(validation_alias=_env("AGENTRUN_MODEL"), min_length=1)] = (
-        "offline-scripted"
+        OFFLINE_MODEL_NAME
     )
+    offline_tokens_per_second: Annotated[
+        float | None,
+        Field(validation_alias=_env("AGENTRUN_OFFLINE_TOKENS_PER_SECOND"), gt=0, le=100_000),
+    ] = None
     data_dir: Annotated[Path, Field(validation_alias=_env("AGENTRUN_DATA_DIR"))] = Path(".agentrun")
     max_concurrent_activities: Annotated[
         int, Field(validation_alias=_env("AGENTRUN_MAX_CONCURRENT_ACTIVITIES"), ge=1, le=10_000)
@@ -217,6 +231,43 @@ class Settings(BaseSettings):
             raise ValueError(f"expected an http(s):// URL, got {value!r}")
         return value
 
+    @field_validator("offline_tokens_per_second", mode="before")
+    @classmethod
+    def _empty_rate(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_model_is_unset(cls, data: object) -> object:
+        # docker-compose passes `AGENTRUN_MODEL: ${AGENTRUN_MODEL:-}`: empty means not set.
+        if isinstance(data, dict):
+            data = {
+                k: v
+                for k, v in data.items()
+                if not (str(k).lower() in ("model", "agentrun_model") and v == "")
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _model_for_an_endpoint(self) -> Settings:
+        # The default name only means something to the offline model: sent to a real endpoint
+        # it fails every turn with a 404 far from where the setting is missing.
+        if self.openai_base_url is not None and "model" not in self.model_fields_set:
+            raise ValueError(
+                f"AGENTRUN_MODEL: required when OPENAI_BASE_URL is set ({self.model_endpoint}): "
+                "the name of the model to ask that endpoint for, e.g. AGENTRUN_MODEL=gpt-4o-mini"
+            )
+        return self
+
+    @property
+    def model_endpoint(self) -> str | None:
+        """OPENAI_BASE_URL as it may be shown or recorded: no password, no query string (some
+        gateways take a key there); None for the offline model."""
+        if self.openai_base_url is None:
+            return None
+        parts = urlsplit(redact_url(self.openai_base_url))
+        return parts._replace(query="", fragment="").geturl()
+
     @property
     def sqlalchemy_url(self) -> str:
         """The database URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
@@ -286,6 +337,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule over several settings names its variable itself
+                lines.append(err["msg"].removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
             lines.append(f"{_variable_name(field)}: {err['msg']}")
         raise SettingsError("invalid setting " + "; ".join(lines)) from None

@@ -108,6 +108,7 @@ async def _measure(only: list[str], sa_url: str, tmp: Path) -> list[tuple[str, s
         temporal_address=env.client.service_client.config.target_host,
         database_url=sa_url,
         openai_base_url=model.base_url,
+        model="offline-scripted",
         task_queue=f"bench-{uuid.uuid4()}",
         data_dir=tmp / "data",
         max_concurrent_activities=400,

@@ -24,10 +24,10 @@ DEFAULT_DEMO_PROMPT = (
 )
 
 
-def _command(p: argparse.ArgumentParser, handler: str, *, json_flag: bool = True) -> None:
-    """`handler` is "module:function" (a coroutine function or a plain one)."""
-    if json_flag:
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+def _command(p: argparse.ArgumentParser, handler: str) -> None:
+    """`handler` is "module:function" (a coroutine function or a plain one). Every command
+    takes --json (README, CLI reference)."""
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     # The command's own parser reports arguments it does not know (with its own usage).
     p.set_defaults(handler=handler, command_parser=p)
 
@@ -47,7 +47,7 @@ def _dev_command(sub: Any) -> None:
         "dev", help="start Temporal, PostgreSQL and a worker on this machine (Ctrl-C stops)"
     )
     dev.add_argument("--no-worker", action="store_true", help="start the servers only")
-    _command(dev, "starter.stack_cmd:cmd_dev", json_flag=False)
+    _command(dev, "starter.stack_cmd:cmd_dev")
 
 
 def _demo_command(sub: Any) -> None:
@@ -58,18 +58,20 @@ def _demo_command(sub: Any) -> None:
     demo.add_argument("--yes", action="store_true", help="approve for me, do not ask")
     demo.add_argument("--keep-running", action="store_true", help="keep the stack up after")
     demo.add_argument("--exit", action="store_true", help="stop the stack after the run")
-    _command(demo, "starter.stack_cmd:cmd_demo", json_flag=False)
+    _command(demo, "starter.stack_cmd:cmd_demo")
 
 
 def _admin_commands(sub: Any) -> None:
     db = sub.add_parser("db", help="database migrations")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    db_sub.add_parser("upgrade", help="migrate the database to the newest schema")
-    db_sub.add_parser("current", help="print the database's schema revision")
-    _command(db, "starter.commands.admin:cmd_db", json_flag=False)
+    for action, helptext in (
+        ("upgrade", "migrate the database to the newest schema"),
+        ("current", "print the database's schema revision"),
+    ):
+        _command(db_sub.add_parser(action, help=helptext), "starter.commands.admin:cmd_db")
 
     worker = sub.add_parser("worker", help="run a worker (same as agentrun-worker)")
-    _command(worker, "starter.commands.admin:cmd_worker", json_flag=False)
+    _command(worker, "starter.commands.admin:cmd_worker")
 
     codec = sub.add_parser(
         "codec-server",
@@ -77,7 +79,7 @@ def _admin_commands(sub: Any) -> None:
     )
     codec.add_argument("--host", help="override AGENTRUN_CODEC_SERVER_HOST (default 127.0.0.1)")
     codec.add_argument("--port", type=int, help="override AGENTRUN_CODEC_SERVER_PORT (8081)")
-    _command(codec, "starter.commands.admin:cmd_codec_server", json_flag=False)
+    _command(codec, "starter.commands.admin:cmd_codec_server")
 
 
 def _follow_commands(sub: Any) -> None:
@@ -86,7 +88,7 @@ def _follow_commands(sub: Any) -> None:
     run.add_argument("--prompt-file", metavar="PATH", help="read the prompt from this file")
     run.add_argument("--session", help="session id; runs in one session share a conversation")
     run.add_argument("--run-id", help="run id; starting the same id again returns that run")
-    run.add_argument("--model", help="model name (default AGENTRUN_MODEL)")
+    run.add_argument("--model", help="model for this run (default: the worker's AGENTRUN_MODEL)")
     run.add_argument("--tools", help="comma-separated built-in tool names; '' for none")
     run.add_argument(
         "--approval",
@@ -184,10 +186,24 @@ def _resolve(handler: str) -> Callable[[argparse.Namespace], Any]:
     return fn
 
 
+def one_line(message: str) -> str:
+    """`message` on one line: a multi-line message (a child's output, a list of commands) is
+    joined with "; " unless a line already ends in punctuation."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    out = lines[0] if lines else ""
+    for line in lines[1:]:
+        out += (" " if out.endswith((":", ";", ",", ".", "(")) else "; ") + line
+    return out
+
+
 def _print_error(message: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(f"agentrun: {message}", style="red", markup=False)
+    # soft_wrap: never break the line at the console's width (80 when stderr is not a terminal,
+    # or COLUMNS): a script reads one error per line.
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"agentrun: {one_line(message)}", style="red", markup=False
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

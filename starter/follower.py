@@ -16,23 +16,14 @@ from agentrun.client import (
     AnyEvent,
     Refused,
     RunEnded,
-    RunFailed,
-    RunHandle,
-    RunNotStarted,
-    SessionBusy,
     cancel_run,
     decide,
     follow,
-    start_run,
 )
-from agentrun.contracts import AgentConfig
 from agentrun.protocol.events import ToolApprovalRequestedEvent, ToolWaitData
 from agentrun.protocol.statuses import Decision, ToolCallStatus
-from agentrun.settings import Settings
 from agentrun.store import Repository
-from starter.connect import database, temporal
-from starter.exits import EXIT_USAGE, CliError
-from starter.output import console, err_console, first_error, print_json, web_ui_link
+from starter.output import console, err_console, print_json
 from starter.prompts import OnInterrupt, ask_decision, ask_on_interrupt
 from starter.render import Renderer, as_json
 
@@ -186,61 +177,3 @@ def print_end(
         f"{totals['llm_calls']} model calls · {totals['tool_calls']} tool calls · "
         f"{totals['turns']} turns · {totals['seconds']}s[/]"
     )
-
-
-async def start_and_follow(
-    settings: Settings,
-    prompt: str,
-    config: AgentConfig,
-    *,
-    session_id: str | None,
-    run_id: str | None,
-    as_json: bool,
-    auto_approve: bool,
-    interactive: bool,
-) -> tuple[str, str]:
-    """Start a run, follow it to its end (or a detach); its id and status then."""
-    client = await temporal(settings)
-    async with database(settings) as repo:
-        started = time.monotonic()
-        try:
-            handle = await start_run(
-                client,
-                settings.task_queue,
-                prompt,
-                session_id=session_id,
-                run_id=run_id,
-                config=config,
-                repo=repo,
-            )
-        except SessionBusy as exc:
-            raise CliError(str(exc)) from None
-        except (RunEnded, ValueError) as exc:
-            raise CliError(f"bad input: {first_error(exc)}", EXIT_USAGE) from None
-        if not as_json:
-            console.print(f"[dim]run {handle.id} · {web_ui_link(settings, handle.id)}[/]")
-        await _wait_for_run_row(handle, settings.task_queue)
-        follower = Follower(
-            repo,
-            client,
-            handle.id,
-            as_json=as_json,
-            auto_approve=auto_approve,
-            interactive=interactive,
-        )
-        status = await follower.follow(0)
-        totals = await usage(repo, handle.id, started)
-        print_end(handle.id, status, totals, as_json, follower.detached)
-        return handle.id, status
-
-
-async def _wait_for_run_row(handle: RunHandle, task_queue: str) -> None:
-    try:
-        await handle.opened(timeout=60)
-    except RunFailed as exc:
-        raise CliError(f"run refused: {exc}") from None
-    except RunNotStarted:
-        raise CliError(
-            "the run did not start within 60 s: is a worker polling task queue "
-            f"{task_queue!r}? Start one with `agentrun dev` or `agentrun worker`"
-        ) from None

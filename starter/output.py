@@ -13,7 +13,8 @@ from agentrun.settings import Settings
 from starter.exits import EXIT_FAILED, EXIT_OK
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a warning or hint is one line however narrow the terminal (or COLUMNS) is.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(obj: object) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,56 +22,107 @@ from agentrun.settings import Settings
 from starter.commands.start import start_and_follow
 from starter.connect import settings_or_exit, temporal
 from starter.exits import EXIT_OK, EXIT_USAGE, CliError
-from starter.output import console, exit_for, web_ui_link
+from starter.output import console, exit_for, print_json, web_ui_link
 
 
 @contextlib.asynccontextmanager
 async def embedded_stack(
-    settings: Settings, *, starting: str, note: str, stopping: str | None = None
+    settings: Settings,
+    *,
+    starting: str,
+    note: str,
+    stopping: str | None = None,
+    as_json: bool = False,
 ) -> AsyncIterator[DevStack]:
     """The stack up (each note printed with `note`, a format of one field) until the block
-    ends; then what this process started is stopped."""
+    ends; then what this process started is stopped. With `as_json` nothing is printed here
+    but {"event": "stopped"} at the end."""
     stack = DevStack(settings)
+    ready = False
     try:
-        with console.status(starting):
+        with contextlib.nullcontext() if as_json else console.status(starting):
             await stack.up()
-        for line in stack.notes:
+        ready = True
+        for line in [] if as_json else stack.notes:
             console.print(note.format(line))
         yield stack
     finally:
-        if stopping:
+        if stopping and not as_json:
             with console.status(stopping):
                 await asyncio.to_thread(stack.down)
             console.print("stopped.")
         else:
             await asyncio.to_thread(stack.down)
+        if as_json and ready:
+            print_json({"event": "stopped"})
 
 
 @contextlib.asynccontextmanager
 async def worker_running(
-    settings: Settings, *, reuse: Client | None = None
-) -> AsyncIterator[asyncio.Task[None] | None]:
+    settings: Settings, *, reuse: Client | None = None, quiet: bool = False
+) -> AsyncIterator[WorkerState]:
     """A worker in this process, ready when the block starts and stopped when it ends. With
-    `reuse`, a worker already polling the task queue is used instead (the task is None)."""
+    `reuse`, a worker already polling the task queue is used instead (its task is None)."""
     from worker import run_worker
 
     stop, ready = asyncio.Event(), asyncio.Event()
-    task: asyncio.Task[None] | None = None
+    state = WorkerState()
     if reuse is not None and await _worker_polling(reuse, settings.task_queue):
-        console.print(f"[dim]• a worker is already polling {settings.task_queue!r}[/]")
+        if not quiet:
+            console.print(f"[dim]• a worker is already polling {settings.task_queue!r}[/]")
     else:
-        task = asyncio.create_task(run_worker(settings, stop, migrate=False, ready=ready))
-        await asyncio.wait(
-            [task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED
+        state.task = asyncio.create_task(
+            run_worker(settings, stop, migrate=False, ready=ready, on_polling=state.polling)
         )
-        if task.done():
-            task.result()
+        await asyncio.wait(
+            [state.task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if state.task.done():
+            state.task.result()
     try:
-        yield task
+        yield state
     finally:
         stop.set()
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
+        if state.task is not None:
+            await asyncio.gather(state.task, return_exceptions=True)
+
+
+@dataclass
+class WorkerState:
+    """The in-process worker's task (None: another worker was reused) and the settings it
+    runs with (its model endpoint filled in, the offline model's too)."""
+
+    task: asyncio.Task[None] | None = None
+    settings: Settings | None = None
+
+    def polling(self, settings: Settings) -> None:
+        self.settings = settings
+
+
+def ready_record(
+    settings: Settings, stack: DevStack, worker: WorkerState | None
+) -> dict[str, object]:
+    """The `--json` line of dev and demo once everything is up: where each part answers (the
+    database without its password, the model endpoint without its key)."""
+    model = worker.settings if worker is not None and worker.settings is not None else settings
+    return {
+        "event": "ready",
+        "temporal": settings.temporal_address,
+        "namespace": settings.temporal_namespace,
+        "web_ui": stack.ui_url,
+        "postgresql": settings.database_url_display,
+        "task_queue": settings.task_queue,
+        "worker": "in-process"
+        if worker is not None and worker.task is not None
+        else ("reused" if worker is not None else None),
+        "model": model.model,
+        "model_endpoint": model.model_endpoint,
+        "started": {
+            "temporal": stack.temporal is not None,
+            "postgresql": stack.postgres is not None,
+        },
+        "data_dir": str(stack.data_dir),
+    }
 
 
 def stop_requested() -> asyncio.Event:
@@ -120,31 +172,45 @@ async def cmd_dev(args: argparse.Namespace) -> int:
         starting="starting the agentrun stack...",
         note="  [green]•[/] {}",
         stopping="stopping...",
+        as_json=args.json,
     ) as stack:
-        if stack.postgres is None and stack.temporal is None:
-            console.print("[bold]A stack is already running; reusing it.[/]")
-        console.print(
-            f"[bold green]agentrun stack ready[/] in {stack.started_in_s:.1f}s\n"
-            f"  Temporal   {settings.temporal_address} (namespace {settings.temporal_namespace})\n"
-            f"  Web UI     {stack.ui_url}\n"
-            f"  PostgreSQL {settings.database_url_display}\n"
-            f"  Model      {_model_line(settings)}"
-        )
         if args.no_worker:
-            console.print("Press Ctrl-C to stop.")
+            _dev_ready(settings, stack, None, args.json)
             await until_stopped(stop)
             return EXIT_OK
         async with worker_running(settings) as worker:
-            console.print(
-                f"  Worker     polling task queue {settings.task_queue!r}; Ctrl-C stops all"
-            )
-            await until_stopped(stop, worker)
+            _dev_ready(settings, stack, worker, args.json)
+            await until_stopped(stop, worker.task)
     return EXIT_OK
+
+
+def _dev_ready(
+    settings: Settings, stack: DevStack, worker: WorkerState | None, as_json: bool
+) -> None:
+    if as_json:
+        print_json(ready_record(settings, stack, worker))
+        return
+    if stack.postgres is None and stack.temporal is None:
+        console.print("[bold]A stack is already running; reusing it.[/]")
+    console.print(
+        f"[bold green]agentrun stack ready[/] in {stack.started_in_s:.1f}s\n"
+        f"  Temporal   {settings.temporal_address} (namespace {settings.temporal_namespace})\n"
+        f"  Web UI     {stack.ui_url}\n"
+        f"  PostgreSQL {settings.database_url_display}\n"
+        f"  Model      {_model_line(settings)}"
+    )
+    if worker is None:
+        console.print("Press Ctrl-C to stop.")
+    else:
+        console.print(f"  Worker     polling task queue {settings.task_queue!r}; Ctrl-C stops all")
 
 
 def _model_line(settings: Settings) -> str:
     if settings.uses_offline_model:
-        return "offline scripted model (set OPENAI_BASE_URL for a real one)"
+        return (
+            "offline scripted model (for a real one, set OPENAI_BASE_URL, OPENAI_API_KEY and "
+            "AGENTRUN_MODEL here and restart: the worker calls the model)"
+        )
     return f"{settings.model} at {settings.openai_base_url}"
 
 
@@ -161,51 +227,57 @@ def _demo_workspace(settings: Settings) -> Path:
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
-    interactive = sys.stdin.isatty() and not args.yes
+    interactive = sys.stdin.isatty() and not args.yes and not args.json
     if not interactive and not args.yes and not settings.uses_offline_model:
         # Approvals are only given for the user against the offline model, whose tool calls
         # are scripted; a real model's calls need a person or an explicit --yes.
         raise CliError(
-            f"no terminal to ask for approvals at, and a real model ({settings.model} at "
-            f"{settings.openai_base_url}) is configured: run the demo at a terminal, or pass "
-            "--yes to approve every call it makes",
+            f"no terminal to ask for approvals at (or --json), and a real model "
+            f"({settings.model} at {settings.model_endpoint}) is configured: run the demo at a "
+            "terminal, or pass --yes to approve every call it makes",
             EXIT_USAGE,
         )
     async with embedded_stack(
         settings,
         starting="bringing up the embedded stack (Temporal + PostgreSQL)...",
         note="[dim]• {}[/]",
+        as_json=args.json,
     ) as stack:
+        say = _quiet if args.json else console.print
         if settings.uses_offline_model:
-            console.print(
+            say(
                 "[yellow]No model configured: using agentrun's offline scripted model. Set "
                 "OPENAI_BASE_URL, OPENAI_API_KEY and AGENTRUN_MODEL for a real one.[/]"
             )
         workspace = _demo_workspace(settings)
         client = await temporal(settings)
-        async with worker_running(settings, reuse=client):
+        async with worker_running(settings, reuse=client, quiet=args.json) as worker:
+            if args.json:
+                print_json(ready_record(settings, stack, worker))
             if not interactive:
-                console.print(
-                    "[dim]no terminal to ask at (or --yes): approvals are given for you[/]"
-                )
-            console.print(f"[bold]prompt:[/] {args.prompt}")
+                say("[dim]no terminal to ask at (or --yes): approvals are given for you[/]")
+            say(f"[bold]prompt:[/] {args.prompt}")
             run_id, status = await start_and_follow(
                 settings,
                 args.prompt,
                 AgentConfig(workspace=str(workspace)),
                 session_id=None,
                 run_id=None,
-                as_json=False,
+                as_json=args.json,
                 auto_approve=not interactive,
                 interactive=interactive,
             )
-            console.print(f"[bold]Web UI:[/] {web_ui_link(settings, run_id)}", soft_wrap=True)
+            say(f"[bold]Web UI:[/] {web_ui_link(settings, run_id)}", soft_wrap=True)
             # At a terminal, keep the stack up so the Web UI link opens the run; in a
             # script, stop.
-            keep = args.keep_running or (sys.stdin.isatty() and not args.exit)
+            keep = args.keep_running or (sys.stdin.isatty() and not args.json and not args.exit)
             if keep and (stack.temporal or stack.postgres):
                 stop = stop_requested()
-                console.print("The stack keeps running so you can open the link; Ctrl-C stops it.")
+                say("The stack keeps running so you can open the link; Ctrl-C stops it.")
                 await until_stopped(stop)
-                console.print("stopping the stack...")
+                say("stopping the stack...")
         return exit_for(status)
+
+
+def _quiet(*_: object, **__: object) -> None:
+    """What demo --json prints instead of its human lines: nothing (stdout is JSON lines)."""

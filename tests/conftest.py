@@ -208,6 +208,7 @@ class WorkerProcess:
             "AGENTRUN_DATABASE_URL": s.database_url,
             "OPENAI_BASE_URL": s.openai_base_url or "",
             "OPENAI_API_KEY": "test-key",
+            "AGENTRUN_MODEL": s.model,
             "AGENTRUN_TASK_QUEUE": s.task_queue,
             "AGENTRUN_DATA_DIR": str(s.data_dir),
             "AGENTRUN_WORKER_VERSIONING": "true" if s.worker_versioning else "false",

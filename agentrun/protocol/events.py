@@ -47,14 +47,16 @@ class RunStatusData(EventData):
     TYPE = EventType.RUN_STATUS
     ABOUT = (
         "the run moved to `status` from `previous` (`error` says why it failed); the first "
-        "one (QUEUED) also carries `session_id`, `model` and the first 2,000 characters of "
-        "`prompt`"
+        "one (QUEUED) also carries `session_id`, `model`, the worker's `model_endpoint` (its "
+        "OPENAI_BASE_URL without secrets; absent for older runs) and the first 2,000 "
+        "characters of `prompt`"
     )
     status: RunStatus
     previous: RunStatus | None = None
     error: str | None = None
     session_id: str | None = None
     model: str | None = None
+    model_endpoint: str | None = None
     prompt: str | None = Field(default=None, description="The first 2,000 characters.")
 
 

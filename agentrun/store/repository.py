@@ -74,6 +74,7 @@ class Repository(Engine):
         config: AgentConfig,
         prompt: str,
         workflow_run_id: str | None = None,
+        model_endpoint: str | None = None,
     ) -> Run:
         """The run, its session claimed, its user message and QUEUED event (runs.open_run)."""
         async with self.transaction() as db:
@@ -85,6 +86,7 @@ class Repository(Engine):
                 config=config,
                 prompt=prompt,
                 workflow_run_id=workflow_run_id,
+                model_endpoint=model_endpoint,
             )
 
     async def session_holder(self, session_id: str) -> str | None:

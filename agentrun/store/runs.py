@@ -85,6 +85,7 @@ async def open_run(
     config: AgentConfig,
     prompt: str,
     workflow_run_id: str | None = None,
+    model_endpoint: str | None = None,
 ) -> Run:
     """Create the run (claiming its session), its user message and the QUEUED event in one
     transaction. A repeat by the same workflow execution (a retried step) returns the run as
@@ -135,6 +136,8 @@ async def open_run(
     queued = RunStatusData(
         status=RunStatus.QUEUED, session_id=session_id, model=model, prompt=prompt[:2000]
     )
+    if model_endpoint is not None:  # stored only when known (EventIn.of dumps exclude_unset)
+        queued.model_endpoint = model_endpoint
     await append_locked(db, run, [EventIn.of(queued, key=QUEUED_EVENT_KEY)])
     return run
 

@@ -122,8 +122,10 @@ def default_agent(body: dict[str, Any]) -> Reply:
         return Reply(text="Let me check that with my tools.", tool_calls=calls)
     return Reply(
         text=(
-            "This is agentrun's offline model: no real model is configured, so I answer from "
-            f"a script. You said: {prompt[:200]!r}. Set OPENAI_BASE_URL, OPENAI_API_KEY and "
-            "AGENTRUN_MODEL to talk to a real model."
+            "This is agentrun's offline model: the worker has no real model configured, so I "
+            f"answer from a script. You said: {prompt[:200]!r}. To talk to a real model, set "
+            "OPENAI_BASE_URL, OPENAI_API_KEY and AGENTRUN_MODEL where the worker runs "
+            "(`agentrun dev` or `agentrun worker`) and restart it: model settings take effect "
+            "in the worker, not in `agentrun run`."
         )
     )

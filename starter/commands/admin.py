@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from starter.connect import settings_or_exit
+from starter.connect import database_error, settings_or_exit
 from starter.exits import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
-from starter.output import console
+from starter.output import console, print_json
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -16,27 +16,32 @@ def cmd_db(args: argparse.Namespace) -> int:
     try:
         if args.db_command == "upgrade":
             revision = upgrade(settings.sqlalchemy_url)
-            console.print(f"database at revision {revision} (head {head_revision()})")
         else:
-            console.print(f"database at revision {current_revision(settings.sqlalchemy_url)}")
+            revision = current_revision(settings.sqlalchemy_url)
     except Exception as exc:
-        raise CliError(
-            f"cannot reach the database at {settings.database_url_display}: {_first_line(exc)}; "
-            "start it (agentrun dev) or set AGENTRUN_DATABASE_URL",
-            EXIT_UNREACHABLE,
-        ) from None
+        raise database_error(exc, settings) from None
+    head = head_revision()
+    if args.json:
+        print_json(
+            {
+                "database": settings.database_url_display,
+                "revision": revision,
+                "head": head,
+                "up_to_date": revision == head,
+            }
+        )
+    elif args.db_command == "upgrade":
+        console.print(f"database at revision {revision} (head {head})")
+    else:
+        behind = "" if revision == head else f" (head {head}: run `agentrun db upgrade`)"
+        console.print(f"database at revision {revision}{behind}")
     return EXIT_OK
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker import main as worker_main
 
-    worker_main([])
+    worker_main(["--json"] if args.json else [])
     return EXIT_OK
 
 
@@ -74,19 +79,36 @@ def cmd_codec_server(args: argparse.Namespace) -> int:
             f"{exc.strerror or exc}; free the port or set AGENTRUN_CODEC_SERVER_PORT",
             EXIT_UNREACHABLE,
         ) from None
-    console.print(
-        f"[bold green]codec server[/] on {server.url} (POST /encode, /decode), keys "
-        f"{', '.join(codec.key_ids)}; token {'required' if token else 'not set (local only)'}\n"
-        f"  Web UI: Settings > Codec Server > {server.url} (origins: "
-        f"{', '.join(settings.cors_origins) or 'none'})\n"
-        f"  CLI:    temporal workflow show -w RUN_ID --codec-endpoint {server.url}"
-        + (" --codec-auth 'Bearer $TOKEN'" if token else "")
-        + "\nPress Ctrl-C to stop."
-    )
+    if args.json:
+        print_json(
+            {
+                "event": "listening",
+                "url": server.url,
+                "keys": codec.key_ids,
+                "token_required": bool(token),
+                "cors_origins": settings.cors_origins,
+            }
+        )
+    else:
+        _codec_banner(server.url, codec.key_ids, bool(token), settings.cors_origins)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+    if args.json:
+        print_json({"event": "stopped"})
     return EXIT_OK
+
+
+def _codec_banner(url: str, key_ids: list[str], token: bool, origins: list[str]) -> None:
+    console.print(
+        f"[bold green]codec server[/] on {url} (POST /encode, /decode), keys "
+        f"{', '.join(key_ids)}; token {'required' if token else 'not set (local only)'}\n"
+        f"  Web UI: Settings > Codec Server > {url} (origins: "
+        f"{', '.join(origins) or 'none'})\n"
+        f"  CLI:    temporal workflow show -w RUN_ID --codec-endpoint {url}"
+        + (" --codec-auth 'Bearer $TOKEN'" if token else "")
+        + "\nPress Ctrl-C to stop."
+    )

@@ -16,6 +16,7 @@ from agentrun.settings import Settings
 from starter.connect import database, temporal
 from starter.exits import EXIT_USAGE, CliError
 from starter.follower import Follower, print_end, usage
+from starter.model_note import warn_if_model_differs
 from starter.output import console, first_error, print_json, web_ui_link
 
 STDIN = "-"
@@ -124,6 +125,7 @@ async def start_and_follow(
                 "the run did not start within 60 s: is a worker polling task queue "
                 f"{settings.task_queue!r}? Start one with `agentrun dev` or `agentrun worker`"
             ) from None
+        await warn_if_model_differs(settings, repo, handle.id)
         follower = Follower(
             repo,
             client,

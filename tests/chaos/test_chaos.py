@@ -71,6 +71,7 @@ async def test_runs_survive_model_faults_worker_kills_and_a_database_restart(
         temporal_address=temporal_env.client.service_client.config.target_host,
         database_url=chaos_pg.url("chaos"),
         openai_base_url=model.base_url,
+        model="offline-scripted",
         task_queue=f"chaos-{uuid.uuid4()}",
         data_dir=tmp_path / "data",
         approval_floor={"bash": "auto"},  # the runs use approval="skip_all"

@@ -1,0 +1,1 @@
+"""Examples that the tests import and run (README, "Your own tools")."""

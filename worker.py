@@ -120,8 +120,11 @@ async def run_worker(
             offline.stop()
         raise
     repo = Repository.connect(settings.sqlalchemy_url)
+    registry = registry or default_registry()
     worker = build_worker(client, settings, repo, registry=registry)
     try:
+        # Clients check a run's tool names against what the workers of its queue offer.
+        await repo.publish_tools(settings.task_queue, registry.names)
         async with worker:
             log.info(
                 "worker polling task queue %r; model %s at %s",

@@ -25,7 +25,7 @@ from temporalio.worker import Worker
 
 import worker as worker_module
 from activities.model_errors import classify
-from activities.tools import ToolContext
+from activities.tools import ToolContext, default_registry
 from agentrun.db.migrate import head_revision, upgrade
 from agentrun.protocol.events import EventType, RunStatusData
 from agentrun.settings import Settings, SettingsError, load_settings
@@ -126,7 +126,7 @@ async def test_db_commands_answer_json(settings: Settings) -> None:
 
 
 async def test_worker_json_says_when_it_polls_and_when_it_stopped(
-    settings: Settings, model_server: OfflineModelServer, tmp_path: Path
+    settings: Settings, repo: Repository, model_server: OfflineModelServer, tmp_path: Path
 ) -> None:
     env = stack_env(
         settings,
@@ -145,6 +145,8 @@ async def test_worker_json_says_when_it_polls_and_when_it_stopped(
         "model": "offline-scripted",
         "model_endpoint": model_server.base_url,
     }
+    # A polling worker has published its tools, so clients can check a run's config first.
+    assert await repo.known_tools(settings.task_queue) == set(default_registry().names)
     done = await stop(proc, signal.SIGTERM)
     assert done.code == 0, done.err
     assert [json.loads(x) for x in done.out.splitlines()] == [
@@ -222,7 +224,7 @@ async def test_a_refused_login_names_the_user_and_the_setting(settings: Settings
 
 def test_the_classifier_reads_sqlstates_and_libpq_messages(settings: Settings) -> None:
     wrong_password = psycopg.OperationalError(
-        'connection failed: connection to server at "10.0.0.5", port 5432 failed: FATAL:  '
+        'connection failed: connection to server at "127.0.0.1", port 5432 failed: FATAL:  '
         'password authentication failed for user "agentrun"'
     )
     line = str(database_error(wrong_password, settings))
@@ -363,9 +365,9 @@ async def test_a_model_error_names_the_endpoint_and_not_the_key(
 
 
 def test_a_connection_error_names_the_endpoint() -> None:
-    request = httpx2.Request("POST", "http://10.1.2.3:8000/v1/chat/completions")
-    failure = classify(openai.APIConnectionError(request=request), "http://10.1.2.3:8000/v1")
-    assert failure.message.startswith("connection to the model endpoint at http://10.1.2.3:8000/v1")
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    failure = classify(openai.APIConnectionError(request=request), "http://127.0.0.1:9/v1")
+    assert failure.message.startswith("connection to the model endpoint at http://127.0.0.1:9/v1")
     assert failure.retryable
 
 
@@ -425,6 +427,8 @@ async def test_the_custom_tool_example_runs_on_a_worker(
         registry=custom_tool.registry(),
         graceful_shutdown=timedelta(seconds=1),
     )
+    # What run_worker does when it starts: clients then know the worker's own tools.
+    await repo.publish_tools(settings.task_queue, custom_tool.registry().names)
     async with w:
         done = await agentrun(
             cli_env(settings),

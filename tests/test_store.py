@@ -503,3 +503,13 @@ def _call(name: str) -> ToolCallData:
 def _delta(turn: int, i: int) -> MessageDeltaData:
     """A delta whose text carries a number, so a reader can check order and completeness."""
     return MessageDeltaData(turn=turn, attempt=1, text=str(i))
+
+
+async def test_the_tool_catalog_keeps_what_any_worker_of_a_queue_offered(repo: Repository) -> None:
+    queue = f"tq-{uuid.uuid4()}"
+    assert await repo.known_tools(queue) == set()
+    await repo.publish_tools(queue, ["ls", "bash"])
+    await repo.publish_tools(queue, ["ls", "save_note"])  # another build, same queue
+    await repo.publish_tools(queue, ["ls"])  # a repeat refreshes, removes nothing
+    assert await repo.known_tools(queue) == {"ls", "bash", "save_note"}
+    assert await repo.known_tools(f"{queue}-other") == set()

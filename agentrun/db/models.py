@@ -184,3 +184,15 @@ class RunEvent(Base):
         UniqueConstraint("run_id", "seq"),
         UniqueConstraint("run_id", "idempotency_key", name="uq_run_events_run_id_idempotency_key"),
     )
+
+
+class ToolCatalogEntry(Base):
+    """A tool some worker of a task queue offers (written when a worker starts). Clients check
+    a run's tool names against it before they start a run; the worker's own check at open
+    stays the authority."""
+
+    __tablename__ = "tool_catalog"
+
+    task_queue: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())

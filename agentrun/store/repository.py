@@ -13,7 +13,7 @@ from agentrun.contracts import AgentConfig, PendingCall, RecordedDecision, ToolC
 from agentrun.db.models import LlmCall, Message, Run, RunEvent, RunStatus, ToolCall
 from agentrun.protocol.events import EventData
 from agentrun.protocol.statuses import LlmCallStatus
-from agentrun.store import events, runs, tool_calls, turns
+from agentrun.store import catalog, events, runs, tool_calls, turns
 from agentrun.store.engine import Engine
 from agentrun.store.events import EventIn
 from agentrun.store.turns import LlmCallValues
@@ -94,6 +94,16 @@ class Repository(Engine):
         early refusal; open_run applies the same rule under the session's lock)."""
         async with self.session() as db:
             return await runs.session_holder(db, session_id)
+
+    async def publish_tools(self, task_queue: str, names: Sequence[str]) -> None:
+        """Record the tools a worker of `task_queue` offers (see agentrun.store.catalog)."""
+        async with self.transaction() as db:
+            await catalog.publish(db, task_queue, names)
+
+    async def known_tools(self, task_queue: str) -> set[str]:
+        """The tools some worker of `task_queue` has offered."""
+        async with self.session() as db:
+            return await catalog.names(db, task_queue)
 
     async def check_session_free(self, session_id: str, run_id: str) -> None:
         """SessionBusyError unless the session is free or already held by `run_id`."""

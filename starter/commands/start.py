@@ -13,6 +13,7 @@ from agentrun.client import RunEnded, RunFailed, RunNotStarted, SessionBusy, new
 from agentrun.contracts import AgentConfig, ToolApproval
 from agentrun.contracts.run import MAX_PROMPT_CHARS
 from agentrun.settings import Settings
+from agentrun.store import Repository
 from starter.connect import database, temporal
 from starter.exits import EXIT_USAGE, CliError
 from starter.follower import Follower, print_end, usage
@@ -56,18 +57,38 @@ def prompt_from(args: argparse.Namespace) -> str:
     return text
 
 
-def check_config(config: AgentConfig) -> None:
-    """The worker's check at open, made before the start: tool names against the built-in
-    tools and the config's client tools, approval settings naming known tools. The worker's
-    approval floor and workspace root are its own; it still refuses what breaks them."""
+async def check_config(config: AgentConfig, repo: Repository, task_queue: str) -> None:
+    """The worker's check at open, made before the start: tool names against the tools the
+    workers of the task queue offer (the built-ins, and what workers published in the tool
+    catalog), client tools, approval settings naming known tools. The worker's approval floor
+    and workspace root are its own; it still refuses what breaks them."""
     from activities.policy import resolve_policy
     from activities.tools import default_registry
 
     registry = default_registry()
+    known = set(registry.names) | await repo.known_tools(task_queue)
+    unknown = [name for name in config.tools or [] if name not in known]
+    if unknown:
+        raise CliError(
+            f"bad option: unknown tool(s) {', '.join(unknown)}; the workers of task queue "
+            f"{task_queue!r} offer: {', '.join(sorted(known))}; nothing was started",
+            EXIT_USAGE,
+        )
+    # A worker's own tools are known by name only here: check the rest against the built-ins.
+    custom = known - set(registry.names)
+    builtin_only = config.model_copy(
+        update={
+            "tools": None if config.tools is None else [n for n in config.tools if n not in custom],
+            "approval_overrides": {
+                k: v for k, v in config.approval_overrides.items() if k not in custom
+            },
+            "approval_allow": [n for n in config.approval_allow if n not in custom],
+        }
+    )
     # No floor here: only the worker knows its own, and it applies it at open.
     no_floor = {name: ToolApproval.AUTO.value for name in registry.names}
     try:
-        resolve_policy(registry, config, no_floor)
+        resolve_policy(registry, builtin_only, no_floor)
     except ValueError as exc:
         raise CliError(f"bad option: {exc}; nothing was started", EXIT_USAGE) from None
 
@@ -94,10 +115,10 @@ async def start_and_follow(
     interactive: bool,
 ) -> tuple[str, str]:
     """Start a run, follow it to its end (or a detach); its id and status then."""
-    check_config(config)
     session_id = session_id or new_id("session")
     client = await temporal(settings)
     async with database(settings) as repo:
+        await check_config(config, repo, settings.task_queue)
         started = time.monotonic()
         try:
             handle = await start_run(

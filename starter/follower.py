@@ -288,7 +288,7 @@ class Follower:
         run = await self.repo.get_run(self.run_id)
         if not RunStatus(run.status).terminal:
             return False
-        self._say(f"the run ended {run.status}; nothing to decide")
+        self._say(f"the run ended {run.status}")
         return True
 
     # -- Ctrl-C ----------------------------------------------------------------------------
@@ -318,7 +318,12 @@ class Follower:
         if answer is OnInterrupt.CANCEL:
             self._cancelled = True
             self._waiting.clear()
-            result = await cancel_run(self.client, self.run_id, requested_by="agentrun cli")
+            try:
+                result = await cancel_run(self.client, self.run_id, requested_by="agentrun cli")
+            except (RPCError, RunEnded) as exc:
+                if not await self._ended():
+                    raise CliError(f"could not cancel the run: {exc}") from None
+                return False
             console.print(f"{result.status}: {result.message}")
             return False  # keep following to the CANCELED event
         self._detach_hint()

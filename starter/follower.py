@@ -215,7 +215,9 @@ class Follower:
         self._asking_for = None
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A decision cancelled in flight may surface as the SDK's own error, not as
+            # CancelledError; either way the call is asked again unless the log says decided.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
     async def _decide_all(self) -> None:

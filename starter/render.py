@@ -3,7 +3,8 @@
 Events are the typed protocol events (agentrun.protocol.events); each payload class has its own
 method. At a terminal the text of the current turn is a live region, so a stream.reset (a
 retried model attempt) wipes that turn's partial text off the screen; piped, text is printed as
-it comes and a reset is a marked line. `as_json` is the --json form of one event."""
+it comes, and a reset of a turn whose text was shown is a marked line (a failed attempt that
+showed nothing takes nothing back). `as_json` is the --json form of one event."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ class Renderer:
         self._live: Live | None = None
         self._text = ""
         self._plain_open = False
+        # Turns whose partial text has been shown: a stream.reset of any other turn (a failed
+        # attempt that produced no text) has nothing to take back, so it says nothing.
+        self._turns_shown: set[int] = set()
         self._shows: dict[type, Callable[[Any], None]] = {
             MessageDeltaData: self._delta,
             StreamResetData: self._reset,
@@ -86,17 +90,18 @@ class Renderer:
             self._plain_open = True
 
     def reset(self, turn: int, attempt: int) -> None:
-        if self.live_capable:
-            self._text = ""
-            if self._live is not None:
-                self._live.update(Text(""), refresh=True)
-        else:
-            self._end_plain()
+        shown = turn in self._turns_shown
+        self._turns_shown.discard(turn)
+        self._text = ""
+        if self._live is not None:  # the partial text is still live: wipe it off the screen
+            self._live.update(Text(""), refresh=True)
+            return
+        self._end_plain()
+        if shown:
             self.console.print(
                 f"[yellow]↺ model attempt {attempt} for turn {turn}: "
                 "the partial text above is dropped[/]"
             )
-        self._text = ""
 
     def end_text(self) -> None:
         if self._live is not None:
@@ -114,6 +119,8 @@ class Renderer:
     # -- one method per payload ------------------------------------------------------------
 
     def _delta(self, data: MessageDeltaData) -> None:
+        if data.text:
+            self._turns_shown.add(data.turn)
         self.delta(data.text)
 
     def _reset(self, data: StreamResetData) -> None:

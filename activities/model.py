@@ -253,6 +253,11 @@ class ModelActivities:
             # streamed so far in the event log, then let the cancellation through.
             with contextlib.suppress(Exception):
                 await asyncio.shield(writer.close())
+            if not activity.is_worker_shutdown():
+                # The run's cancel: the attempt happened and is counted in the record (a
+                # shutdown's attempt is recorded as lost by the next one instead).
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._record_canceled(inp, attempt, turn))
             raise
         except DatabaseUnavailableError:
             with contextlib.suppress(Exception):
@@ -303,6 +308,20 @@ class ModelActivities:
                 ),
                 **kwargs,
             )
+
+    async def _record_canceled(self, inp: ModelTurnInput, attempt: int, turn: StreamedTurn) -> None:
+        await self.repo.record_llm_call(
+            run_id=inp.run_id,
+            turn=inp.turn,
+            attempt=attempt,
+            model=inp.model,
+            status=LlmCallStatus.CANCELED,
+            values=LlmCallValues(
+                error="the run was cancelled while the model streamed",
+                latency_ms=turn.ms_since_start(time.monotonic()),
+                time_to_first_token_ms=turn.ms_since_start(turn.first_token),
+            ),
+        )
 
     async def _record_turn(
         self, inp: ModelTurnInput, attempt: int, turn: StreamedTurn, tools_on: bool, commits: int

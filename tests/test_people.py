@@ -33,7 +33,7 @@ from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from starter.api import cancel_run, decide, run_status, submit_tool_result
 from tests.conftest import bash_call, next_event, process_running, processes_in, start_input
-from tests.store_helpers import count, run_tool_calls
+from tests.store_helpers import count, run_llm_calls, run_tool_calls
 from workflows.agent import AgentRunWorkflow
 
 SETTLE_TIMES: dict[str, float] = {}
@@ -428,6 +428,9 @@ async def test_cancel_while_streaming_keeps_the_partial_text(
     partial = "".join(e.data["text"] for e in events if e.type == EventType.MESSAGE_DELTA)
     assert partial and "once upon a time" in partial
     assert await count(repo, Message, run_id=run_id, role="assistant") == 0
+    # The attempt is in the record, as cancelled: the run's totals count it.
+    assert [(c.attempt, c.status) for c in await run_llm_calls(repo, run_id)] == [(1, "canceled")]
+    assert (await repo.get_run(run_id)).llm_call_count == 1
     # The stream really stopped: no more deltas after the run ended.
     await asyncio.sleep(1.0)
     assert len(await repo.read_events(run_id, 0, limit=100_000)) == len(events)

@@ -100,3 +100,5 @@ class LlmCallStatus(enum.StrEnum):
     LOST = "lost"
     # The database failed before the model was called: spends none of the turn's model budget.
     DB_ERROR = "db_error"
+    # The run was cancelled while this attempt streamed: its text so far stays in the event log.
+    CANCELED = "canceled"

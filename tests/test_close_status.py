@@ -256,4 +256,3 @@ async def test_a_temporal_cancel_closes_the_run_canceled(
     assert (result.status, result.error) == (RunStatus.CANCELED, "cancelled through Temporal")
     answer = await cancel_run(temporal_env.client, run.id)
     assert answer.status == RunStatus.CANCELED
-

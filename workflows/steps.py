@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         PendingCall,
         RecordDecisionInput,
         RecordedDecision,
+        RequestCancelInput,
         RequestWaitInput,
         RunResult,
         RunStatus,
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from agentrun.protocol.events import EventType
     from workflows.options import (
         BOOKKEEPING,
+        CLOSE_REQUEST,
         RECORD_OUTCOME,
         model_turn_options,
         tool_run_options,
@@ -51,6 +53,8 @@ with workflow.unsafe.imports_passed_through():
 PATCH_ABANDON_BATCH = "abandoned-tool-calls-are-cancelled-and-recorded"
 PATCH_EARLY_DECISIONS = "early-decisions-need-arguments-sha256"
 PATCH_OUTCOMES = "tool-outcomes-recorded-by-their-own-activity"
+PATCH_CLOSE_CANCELED = "cancelled-runs-close-as-canceled"
+PATCH_REFUSAL_FAILED = "refused-runs-publish-failed"
 
 
 def start_open_run(inp: StartRunInput) -> workflow.ActivityHandle[OpenedRun]:
@@ -70,6 +74,15 @@ async def set_status(run_id: str, status: RunStatus, error: str | None) -> RunRe
         SetStatusInput(run_id=run_id, status=status, error=error),
         **BOOKKEEPING,
         summary=f"status {status}",
+    )
+
+
+def start_request_cancel(run_id: str, reason: str) -> workflow.ActivityHandle[None]:
+    return workflow.start_local_activity_method(
+        RunActivities.request_cancel,
+        RequestCancelInput(run_id=run_id, reason=reason),
+        **CLOSE_REQUEST,
+        summary="close as canceled",
     )
 
 

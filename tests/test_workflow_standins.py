@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -38,6 +38,7 @@ from agentrun.contracts import (
     OutcomeKind,
     RecordDecisionInput,
     RecordedDecision,
+    RequestCancelInput,
     RequestWaitInput,
     RunResult,
     RunStatus,
@@ -91,6 +92,7 @@ class StandIns:
     runs: list[ExecuteToolInput] = field(default_factory=list)
     outcomes: list[ToolOutcomeInput] = field(default_factory=list)
     decisions: list[RecordedDecision] = field(default_factory=list)
+    cancel_requests: list[str] = field(default_factory=list)
     waiting: asyncio.Event = field(default_factory=asyncio.Event)
 
     @activity.defn(name=Activity.PREPARE_RUN)
@@ -115,6 +117,13 @@ class StandIns:
     @activity.defn(name=Activity.APPEND_EVENT)
     async def append_event(self, inp: AppendEventInput) -> int:
         return 1
+
+    @activity.defn(name=Activity.REQUEST_CANCEL)
+    async def request_cancel(self, inp: RequestCancelInput) -> None:
+        # What the real one does: the run closes as Canceled only once Temporal cancels it.
+        self.cancel_requests.append(inp.reason)
+        handle = activity.client().get_workflow_handle(inp.run_id)
+        await handle.cancel(reason=inp.reason)
 
     @activity.defn(name=Activity.MODEL_TURN)
     async def model_turn(self, inp: ModelTurnInput) -> ModelTurnResult:
@@ -144,6 +153,7 @@ class StandIns:
             self.request_waits,
             self.record_decision,
             self.append_event,
+            self.request_cancel,
             self.model_turn,
             self.execute_tool,
             self.record_tool_outcome,
@@ -345,9 +355,13 @@ async def test_a_cancel_while_waiting_abandons_the_call_and_ends_canceled(
             CancelRequest(reason="stop", requested_by="tester"),
             result_type=CancelAnswer,
         )
-        result = await _result(handle)
+        # Answered first, then closed as Canceled: a canceled workflow has no result.
+        with pytest.raises(WorkflowFailureError) as info:
+            await _result(handle)
+        assert isinstance(info.value.cause, CancelledError)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert isinstance(answer, CancelAnswer) and answer.status == RunStatus.CANCELED
-    assert result.status == RunStatus.CANCELED
+    assert stand_ins.cancel_requests == ["cancelled by tester: stop"]
     [outcome] = stand_ins.outcomes
     assert outcome.kind == OutcomeKind.ABANDONED
     assert outcome.text == "cancelled: the run was cancelled by tester: stop"

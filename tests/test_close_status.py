@@ -18,21 +18,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from agentrun.client import RunFailed, RunHandle, RunRefused, cancel_run, start_run
-from agentrun.contracts import CancelAnswer, CancelRequest, RunResult
+from agentrun.contracts import CancelAnswer, CancelRequest, OpenedRun, OpenRunInput, RunResult
 from agentrun.protocol.events import EventType
-from agentrun.protocol.names import SA_RUN_STATUS, Signal
+from agentrun.protocol.names import SA_RUN_STATUS, Activity, ErrorType, Signal
 from agentrun.protocol.statuses import RunStatus
 from agentrun.settings import Settings
 from agentrun.store import Repository
 from agentrun.testing.offline_model import Fault, OfflineModelServer, Reply
 from tests.conftest import bash_call, next_event
+from tests.test_edges_workflow import bookkeeping_worker
 from workflows import ALL_WORKFLOWS
 
 CLOSES_AS = {
@@ -112,16 +114,27 @@ async def test_a_done_run_closes_completed(
     await assert_closed_as(run, repo, RunStatus.DONE)
 
 
+@pytest.mark.parametrize(
+    ("faults", "config"),
+    [
+        ([Fault("http", 400, "Invalid value for 'temperature'.")], {}),
+        # Retryable errors until the model budget is spent.
+        ([Fault("http", 500), Fault("http", 500), Reply(text="never")], {"model_max_attempts": 2}),
+    ],
+    ids=["http-400", "attempts-exhausted"],
+)
 async def test_a_model_error_closes_failed(
     temporal_env: WorkflowEnvironment,
     settings: Settings,
     worker: Worker,
     repo: Repository,
     model_server: OfflineModelServer,
+    faults: list[Any],
+    config: dict[str, Any],
 ) -> None:
-    prompt = f"bad request {uuid.uuid4()}"
-    model_server.script(prompt, [Fault("http", 400, "Invalid value for 'temperature'.")])
-    run = await _start(temporal_env, settings, prompt, tools=[])
+    prompt = f"bad model {uuid.uuid4()}"
+    model_server.script(prompt, faults)
+    run = await _start(temporal_env, settings, prompt, tools=[], **config)
     with pytest.raises(RunFailed) as info:
         await asyncio.wait_for(run.result(), 60)
     assert info.value.error_type == "RunFailed"
@@ -174,6 +187,35 @@ async def test_a_config_the_worker_refuses_closes_failed_and_is_not_left_queued(
         await asyncio.wait_for(run.result(), 60)
     assert "nosuch" in str(info.value)
     await assert_closed_as(run, repo, RunStatus.FAILED, recorded=False)
+
+
+async def test_a_refused_run_closes_failed_even_after_a_temporal_cancel(
+    temporal_env: WorkflowEnvironment, settings: Settings, repo: Repository
+) -> None:
+    """A Temporal cancel while the run is being opened, then a refusal: the run is FAILED (it
+    never ran), so the workflow fails rather than closing as Canceled."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name=Activity.PREPARE_RUN)
+    async def prepare_run(inp: OpenRunInput) -> OpenedRun:
+        started.set()
+        await release.wait()
+        raise ApplicationError("no such tool", type=ErrorType.INVALID_CONFIG, non_retryable=True)
+
+    w, _ = bookkeeping_worker(temporal_env, settings, repo, prepare_run)
+    async with w:
+        run = await _start(temporal_env, settings, "cancelled, then refused")
+        await asyncio.wait_for(started.wait(), 30)
+        await run.workflow.cancel()
+
+        async def cancel_seen() -> bool:
+            return (await run.status()).cancel_requested
+
+        await until(cancel_seen)
+        release.set()
+        with pytest.raises(RunRefused):
+            await asyncio.wait_for(run.result(), 60)
+        await assert_closed_as(run, repo, RunStatus.FAILED, recorded=False)
 
 
 # -- CANCELED ----------------------------------------------------------------------------------

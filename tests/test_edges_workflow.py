@@ -115,6 +115,7 @@ def bookkeeping_worker(
             runs.request_waits,
             runs.record_decision,
             runs.append_event,
+            runs.request_cancel,
         ],
         graceful_shutdown_timeout=timedelta(seconds=1),
     )

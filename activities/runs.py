@@ -154,7 +154,13 @@ class RunActivities:
         handle = activity.client().get_workflow_handle(
             inp.run_id, run_id=activity.info().workflow_run_id
         )
-        await handle.cancel(reason=inp.reason)
+        try:
+            await handle.cancel(reason=inp.reason)
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.INVALID_ARGUMENT):
+                # No retry changes this; the workflow then completes instead.
+                raise ApplicationError(str(exc), non_retryable=True) from exc
+            raise
 
     @activity.defn(name=Activity.SET_STATUS)
     async def set_status(self, inp: SetStatusInput) -> RunResult:

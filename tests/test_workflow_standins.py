@@ -93,6 +93,7 @@ class StandIns:
     outcomes: list[ToolOutcomeInput] = field(default_factory=list)
     decisions: list[RecordedDecision] = field(default_factory=list)
     cancel_requests: list[str] = field(default_factory=list)
+    refuse_cancel: bool = False
     waiting: asyncio.Event = field(default_factory=asyncio.Event)
 
     @activity.defn(name=Activity.PREPARE_RUN)
@@ -122,6 +123,8 @@ class StandIns:
     async def request_cancel(self, inp: RequestCancelInput) -> None:
         # What the real one does: the run closes as Canceled only once Temporal cancels it.
         self.cancel_requests.append(inp.reason)
+        if self.refuse_cancel:
+            raise ApplicationError("permission denied", non_retryable=True)
         handle = activity.client().get_workflow_handle(inp.run_id)
         await handle.cancel(reason=inp.reason)
 
@@ -366,3 +369,22 @@ async def test_a_cancel_while_waiting_abandons_the_call_and_ends_canceled(
     assert outcome.kind == OutcomeKind.ABANDONED
     assert outcome.text == "cancelled: the run was cancelled by tester: stop"
     assert stand_ins.statuses[-1] == RunStatus.CANCELED
+
+
+async def test_a_run_whose_cancel_request_fails_completes_with_its_canceled_result(
+    harness: Harness,
+) -> None:
+    """The fallback: Temporal would not cancel the workflow (a client without the right, say),
+    so the workflow completes with the CANCELED result, as runs did before the close status
+    matched the run's."""
+    stand_ins = StandIns([BASH], [turn(1, call("bash", "c1", command="ls"))], refuse_cancel=True)
+    async with harness.start(stand_ins) as handle:
+        await asyncio.wait_for(stand_ins.waiting.wait(), BOUND)
+        answer = await handle.execute_update(
+            Update.CANCEL, CancelRequest(reason="stop"), result_type=CancelAnswer
+        )
+        result = await _result(handle)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    assert answer.status == RunStatus.CANCELED
+    assert (result.status, result.error) == (RunStatus.CANCELED, "cancelled: stop")
+    assert stand_ins.cancel_requests == ["cancelled: stop"]

@@ -12,12 +12,15 @@ AgentRunStatus=QUEUED at start, so a refusal that published nothing would stay Q
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -35,6 +38,7 @@ from agentrun.store import Repository
 from agentrun.testing.offline_model import Fault, OfflineModelServer, Reply
 from tests.conftest import bash_call, next_event
 from tests.test_edges_workflow import bookkeeping_worker
+from worker import build_worker, connect_client
 from workflows import ALL_WORKFLOWS
 
 CLOSES_AS = {
@@ -299,3 +303,31 @@ async def test_a_temporal_cancel_closes_the_run_canceled(
     assert (result.status, result.error) == (RunStatus.CANCELED, "cancelled through Temporal")
     answer = await cancel_run(temporal_env.client, run.id)
     assert answer.status == RunStatus.CANCELED
+
+
+async def test_an_encrypted_cancelled_run_keeps_its_result_encrypted_in_the_memo(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    repo: Repository,
+    model_server: OfflineModelServer,
+) -> None:
+    """With payload keys the memo is a payload like any other: the cancel reason is not in the
+    history in plaintext, and a client with the key reads the result."""
+    keyed = settings.model_copy(
+        update={"payload_keys": SecretStr(f"k1:{base64.b64encode(b'k' * 32).decode()}")}
+    )
+    secret = f"reason-{uuid.uuid4().hex[:8]}"
+    client = await connect_client(keyed)
+    async with build_worker(client, keyed, repo, graceful_shutdown=timedelta(seconds=1)):
+        prompt = f"encrypted {uuid.uuid4()}"
+        model_server.script(prompt, [bash_call("echo never"), Reply(text="never")])
+        run = await start_run(client, keyed.task_queue, prompt, run_id=f"run-{uuid.uuid4()}")
+        await next_event(repo, run.id, EventType.TOOL_APPROVAL_REQUESTED)
+        await run.cancel(reason=secret)
+        assert await closed(run.workflow) == WorkflowExecutionStatus.CANCELED
+        result = await asyncio.wait_for(run.result(), 30)
+    assert (result.status, result.error) == (RunStatus.CANCELED, f"cancelled: {secret}")
+    plain = temporal_env.client.get_workflow_handle(run.id)
+    assert secret.encode() not in (await plain.describe()).raw_info.memo.SerializeToString()
+    history = await plain.fetch_history()
+    assert secret.encode() not in b"".join(e.SerializeToString() for e in history.events)

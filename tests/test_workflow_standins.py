@@ -59,6 +59,7 @@ from agentrun.protocol.names import Activity, Update
 from agentrun.protocol.statuses import Decision, ToolApproval
 from workflows import ALL_WORKFLOWS
 from workflows.agent import AgentRunWorkflow
+from workflows.steps import CLOSE_REASON
 
 BASH = ToolInfo(name="bash", approval=ToolApproval.NEEDS_APPROVAL, timeout_s=60)
 CALCULATOR = ToolInfo(name="calculator")
@@ -364,7 +365,7 @@ async def test_a_cancel_while_waiting_abandons_the_call_and_ends_canceled(
         assert isinstance(info.value.cause, CancelledError)
         assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert isinstance(answer, CancelAnswer) and answer.status == RunStatus.CANCELED
-    assert stand_ins.cancel_requests == ["cancelled by tester: stop"]
+    assert stand_ins.cancel_requests == [CLOSE_REASON]
     [outcome] = stand_ins.outcomes
     assert outcome.kind == OutcomeKind.ABANDONED
     assert outcome.text == "cancelled: the run was cancelled by tester: stop"
@@ -387,4 +388,4 @@ async def test_a_run_whose_cancel_request_fails_completes_with_its_canceled_resu
         assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
     assert answer.status == RunStatus.CANCELED
     assert (result.status, result.error) == (RunStatus.CANCELED, "cancelled: stop")
-    assert stand_ins.cancel_requests == ["cancelled: stop"]
+    assert stand_ins.cancel_requests == [CLOSE_REASON]

@@ -133,16 +133,16 @@ class AgentLoop:
             raise err
         # A workflow closed as Canceled has no result: the memo keeps it for clients.
         workflow.upsert_memo({MEMO_RESULT: result})
-        if workflow.cancellation_reason() is None and not await self._request_own_cancel(error):
+        if workflow.cancellation_reason() is None and not await self._request_own_cancel():
             return result
         await self._until_handlers_finished(despite_cancel=True)
         raise asyncio.CancelledError(error)
 
-    async def _request_own_cancel(self, reason: str) -> bool:
+    async def _request_own_cancel(self) -> bool:
         """Have Temporal cancel this workflow (activities.runs says why through an activity)
         and wait until its cancel is here; False if the request failed."""
         try:
-            await self._uninterrupted(steps.start_request_cancel(self._run_id, reason))
+            await self._uninterrupted(steps.start_request_cancel(self._run_id))
         except FailureError as exc:
             workflow.logger.warning("the run could not close as Canceled: %s", exc)
             return False

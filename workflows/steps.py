@@ -56,6 +56,9 @@ PATCH_OUTCOMES = "tool-outcomes-recorded-by-their-own-activity"
 PATCH_CLOSE_CANCELED = "cancelled-runs-close-as-canceled"
 PATCH_REFUSAL_FAILED = "refused-runs-publish-failed"
 
+# The reason on the cancel request a run cancelled by update or signal sends for itself.
+CLOSE_REASON = "the run was cancelled by its cancel update or signal (its record says by whom)"
+
 
 def start_open_run(inp: StartRunInput) -> workflow.ActivityHandle[OpenedRun]:
     return workflow.start_local_activity_method(
@@ -77,10 +80,12 @@ async def set_status(run_id: str, status: RunStatus, error: str | None) -> RunRe
     )
 
 
-def start_request_cancel(run_id: str, reason: str) -> workflow.ActivityHandle[None]:
+def start_request_cancel(run_id: str) -> workflow.ActivityHandle[None]:
     return workflow.start_local_activity_method(
         RunActivities.request_cancel,
-        RequestCancelInput(run_id=run_id, reason=reason),
+        # Not the person's reason: the cancel request's reason is stored in plaintext (no
+        # payload codec reaches it); the record and the memo keep the person's.
+        RequestCancelInput(run_id=run_id, reason=CLOSE_REASON),
         **CLOSE_REQUEST,
         summary="close as canceled",
     )

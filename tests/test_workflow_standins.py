@@ -95,6 +95,9 @@ class StandIns:
     decisions: list[RecordedDecision] = field(default_factory=list)
     cancel_requests: list[str] = field(default_factory=list)
     refuse_cancel: bool = False
+    # Set: the model turn waits for it, deaf to a cancel (it never heartbeats), then answers.
+    hold_model: asyncio.Event | None = None
+    model_started: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: asyncio.Event = field(default_factory=asyncio.Event)
 
     @activity.defn(name=Activity.PREPARE_RUN)
@@ -132,6 +135,9 @@ class StandIns:
     @activity.defn(name=Activity.MODEL_TURN)
     async def model_turn(self, inp: ModelTurnInput) -> ModelTurnResult:
         self.model_inputs.append(inp)
+        self.model_started.set()
+        if self.hold_model is not None:
+            await self.hold_model.wait()
         return self.turns[inp.turn - 1]
 
     @activity.defn(name=Activity.EXECUTE_TOOL)
@@ -389,3 +395,34 @@ async def test_a_run_whose_cancel_request_fails_completes_with_its_canceled_resu
     assert answer.status == RunStatus.CANCELED
     assert (result.status, result.error) == (RunStatus.CANCELED, "cancelled: stop")
     assert stand_ins.cancel_requests == [CLOSE_REASON]
+
+
+async def test_a_temporal_cancel_that_lands_with_a_turns_result_still_cancels_the_run(
+    harness: Harness,
+) -> None:
+    """The model turn answers after Temporal asked to cancel it: the SDK hands the result to
+    the run and drops the cancel, so the run checks the request itself and ends CANCELED."""
+    release = asyncio.Event()
+    stand_ins = StandIns([], [turn(1, text="an answer nobody waits for")], hold_model=release)
+    async with harness.start(stand_ins) as handle:
+        await asyncio.wait_for(stand_ins.model_started.wait(), BOUND)
+        await handle.cancel()
+
+        async def activity_cancel_requested() -> bool:
+            history = await handle.fetch_history()
+            return any(
+                e.HasField("activity_task_cancel_requested_event_attributes")
+                for e in history.events
+            )
+
+        deadline = asyncio.get_running_loop().time() + BOUND
+        while not await activity_cancel_requested():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        release.set()
+        with pytest.raises(WorkflowFailureError) as info:
+            await _result(handle)
+        assert isinstance(info.value.cause, CancelledError)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert stand_ins.statuses == [RunStatus.RUNNING, RunStatus.CANCELED]
+    assert stand_ins.cancel_requests == []  # Temporal's own cancel: nothing to ask for

@@ -109,9 +109,8 @@ class AgentLoop:
             raise
 
     async def _refused_closes_canceled(self) -> bool:
-        """A run refused at open is FAILED: published as such (the client published QUEUED at
-        start), and its workflow fails even when a Temporal cancel came meanwhile. Runs from
-        before the patch closed as Canceled then (their histories replay)."""
+        """A run refused at open is FAILED: published as such (the client published QUEUED),
+        and its workflow fails even after a Temporal cancel (before the patch: Canceled)."""
         if not workflow.patched(steps.PATCH_REFUSAL_FAILED):
             await self._until_handlers_finished()
             return self._temporal_cancel
@@ -139,8 +138,7 @@ class AgentLoop:
         raise asyncio.CancelledError(error)
 
     async def _request_own_cancel(self) -> bool:
-        """Have Temporal cancel this workflow (activities.runs says why through an activity)
-        and wait until its cancel is here; False if the request failed."""
+        """Have Temporal cancel this workflow (see agentrun.request_cancel); False if not."""
         try:
             await self._uninterrupted(steps.start_request_cancel(self._run_id))
         except FailureError as exc:
@@ -422,11 +420,13 @@ class AgentLoop:
                     raise
 
     def _raise_if_cancelled(self) -> None:
-        # Task.cancel() alone is not enough: when the cancel lands in the same workflow task
-        # as the result the main task awaits, the SDK hands over the result and drops the
-        # cancel. Every step therefore also checks the request itself.
+        # Task.cancel() alone is not enough: when the cancel lands with the result the main
+        # task awaits, the SDK hands over the result and drops the cancel. Every step
+        # therefore also checks the request itself, Temporal's too.
         if self._cancel is not None:
             raise asyncio.CancelledError(self._cancel_reason())
+        if workflow.cancellation_reason() is not None and workflow.patched(steps.PATCH_KEEP_CANCEL):
+            raise asyncio.CancelledError(TEMPORAL_CANCEL)
 
     def _cancel_reason(self) -> str:
         req = self._cancel or CancelRequest()

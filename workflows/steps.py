@@ -55,6 +55,7 @@ PATCH_EARLY_DECISIONS = "early-decisions-need-arguments-sha256"
 PATCH_OUTCOMES = "tool-outcomes-recorded-by-their-own-activity"
 PATCH_CLOSE_CANCELED = "cancelled-runs-close-as-canceled"
 PATCH_REFUSAL_FAILED = "refused-runs-publish-failed"
+PATCH_KEEP_CANCEL = "a-temporal-cancel-is-never-dropped"
 
 # The reason on the cancel request a run cancelled by update or signal sends for itself.
 CLOSE_REASON = "the run was cancelled by its cancel update or signal (its record says by whom)"

@@ -70,6 +70,7 @@ def build_worker(
             runs.request_waits,
             runs.record_decision,
             runs.append_event,
+            runs.request_cancel,
             model.model_turn,
             tools.execute_tool,
             tools.record_tool_outcome,

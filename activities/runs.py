@@ -18,6 +18,7 @@ from agentrun.contracts import (
     OpenRunInput,
     RecordDecisionInput,
     RecordedDecision,
+    RequestCancelInput,
     RequestWaitInput,
     RunResult,
     SetStatusInput,
@@ -145,6 +146,24 @@ class RunActivities:
             inp.run_id, event_payload(inp.type, inp.data), key=inp.key
         )
         return event.seq
+
+    @activity.defn(name=Activity.REQUEST_CANCEL)
+    async def request_cancel(self, inp: RequestCancelInput) -> None:
+        """Ask Temporal to cancel the calling workflow, so that a run cancelled by the cancel
+        update or signal closes as Canceled: the SDK closes a workflow as Canceled only after
+        the server asked it to cancel, and the server refuses a workflow's request to cancel
+        itself (RequestCancelExternalWorkflowExecution on its own id fails as not found)."""
+        # The workflow id is the run id; the run id pins this execution.
+        handle = activity.client().get_workflow_handle(
+            inp.run_id, run_id=activity.info().workflow_run_id
+        )
+        try:
+            await handle.cancel(reason=inp.reason)
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.INVALID_ARGUMENT):
+                # No retry changes this; the workflow then completes instead.
+                raise ApplicationError(str(exc), non_retryable=True) from exc
+            raise
 
     @activity.defn(name=Activity.SET_STATUS)
     async def set_status(self, inp: SetStatusInput) -> RunResult:

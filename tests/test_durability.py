@@ -199,7 +199,11 @@ async def test_recorded_histories_replay_against_the_current_code(
     # Every agent run this test session finished so far (loop, faults, kills, failures).
     histories = []
     async for wf in client.list_workflows(list_query() + " AND ExecutionStatus != 'Running'"):
-        histories.append(await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history())
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        # Encrypted runs (other tests') need their key: tests/test_payload_codec.py replays them.
+        started = history.events[0].workflow_execution_started_event_attributes
+        if started.input.payloads[0].metadata.get("encoding") != b"binary/encrypted":
+            histories.append(history)
     assert len(histories) >= 1
     replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
     failures = {}

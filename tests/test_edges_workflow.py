@@ -115,6 +115,7 @@ def bookkeeping_worker(
             runs.request_waits,
             runs.record_decision,
             runs.append_event,
+            runs.request_cancel,
         ],
         graceful_shutdown_timeout=timedelta(seconds=1),
     )
@@ -180,7 +181,9 @@ async def test_a_closed_run_id_started_again_is_refused_and_changes_nothing(
     first = await start(temporal_env, settings, run_id, prompt, session, workspace=str(tmp_path))
     await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     assert (await api.cancel_run(client, run_id, reason="not this")).status == "CANCELED"
-    assert (await first.result()).status == "CANCELED"
+    with pytest.raises(WorkflowFailureError) as cancelled:
+        await first.result()  # a cancelled run's workflow closes as Canceled
+    assert isinstance(cancelled.value.cause, CancelledError)
 
     # Through the API: a closed id is refused with a clear, typed error (with or without a repo).
     for repo_arg in (None, repo):

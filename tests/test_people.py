@@ -20,10 +20,11 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
+from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from agentrun.client import list_query
+from agentrun.client import list_query, run_result
 from agentrun.contracts import ClientTool, RunResult
 from agentrun.db.models import Message, ToolCall
 from agentrun.protocol.events import EventType, arguments_sha256
@@ -397,6 +398,18 @@ async def test_client_side_tool_waits_for_the_callers_result(
 # -- cancellation --------------------------------------------------------------------------
 
 
+async def _cancelled_result(
+    env: WorkflowEnvironment, handle: WorkflowHandle[AgentRunWorkflow, RunResult]
+) -> RunResult:
+    """A cancelled run's workflow closes as Canceled (no result of its own); the typed client
+    reports the run's result from its memo."""
+    with pytest.raises(WorkflowFailureError) as info:
+        await asyncio.wait_for(handle.result(), 60)
+    assert isinstance(info.value.cause, CancelledError), info.value.cause
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    return await run_result(env.client, handle.id)
+
+
 async def _assert_canceled(repo: Repository, run_id: str) -> list[Any]:
     run = await repo.get_run(run_id)
     assert run.status == "CANCELED"
@@ -422,7 +435,7 @@ async def test_cancel_while_streaming_keeps_the_partial_text(
     answer = await cancel_run(temporal_env.client, run_id, reason="enough", requested_by="dan")
     SETTLE_TIMES["streaming (update cancel)"] = time.monotonic() - t0
     assert answer.status == "CANCELED" and "enough" in answer.message
-    result = await handle.result()
+    result = await _cancelled_result(temporal_env, handle)
     assert result.status == "CANCELED"
     events = await _assert_canceled(repo, run_id)
     partial = "".join(e.data["text"] for e in events if e.type == EventType.MESSAGE_DELTA)
@@ -462,7 +475,7 @@ async def test_cancel_during_a_tool_stops_it(
     assert pids
     t0 = time.monotonic()
     await handle.signal("cancel", {"reason": "too slow"})
-    result = await handle.result()
+    result = await _cancelled_result(temporal_env, handle)
     SETTLE_TIMES["tool (signal cancel)"] = time.monotonic() - t0
     assert result.status == "CANCELED" and result.error == "cancelled: too slow"
     await _assert_canceled(repo, run_id)
@@ -489,7 +502,7 @@ async def test_cancel_while_waiting_for_approval(
     answer = await cancel_run(temporal_env.client, run_id, reason="nobody home")
     SETTLE_TIMES["waiting for approval (update cancel)"] = time.monotonic() - t0
     assert answer.status == "CANCELED"
-    assert (await handle.result()).status == "CANCELED"
+    assert (await _cancelled_result(temporal_env, handle)).status == "CANCELED"
     await _assert_canceled(repo, run_id)
     assert await eventually(lambda: _not(waiting_runs(temporal_env, {run_id})))
     with pytest.raises(Exception):  # noqa: B017 - any refusal: the run is over

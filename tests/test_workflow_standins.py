@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -38,6 +38,7 @@ from agentrun.contracts import (
     OutcomeKind,
     RecordDecisionInput,
     RecordedDecision,
+    RequestCancelInput,
     RequestWaitInput,
     RunResult,
     RunStatus,
@@ -58,6 +59,7 @@ from agentrun.protocol.names import Activity, Update
 from agentrun.protocol.statuses import Decision, ToolApproval
 from workflows import ALL_WORKFLOWS
 from workflows.agent import AgentRunWorkflow
+from workflows.steps import CLOSE_REASON
 
 BASH = ToolInfo(name="bash", approval=ToolApproval.NEEDS_APPROVAL, timeout_s=60)
 CALCULATOR = ToolInfo(name="calculator")
@@ -91,6 +93,11 @@ class StandIns:
     runs: list[ExecuteToolInput] = field(default_factory=list)
     outcomes: list[ToolOutcomeInput] = field(default_factory=list)
     decisions: list[RecordedDecision] = field(default_factory=list)
+    cancel_requests: list[str] = field(default_factory=list)
+    refuse_cancel: bool = False
+    # Set: the model turn waits for it, deaf to a cancel (it never heartbeats), then answers.
+    hold_model: asyncio.Event | None = None
+    model_started: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: asyncio.Event = field(default_factory=asyncio.Event)
 
     @activity.defn(name=Activity.PREPARE_RUN)
@@ -116,9 +123,21 @@ class StandIns:
     async def append_event(self, inp: AppendEventInput) -> int:
         return 1
 
+    @activity.defn(name=Activity.REQUEST_CANCEL)
+    async def request_cancel(self, inp: RequestCancelInput) -> None:
+        # What the real one does: the run closes as Canceled only once Temporal cancels it.
+        self.cancel_requests.append(inp.reason)
+        if self.refuse_cancel:
+            raise ApplicationError("permission denied", non_retryable=True)
+        handle = activity.client().get_workflow_handle(inp.run_id)
+        await handle.cancel(reason=inp.reason)
+
     @activity.defn(name=Activity.MODEL_TURN)
     async def model_turn(self, inp: ModelTurnInput) -> ModelTurnResult:
         self.model_inputs.append(inp)
+        self.model_started.set()
+        if self.hold_model is not None:
+            await self.hold_model.wait()
         return self.turns[inp.turn - 1]
 
     @activity.defn(name=Activity.EXECUTE_TOOL)
@@ -144,6 +163,7 @@ class StandIns:
             self.request_waits,
             self.record_decision,
             self.append_event,
+            self.request_cancel,
             self.model_turn,
             self.execute_tool,
             self.record_tool_outcome,
@@ -345,10 +365,64 @@ async def test_a_cancel_while_waiting_abandons_the_call_and_ends_canceled(
             CancelRequest(reason="stop", requested_by="tester"),
             result_type=CancelAnswer,
         )
-        result = await _result(handle)
+        # Answered first, then closed as Canceled: a canceled workflow has no result.
+        with pytest.raises(WorkflowFailureError) as info:
+            await _result(handle)
+        assert isinstance(info.value.cause, CancelledError)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert isinstance(answer, CancelAnswer) and answer.status == RunStatus.CANCELED
-    assert result.status == RunStatus.CANCELED
+    assert stand_ins.cancel_requests == [CLOSE_REASON]
     [outcome] = stand_ins.outcomes
     assert outcome.kind == OutcomeKind.ABANDONED
     assert outcome.text == "cancelled: the run was cancelled by tester: stop"
     assert stand_ins.statuses[-1] == RunStatus.CANCELED
+
+
+async def test_a_run_whose_cancel_request_fails_completes_with_its_canceled_result(
+    harness: Harness,
+) -> None:
+    """The fallback: Temporal would not cancel the workflow (a client without the right, say),
+    so the workflow completes with the CANCELED result, as runs did before the close status
+    matched the run's."""
+    stand_ins = StandIns([BASH], [turn(1, call("bash", "c1", command="ls"))], refuse_cancel=True)
+    async with harness.start(stand_ins) as handle:
+        await asyncio.wait_for(stand_ins.waiting.wait(), BOUND)
+        answer = await handle.execute_update(
+            Update.CANCEL, CancelRequest(reason="stop"), result_type=CancelAnswer
+        )
+        result = await _result(handle)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    assert answer.status == RunStatus.CANCELED
+    assert (result.status, result.error) == (RunStatus.CANCELED, "cancelled: stop")
+    assert stand_ins.cancel_requests == [CLOSE_REASON]
+
+
+async def test_a_temporal_cancel_that_lands_with_a_turns_result_still_cancels_the_run(
+    harness: Harness,
+) -> None:
+    """The model turn answers after Temporal asked to cancel it: the SDK hands the result to
+    the run and drops the cancel, so the run checks the request itself and ends CANCELED."""
+    release = asyncio.Event()
+    stand_ins = StandIns([], [turn(1, text="an answer nobody waits for")], hold_model=release)
+    async with harness.start(stand_ins) as handle:
+        await asyncio.wait_for(stand_ins.model_started.wait(), BOUND)
+        await handle.cancel()
+
+        async def activity_cancel_requested() -> bool:
+            history = await handle.fetch_history()
+            return any(
+                e.HasField("activity_task_cancel_requested_event_attributes")
+                for e in history.events
+            )
+
+        deadline = asyncio.get_running_loop().time() + BOUND
+        while not await activity_cancel_requested():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        release.set()
+        with pytest.raises(WorkflowFailureError) as info:
+            await _result(handle)
+        assert isinstance(info.value.cause, CancelledError)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert stand_ins.statuses == [RunStatus.RUNNING, RunStatus.CANCELED]
+    assert stand_ins.cancel_requests == []  # Temporal's own cancel: nothing to ask for

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         WaitKind,
     )
     from agentrun.protocol.names import (
+        MEMO_RESULT,
         SA_MODEL,
         SA_RUN_STATUS,
         SA_SESSION_ID,
@@ -80,14 +81,12 @@ class AgentLoop:
             await self._open(inp)
         except ApplicationError:
             # Refused: nothing of this run is this execution's to record. A cancel that came
-            # meanwhile still gets its answer, and a Temporal cancel still closes as cancelled.
-            await self._until_handlers_finished()
-            if self._temporal_cancel:
+            # meanwhile still gets its answer.
+            if await self._refused_closes_canceled():
                 raise asyncio.CancelledError(TEMPORAL_CANCEL) from None
             raise
         if self._temporal_cancel:  # Temporal's cancel came while the run was being opened
-            await self._finish(inp, RunStatus.CANCELED, error=TEMPORAL_CANCEL)
-            raise asyncio.CancelledError(TEMPORAL_CANCEL)
+            return await self._end_canceled(inp, asyncio.CancelledError(TEMPORAL_CANCEL))
         try:
             await self._set_status(inp, RunStatus.RUNNING)
             self._main = asyncio.create_task(self._loop(inp))
@@ -95,27 +94,62 @@ class AgentLoop:
                 self._main.cancel()
             await self._main
             return await self._finish(inp, RunStatus.DONE)
-        except asyncio.CancelledError:
-            if self._cancel is not None:
-                # Cancelled by our own update or signal: the run ends CANCELED, the workflow
-                # completes with that result.
-                return await self._finish(inp, RunStatus.CANCELED, error=self._cancel_reason())
-            # Temporal's own cancel (Web UI, CLI): record it, then close as cancelled.
-            await self._finish(inp, RunStatus.CANCELED, error=TEMPORAL_CANCEL)
-            raise
+        except asyncio.CancelledError as err:
+            # Cancelled by our own update or signal, or by Temporal's cancel (Web UI, CLI).
+            return await self._end_canceled(inp, err)
         except ActivityError as err:
             if is_cancelled_exception(err):
                 # An activity that acknowledged a cancel: ours (update/signal) or Temporal's.
-                if self._cancel is not None:
-                    return await self._finish(inp, RunStatus.CANCELED, error=self._cancel_reason())
-                await self._finish(inp, RunStatus.CANCELED, error=TEMPORAL_CANCEL)
-                raise
+                return await self._end_canceled(inp, err)
             message = rules.error_message(err)
             await self._finish(inp, RunStatus.FAILED, error=message)
             raise ApplicationError(message, type=ErrorType.RUN_FAILED, non_retryable=True) from err
         except ApplicationError as err:
             await self._finish(inp, RunStatus.FAILED, error=err.message)
             raise
+
+    async def _refused_closes_canceled(self) -> bool:
+        """A run refused at open is FAILED: published as such (the client published QUEUED),
+        and its workflow fails even after a Temporal cancel (before the patch: Canceled)."""
+        if not workflow.patched(steps.PATCH_REFUSAL_FAILED):
+            await self._until_handlers_finished()
+            return self._temporal_cancel
+        workflow.upsert_search_attributes([SA_RUN_STATUS.value_set(RunStatus.FAILED.value)])
+        workflow.set_current_details(f"failed: {self._refusal}")
+        await self._until_handlers_finished(despite_cancel=True)
+        return False
+
+    async def _end_canceled(self, inp: StartRunInput, err: BaseException) -> RunResult:
+        """Record CANCELED, let handlers answer, then close the workflow as Canceled."""
+        ours = self._cancel is not None
+        error = self._cancel_reason() if ours else TEMPORAL_CANCEL
+        result = await self._finish(inp, RunStatus.CANCELED, error=error)
+        if not workflow.patched(steps.PATCH_CLOSE_CANCELED):
+            # As runs from before the patch closed (their histories replay): a cancel by
+            # update or signal completed the workflow with the result, Temporal's canceled it.
+            if ours:
+                return result
+            raise err
+        # A workflow closed as Canceled has no result: the memo keeps it for clients.
+        workflow.upsert_memo({MEMO_RESULT: result})
+        if workflow.cancellation_reason() is None and not await self._request_own_cancel():
+            return result
+        await self._until_handlers_finished(despite_cancel=True)
+        raise asyncio.CancelledError(error)
+
+    async def _request_own_cancel(self) -> bool:
+        """Have Temporal cancel this workflow (see agentrun.request_cancel); False if not."""
+        try:
+            await self._uninterrupted(steps.start_request_cancel(self._run_id))
+        except FailureError as exc:
+            workflow.logger.warning("the run could not close as Canceled: %s", exc)
+            return False
+        while workflow.cancellation_reason() is None:
+            try:
+                await workflow.wait_condition(lambda: workflow.cancellation_reason() is not None)
+            except asyncio.CancelledError:
+                pass  # the cancel asked for, delivered to this task
+        return True
 
     async def _loop(self, inp: StartRunInput) -> None:
         config = inp.config
@@ -373,17 +407,26 @@ class AgentLoop:
         await self._until_handlers_finished()
         return result
 
-    async def _until_handlers_finished(self) -> None:
+    async def _until_handlers_finished(self, *, despite_cancel: bool = False) -> None:
         # Let update handlers that wait on this run answer before the workflow closes: an
         # update still running when the workflow closes never gets its answer.
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        while True:
+            try:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                return
+            except asyncio.CancelledError:
+                # Temporal's cancel: it decides nothing once the run's end is recorded.
+                if not despite_cancel:
+                    raise
 
     def _raise_if_cancelled(self) -> None:
-        # Task.cancel() alone is not enough: when the cancel lands in the same workflow task
-        # as the result the main task awaits, the SDK hands over the result and drops the
-        # cancel. Every step therefore also checks the request itself.
+        # Task.cancel() alone is not enough: when the cancel lands with the result the main
+        # task awaits, the SDK hands over the result and drops the cancel. Every step
+        # therefore also checks the request itself, Temporal's too.
         if self._cancel is not None:
             raise asyncio.CancelledError(self._cancel_reason())
+        if workflow.cancellation_reason() is not None and workflow.patched(steps.PATCH_KEEP_CANCEL):
+            raise asyncio.CancelledError(TEMPORAL_CANCEL)
 
     def _cancel_reason(self) -> str:
         req = self._cancel or CancelRequest()

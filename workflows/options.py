@@ -18,6 +18,7 @@ from agentrun.contracts import AgentConfig, ToolInfo
 
 __all__ = [
     "BOOKKEEPING",
+    "CLOSE_REQUEST",
     "DATA_ERROR_TYPES",
     "RECORD_OUTCOME",
     "ActivityOptions",
@@ -68,6 +69,19 @@ BOOKKEEPING: LocalActivityOptions = {
     "start_to_close_timeout": BOOKKEEPING_TIMEOUT,
     "schedule_to_close_timeout": BOOKKEEPING_DEADLINE,
     "retry_policy": BOOKKEEPING_RETRY,
+}
+
+# The run's request that Temporal cancel its workflow (the run is recorded CANCELED already):
+# one short call to the frontend. Failing it costs only the close status (the workflow then
+# completes, as runs did before), so it is bounded in seconds, not minutes.
+CLOSE_REQUEST: LocalActivityOptions = {
+    "start_to_close_timeout": timedelta(seconds=10),
+    "schedule_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(milliseconds=200),
+        maximum_interval=timedelta(seconds=5),
+        non_retryable_error_types=["NotFoundError"],
+    ),
 }
 
 # The record of a tool call's outcome that no tool run produced: a bookkeeping write too, but

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         PendingCall,
         RecordDecisionInput,
         RecordedDecision,
+        RequestCancelInput,
         RequestWaitInput,
         RunResult,
         RunStatus,
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from agentrun.protocol.events import EventType
     from workflows.options import (
         BOOKKEEPING,
+        CLOSE_REQUEST,
         RECORD_OUTCOME,
         model_turn_options,
         tool_run_options,
@@ -51,6 +53,12 @@ with workflow.unsafe.imports_passed_through():
 PATCH_ABANDON_BATCH = "abandoned-tool-calls-are-cancelled-and-recorded"
 PATCH_EARLY_DECISIONS = "early-decisions-need-arguments-sha256"
 PATCH_OUTCOMES = "tool-outcomes-recorded-by-their-own-activity"
+PATCH_CLOSE_CANCELED = "cancelled-runs-close-as-canceled"
+PATCH_REFUSAL_FAILED = "refused-runs-publish-failed"
+PATCH_KEEP_CANCEL = "a-temporal-cancel-is-never-dropped"
+
+# The reason on the cancel request a run cancelled by update or signal sends for itself.
+CLOSE_REASON = "the run was cancelled by its cancel update or signal (its record says by whom)"
 
 
 def start_open_run(inp: StartRunInput) -> workflow.ActivityHandle[OpenedRun]:
@@ -70,6 +78,17 @@ async def set_status(run_id: str, status: RunStatus, error: str | None) -> RunRe
         SetStatusInput(run_id=run_id, status=status, error=error),
         **BOOKKEEPING,
         summary=f"status {status}",
+    )
+
+
+def start_request_cancel(run_id: str) -> workflow.ActivityHandle[None]:
+    return workflow.start_local_activity_method(
+        RunActivities.request_cancel,
+        # Not the person's reason: the cancel request's reason is stored in plaintext (no
+        # payload codec reaches it); the record and the memo keep the person's.
+        RequestCancelInput(run_id=run_id, reason=CLOSE_REASON),
+        **CLOSE_REQUEST,
+        summary="close as canceled",
     )
 
 

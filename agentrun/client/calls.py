@@ -22,7 +22,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.client.errors import (
@@ -46,7 +46,12 @@ from agentrun.contracts import (
     ToolResultSubmission,
     strict_validate,
 )
-from agentrun.protocol.names import SA_RUN_STATUS, SA_SESSION_ID, SA_WAITING_APPROVAL
+from agentrun.protocol.names import (
+    MEMO_RESULT,
+    SA_RUN_STATUS,
+    SA_SESSION_ID,
+    SA_WAITING_APPROVAL,
+)
 from agentrun.protocol.statuses import Decision, RunStatus
 from workflows.agent import AgentRunWorkflow
 
@@ -143,16 +148,12 @@ async def _check_session(repo: Repository, session_id: str, run_id: str) -> None
 
 async def _ended_status(client: Client, repo: Repository | None, run_id: str) -> str:
     """The status a closed run ended with: the record's, else the one the workflow last
-    published (a run cancelled by update closes COMPLETED in Temporal but ended CANCELED)."""
+    published (see _closed_status)."""
     if repo is not None:
         run = await repo.find_run(run_id)
         if run is not None and RunStatus(run.status).terminal:
             return run.status
-    desc = await client.get_workflow_handle(run_id).describe()
-    published = desc.typed_search_attributes.get(SA_RUN_STATUS)
-    if published in {s.value for s in RunStatus if s.terminal}:
-        return str(published)
-    return desc.status.name if desc.status else "CLOSED"
+    return _closed_status(await client.get_workflow_handle(run_id).describe())
 
 
 # -- talking to a run --------------------------------------------------------------------------
@@ -174,6 +175,12 @@ async def _typed(client: Client, run_id: str, exc: BaseException, default: type[
 
 
 def _closed_status(desc: WorkflowExecutionDescription) -> str:
+    """The run's own status as its workflow last published it (DONE, FAILED, CANCELED), else
+    Temporal's execution status (TERMINATED, TIMED_OUT, ...). Runs from before the close
+    status matched the run's closed COMPLETED when cancelled by update or signal."""
+    published = desc.typed_search_attributes.get(SA_RUN_STATUS)
+    if published in {s.value for s in RunStatus if s.terminal}:
+        return str(published)
     return desc.status.name if desc.status else "UNKNOWN"
 
 
@@ -305,13 +312,32 @@ async def describe_run(client: Client, run_id: str) -> WorkflowExecutionDescript
 
 
 async def run_result(client: Client, run_id: str) -> RunResult:
-    """Wait for the run's result. A run refused at open raises RunRefused; one that failed or
-    was cancelled through Temporal raises RunFailed."""
+    """Wait for the run's result. A cancelled run (its workflow closes as Canceled) returns its
+    result with status CANCELED; a run refused at open raises RunRefused, one that failed
+    RunFailed."""
     try:
         return await _handle(client, run_id).result()
     except WorkflowFailureError as exc:
+        if isinstance(exc.cause, CancelledError):
+            return await _cancelled_result(client, run_id)
         raise error_from(exc, run_id=run_id) from exc.cause
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise RunNotFound(run_id) from None
         raise
+
+
+async def _cancelled_result(client: Client, run_id: str) -> RunResult:
+    """A workflow closed as Canceled has no result: the run keeps it in the memo. Runs from
+    before that (only Temporal's own cancel closed them Canceled) get one from the search
+    attributes."""
+    desc = await _handle(client, run_id).describe()
+    kept = await desc.memo_value(MEMO_RESULT, None, type_hint=RunResult)
+    if kept is not None:
+        return cast(RunResult, kept)
+    return RunResult(
+        run_id=run_id,
+        session_id=desc.typed_search_attributes.get(SA_SESSION_ID) or "",
+        status=RunStatus.CANCELED,
+        error="cancelled through Temporal",
+    )

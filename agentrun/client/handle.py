@@ -27,7 +27,7 @@ from agentrun.client.calls import (
     start_run,
     submit_tool_result,
 )
-from agentrun.client.errors import AgentRunError, RunNotStarted
+from agentrun.client.errors import AgentRunError, RunEnded, RunNotStarted
 from agentrun.client.reading import AnyEvent, RunSummary, follow, list_runs
 from agentrun.contracts import AgentConfig, CancelAnswer, RecordedDecision, RunResult, RunStatusView
 from agentrun.protocol.statuses import Decision
@@ -91,14 +91,16 @@ class RunHandle:
 
     async def opened(self, timeout: float = 60) -> None:
         """Wait (bounded) until a worker has opened the run: its record and first events exist.
-        A run that ended without being opened raises RunRefused (or RunFailed); none opened
-        within `timeout` raises RunNotStarted (no worker polls the task queue, say)."""
+        A run that ended without being opened raises RunRefused (or RunFailed, or RunEnded
+        when it was cancelled); none opened within `timeout` raises RunNotStarted (no worker
+        polls the task queue, say)."""
         store = self._store()
         deadline = time.monotonic() + timeout
         while await store.find_run(self.id) is None:
             desc = await describe_run(self.client, self.id)
             if desc.status is not None and desc.status != WorkflowExecutionStatus.RUNNING:
-                await self.result()  # raises why it ended
+                ended = await self.result()  # raises why it ended, if it failed
+                raise RunEnded(self.id, ended.status)
             if time.monotonic() > deadline:
                 raise RunNotStarted(self.id, timeout)
             # The record is written by the worker; no notification announces it.

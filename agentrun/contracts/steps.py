@@ -49,6 +49,13 @@ class SetStatusInput(BaseModel):
     final_text_from_turn: int | None = None
 
 
+class RequestCancelInput(BaseModel):
+    """Input of agentrun.request_cancel: the run asks Temporal to cancel its own workflow."""
+
+    run_id: str
+    reason: str = ""
+
+
 class ModelTurnInput(BaseModel):
     run_id: str
     session_id: str

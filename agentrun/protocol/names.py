@@ -39,6 +39,7 @@ class Activity(enum.StrEnum):
     MODEL_TURN = "agentrun.model_turn"
     EXECUTE_TOOL = "agentrun.execute_tool"
     RECORD_TOOL_OUTCOME = "agentrun.record_tool_outcome"
+    REQUEST_CANCEL = "agentrun.request_cancel"
 
 
 class SearchAttribute(enum.StrEnum):
@@ -47,6 +48,10 @@ class SearchAttribute(enum.StrEnum):
     MODEL = "AgentModel"
     WAITING_APPROVAL = "AgentWaitingApproval"
 
+
+# The memo under which a cancelled run keeps its result: a workflow closed as Canceled carries
+# no result of its own.
+MEMO_RESULT = "agentrun_result"
 
 SA_SESSION_ID = SearchAttributeKey.for_keyword(SearchAttribute.SESSION_ID)
 SA_RUN_STATUS = SearchAttributeKey.for_keyword(SearchAttribute.RUN_STATUS)

@@ -21,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -194,7 +194,48 @@ async def cancel_stream(client: Client, tq: str, model: OfflineModelServer, rid:
     await h.execute_update(
         "cancel", CancelRequest(reason="enough", requested_by="recorder"), result_type=CancelAnswer
     )
-    await h.result()
+    await _closed(h)
+    return h
+
+
+async def _closed(h: WorkflowHandle[Any, Any]) -> None:
+    """Wait for the close, however it closes (a cancelled run closes as Canceled)."""
+    try:
+        await h.result()
+    except WorkflowFailureError:
+        pass
+
+
+async def cancel_signal(client: Client, tq: str, model: OfflineModelServer, rid: str) -> Any:
+    prompt = f"cancel signal {rid}"
+    model.script(prompt, [_bash("echo never"), Reply(text="never")])
+    h = await _start(client, tq, rid, prompt)
+    await _wait_pending(h)
+    from agentrun.contracts import CancelRequest
+
+    await h.signal("cancel", CancelRequest(reason="by signal", requested_by="recorder"))
+    await _closed(h)
+    return h
+
+
+async def cancel_waiting(client: Client, tq: str, model: OfflineModelServer, rid: str) -> Any:
+    prompt = f"cancel waiting {rid}"
+    model.script(prompt, [_bash("echo never"), Reply(text="never")])
+    h = await _start(client, tq, rid, prompt)
+    await _wait_pending(h)
+    from agentrun.contracts import CancelAnswer, CancelRequest
+
+    await h.execute_update(
+        "cancel", CancelRequest(reason="no", requested_by="recorder"), result_type=CancelAnswer
+    )
+    await _closed(h)
+    return h
+
+
+async def refused(client: Client, tq: str, model: OfflineModelServer, rid: str) -> Any:
+    """Refused at open (a tool the worker does not have): nothing recorded, closes Failed."""
+    h = await _start(client, tq, rid, f"refused {rid}", tools=["calculator", "nosuch"])
+    await _closed(h)
     return h
 
 
@@ -223,10 +264,7 @@ async def temporal_cancel(client: Client, tq: str, model: OfflineModelServer, ri
     h = await _start(client, tq, rid, prompt)
     await _wait_pending(h)
     await h.cancel()
-    try:
-        await h.result()
-    except Exception:
-        pass
+    await _closed(h)
     return h
 
 
@@ -273,6 +311,9 @@ SCENARIOS: dict[str, Scenario] = {
     "approval_timeout": approval_timeout,
     "waiting_approval": waiting_approval,
     "temporal_cancel": temporal_cancel,
+    "cancel_signal": cancel_signal,
+    "cancel_waiting": cancel_waiting,
+    "refused": refused,
     "model_retry": model_retry,
     "limits": limits,
 }

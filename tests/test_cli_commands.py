@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from agentrun.client import RunNotFound, describe_run
+from agentrun.client import RunNotFound, describe_run, run_status
 from agentrun.contracts.run import MAX_PROMPT_CHARS
 from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
@@ -193,6 +193,7 @@ async def test_ids_and_links_are_whole_at_80_columns(
 
 
 async def test_status_counts_are_the_records_and_pending_is_a_list(
+    temporal_env: WorkflowEnvironment,
     settings: Settings,
     worker: Worker,
     repo: Repository,
@@ -222,6 +223,8 @@ async def test_status_counts_are_the_records_and_pending_is_a_list(
     waiting = json.loads((await agentrun(env, "status", run_id, "--json")).out)
     assert waiting["usage"]["tool_calls"] == record.tool_call_count == 2
     assert [p["tool_call_id"] for p in waiting["pending"]] == ["call_cnt"]
+    # The workflow's own status query counts the same calls, while they wait or run.
+    assert (await run_status(temporal_env.client, run_id)).usage.tool_calls == 2
     human = await agentrun(env, "status", run_id)
     assert f"{record.tool_call_count} tool calls" in human.out, human.out
     # A live run: following past its last event says what it waits for, then ends with it.

@@ -212,7 +212,9 @@ class AgentLoop:
         workflow.set_current_details(f"model turn {turn}: streaming from {self._model}")
         tools = sorted(self._tools) if tools_on else []
         result = await steps.model_turn(inp, turn, self._model, tools)
-        self._usage = self._usage.add(result.usage)
+        # Tool calls count when the model asks for them, as the record counts them, so the
+        # status query and the record agree while calls wait or run.
+        self._usage = self._usage.add(result.usage).add(Usage(tool_calls=len(result.tool_calls)))
         return result
 
     async def _run_tools(self, inp: StartRunInput, calls: list[ToolCallRequest]) -> None:
@@ -233,14 +235,13 @@ class AgentLoop:
                 asyncio.create_task(self._handle_call(inp, c, skip))
                 for c, skip in zip(calls, plan, strict=True)
             ]
-            results = await asyncio.gather(*tasks)
+            await asyncio.gather(*tasks)
         except BaseException as err:
             if workflow.patched(steps.PATCH_ABANDON_BATCH):
                 await self._uninterrupted(
                     asyncio.create_task(self._abandon(inp, calls, tasks, err))
                 )
             raise
-        self._usage = self._usage.add(Usage(tool_calls=len(results)))
 
     async def _abandon(
         self,

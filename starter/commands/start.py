@@ -141,6 +141,8 @@ async def start_and_follow(
             await handle.opened(timeout=60)
         except RunFailed as exc:
             raise CliError(f"run refused: {exc}") from None
+        except RunEnded as exc:
+            raise CliError(f"the run ended before it opened: {exc}") from None
         except RunNotStarted:
             raise CliError(
                 "the run did not start within 60 s: is a worker polling task queue "

@@ -212,8 +212,7 @@ class AgentLoop:
         workflow.set_current_details(f"model turn {turn}: streaming from {self._model}")
         tools = sorted(self._tools) if tools_on else []
         result = await steps.model_turn(inp, turn, self._model, tools)
-        # Tool calls count when the model asks for them, as the record counts them, so the
-        # status query and the record agree while calls wait or run.
+        # Tool calls count when the model asks for them, as the record counts them.
         self._usage = self._usage.add(result.usage).add(Usage(tool_calls=len(result.tool_calls)))
         return result
 

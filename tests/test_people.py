@@ -581,6 +581,10 @@ async def test_the_temporal_cli_signals_and_updates_a_waiting_run(
         "update", "execute", "--name", "decide_tool_call", tool_call_id="zzz", decision="approve"
     )
     assert bad.returncode != 0 and "unknown tool call" in (bad.stderr + bad.stdout)
+    # Every client sees why, typed and final: not a retryable ValueError.
+    said = bad.stderr + bad.stdout
+    assert "UnknownToolCall" in said and "ValueError" not in said, said
+    assert "retryable: true" not in said, said
     query = await temporal("query", "--name", "status")
     assert query.returncode == 0, query.stderr
     update = await temporal(

@@ -209,9 +209,12 @@ def _print_error(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    own: argparse.ArgumentParser = getattr(args, "command_parser", parser)
     if unknown:
-        own: argparse.ArgumentParser = getattr(args, "command_parser", parser)
         own.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if own.prog.endswith(" run") and args.prompt is None and args.prompt_file is None:
+        # Answered here, before the command's heavy imports (bench/cli_startup.py).
+        own.error("give a prompt: PROMPT, `-` for stdin, or --prompt-file PATH")
     try:
         handler = _resolve(args.handler)
         if inspect.iscoroutinefunction(handler):

@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.protocol.names import ErrorType
+from agentrun.store.runs import SessionBusyError
 
 
 class AgentRunError(Exception):
@@ -66,14 +67,9 @@ class RunNotStarted(AgentRunError):
         self.waited_s = waited_s
 
 
-class SessionBusy(AgentRunError):
-    def __init__(self, session_id: str, active_run_id: str) -> None:
-        super().__init__(
-            f"session {session_id!r} already has an active run {active_run_id!r}; wait for it "
-            "to finish or cancel it, then start the new run"
-        )
-        self.session_id = session_id
-        self.active_run_id = active_run_id
+class SessionBusy(AgentRunError, SessionBusyError):
+    """Another run of the session has not ended: the store's one rule, as the client's error
+    (`.session_id`, `.active_run_id`)."""
 
 
 class RunFailed(AgentRunError):

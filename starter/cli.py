@@ -13,7 +13,7 @@ from typing import Any
 
 from agentrun.process import exit_process
 from agentrun.protocol.statuses import ApprovalPreset
-from starter.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, CliError
+from starter.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 __all__ = ["CliError", "build_parser", "main"]
 
@@ -214,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         own.error(f"unrecognized arguments: {' '.join(unknown)}")
     if own.prog.endswith(" run") and args.prompt is None and args.prompt_file is None:
         # Answered here, before the command's heavy imports (bench/cli_startup.py).
-        own.error("give a prompt: PROMPT, `-` for stdin, or --prompt-file PATH")
+        _print_error("give a prompt: PROMPT, `-` for stdin, or --prompt-file PATH")
+        exit_process(EXIT_USAGE)
     try:
         handler = _resolve(args.handler)
         if inspect.iscoroutinefunction(handler):

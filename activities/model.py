@@ -257,7 +257,12 @@ class ModelActivities:
                 # The run's cancel: the attempt happened and is counted in the record (a
                 # shutdown's attempt is recorded as lost by the next one instead).
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._record_canceled(inp, attempt, turn))
+                    why = "the run was cancelled while the model streamed"
+                    await asyncio.shield(
+                        self._record_attempt(
+                            inp, attempt, turn, LlmCallStatus.CANCELED, why, time.monotonic()
+                        )
+                    )
             raise
         except DatabaseUnavailableError:
             with contextlib.suppress(Exception):
@@ -309,16 +314,27 @@ class ModelActivities:
                 **kwargs,
             )
 
-    async def _record_canceled(self, inp: ModelTurnInput, attempt: int, turn: StreamedTurn) -> None:
+    async def _record_attempt(
+        self,
+        inp: ModelTurnInput,
+        attempt: int,
+        turn: StreamedTurn,
+        status: LlmCallStatus,
+        error: str,
+        ended: float,
+        http_status: int | None = None,
+    ) -> None:
+        """The llm_calls row of an attempt that recorded no turn; `ended`: time.monotonic()."""
         await self.repo.record_llm_call(
             run_id=inp.run_id,
             turn=inp.turn,
             attempt=attempt,
             model=inp.model,
-            status=LlmCallStatus.CANCELED,
+            status=status,
             values=LlmCallValues(
-                error="the run was cancelled while the model streamed",
-                latency_ms=turn.ms_since_start(time.monotonic()),
+                http_status=http_status,
+                error=error,
+                latency_ms=turn.ms_since_start(ended),
                 time_to_first_token_ms=turn.ms_since_start(turn.first_token),
             ),
         )
@@ -376,21 +392,11 @@ class ModelActivities:
         if retryable and model_attempt >= config.model_max_attempts:
             retryable = False
             message += f" (attempt {model_attempt} of {config.model_max_attempts}: giving up)"
-        latency_ms = turn.ms_since_start(time.monotonic())
+        ended = time.monotonic()
         await self._db(
             "record the failed attempt",
-            lambda: self.repo.record_llm_call(
-                run_id=inp.run_id,
-                turn=inp.turn,
-                attempt=attempt,
-                model=inp.model,
-                status=LlmCallStatus.ERROR,
-                values=LlmCallValues(
-                    http_status=failure.http_status,
-                    error=message,
-                    latency_ms=latency_ms,
-                    time_to_first_token_ms=turn.ms_since_start(turn.first_token),
-                ),
+            lambda: self._record_attempt(
+                inp, attempt, turn, LlmCallStatus.ERROR, message, ended, failure.http_status
             ),
         )
         await self._db(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -35,7 +36,10 @@ from agentrun.protocol.statuses import (
 )
 
 __all__ = [
+    "DEFAULT_TENANT",
     "TERMINAL_RUN_STATUSES",
+    "ApiIdempotency",
+    "ApiKey",
     "Base",
     "LlmCall",
     "LlmCallStatus",
@@ -44,9 +48,15 @@ __all__ = [
     "RunEvent",
     "RunStatus",
     "Session",
+    "Tenant",
     "ToolCall",
     "ToolCallStatus",
+    "Webhook",
+    "WebhookDelivery",
 ]
+
+# The tenant of everything made without one (the CLI, the Python client, rows from before 0005).
+DEFAULT_TENANT = "default"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -74,6 +84,12 @@ class Session(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     # The run that holds the session; a second run is refused while it is set.
     active_run_id: Mapped[str | None] = mapped_column(String(200))
+    # Every run of a session is of the session's tenant (migration 0005: older rows `default`).
+    tenant: Mapped[str] = mapped_column(
+        String(100), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
+
+    __table_args__ = (Index("ix_sessions_tenant_created_at", "tenant", "created_at"),)
 
 
 class Run(Base):
@@ -96,9 +112,14 @@ class Run(Base):
     # under the same workflow id (a closed run id started again) may not drive it. None for
     # runs opened before migration 0003.
     workflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(
+        String(100), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_runs_tenant_created_at", "tenant", "created_at"),)
 
 
 class Message(Base):
@@ -196,3 +217,89 @@ class ToolCatalogEntry(Base):
     task_queue: Mapped[str] = mapped_column(String(200), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class Tenant(Base):
+    """A tenant's own settings: the secret its webhooks are signed with (made on first use)."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class ApiKey(Base):
+    """An HTTP API key: its id is public (the key's prefix), its secret is kept as a SHA-256."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "uq_api_keys_tenant_name_live",
+            "tenant",
+            "name",
+            unique=True,
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+
+class ApiIdempotency(Base):
+    """An `Idempotency-Key` of POST /v1/runs: the run it started and the body it came with."""
+
+    __tablename__ = "api_idempotency"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """One event announced to one URL: an outbox row written with the event, then delivered
+    (with retries) by the worker; its id is the idempotency id the receiver sees."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    webhook_id: Mapped[str | None] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[str] = mapped_column(String(200))
+    event_seq: Mapped[int] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_created_at", "status", "created_at"),
+        Index("ix_webhook_deliveries_tenant_created_at", "tenant", "created_at"),
+    )

@@ -47,6 +47,8 @@ class SearchAttribute(enum.StrEnum):
     RUN_STATUS = "AgentRunStatus"
     MODEL = "AgentModel"
     WAITING_APPROVAL = "AgentWaitingApproval"
+    # Set when a run starts (never by the workflow): which tenant's run it is.
+    TENANT = "AgentTenant"
 
 
 # The memo under which a cancelled run keeps its result: a workflow closed as Canceled carries
@@ -57,12 +59,14 @@ SA_SESSION_ID = SearchAttributeKey.for_keyword(SearchAttribute.SESSION_ID)
 SA_RUN_STATUS = SearchAttributeKey.for_keyword(SearchAttribute.RUN_STATUS)
 SA_MODEL = SearchAttributeKey.for_keyword(SearchAttribute.MODEL)
 SA_WAITING_APPROVAL = SearchAttributeKey.for_bool(SearchAttribute.WAITING_APPROVAL)
+SA_TENANT = SearchAttributeKey.for_keyword(SearchAttribute.TENANT)
 
 SEARCH_ATTRIBUTE_KEYS: tuple[SearchAttributeKey, ...] = (
     SA_SESSION_ID,
     SA_RUN_STATUS,
     SA_MODEL,
     SA_WAITING_APPROVAL,
+    SA_TENANT,
 )
 
 

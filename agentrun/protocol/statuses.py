@@ -102,3 +102,18 @@ class LlmCallStatus(enum.StrEnum):
     DB_ERROR = "db_error"
     # The run was cancelled while this attempt streamed: its text so far stays in the event log.
     CANCELED = "canceled"
+
+
+class Scope(enum.StrEnum):
+    """What an HTTP API key may do. An app can hold a key that starts runs (write) but cannot
+    approve its own tool calls (approve)."""
+
+    READ = "read"  # list, get, follow
+    WRITE = "write"  # start, cancel, submit client-side results
+    APPROVE = "approve"  # decide tool calls
+
+
+class WebhookDeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"

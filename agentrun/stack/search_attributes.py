@@ -16,6 +16,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     SearchAttribute.RUN_STATUS.value: "Keyword",
     SearchAttribute.MODEL.value: "Keyword",
     SearchAttribute.WAITING_APPROVAL.value: "Bool",
+    SearchAttribute.TENANT.value: "Keyword",
 }
 
 

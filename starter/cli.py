@@ -71,6 +71,13 @@ def _admin_commands(sub: Any) -> None:
         _command(db_sub.add_parser(action, help=helptext), "starter.commands.admin:cmd_db")
 
     worker = sub.add_parser("worker", help="run a worker (same as agentrun-worker)")
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N worker processes on this machine, started and stopped together (default 1)",
+    )
     _command(worker, "starter.commands.admin:cmd_worker")
 
     codec = sub.add_parser(

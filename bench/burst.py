@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +54,7 @@ from agentrun.stack import (  # noqa: E402
     temporal_cli_path,
 )
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec  # noqa: E402
+from agentrun.worker_processes import supervise  # noqa: E402
 from workflows.agent import AgentRunWorkflow  # noqa: E402
 
 # The agent run's activities, in order (L: local): open_run L, set_status L, model_turn,
@@ -84,7 +85,7 @@ def worker_main() -> None:
             )
         )
         await ready.wait()
-        print("polling", flush=True)
+        print(json.dumps({"event": "polling"}), flush=True)
         await task
 
     if os.environ.get("BURST_COUNT_SQL"):
@@ -165,31 +166,35 @@ class CpuMeter:
 
 
 class Workers:
-    """N worker processes, started together, stopped together."""
+    """N worker processes under the supervisor `agentrun worker --processes N` uses (each a
+    full worker; this bench's child command adds the bare workflow)."""
 
     def __init__(self, n: int, env: dict[str, str]) -> None:
-        self.procs = [
-            subprocess.Popen(
-                [sys.executable, __file__, "worker"],
-                env=env,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(n)
-        ]
-        for p in self.procs:
-            assert p.stdout is not None
-            line = p.stdout.readline()
-            if line.strip() != "polling":
-                self.stop()
-                raise SystemExit(f"a worker process did not start (exit {p.poll()})")
+        self.n, self.env = n, env
+        self.stop = asyncio.Event()
+        self.pids: list[int] = []
 
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            p.wait(timeout=90)
+    async def __aenter__(self) -> Workers:
+        ready = asyncio.Event()
+
+        def polling(pids: list[int]) -> None:
+            self.pids = pids
+            ready.set()
+
+        command = [sys.executable, __file__, "worker"]
+        self.task = asyncio.create_task(
+            supervise([command] * self.n, self.stop, env=self.env, on_polling=polling)
+        )
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([waiting, self.task], return_when=asyncio.FIRST_COMPLETED)
+        if not ready.is_set():
+            waiting.cancel()
+            await self.task  # raises why the workers did not start
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        await self.task
 
 
 async def burst_bare(client: Client, queue: str, n: int) -> tuple[float, list[str]]:
@@ -311,21 +316,21 @@ async def _measure(args: argparse.Namespace, sa_url: str, tmp: Path, pg_pid: int
         rows.append((name, value, target, verdict))
         print(f"{name:<58} {value:>14} {target:>10} {verdict:>4}", flush=True)
 
+    import workflows
+
+    print(f"code under test: {Path(workflows.__file__).parent.parent}")
     print(f"{'measure':<58} {'value':>14} {'target':>10} {'met':>4}")
     try:
         for procs in args.processes:
-            workers = Workers(procs, worker_env)
-            try:
+            async with Workers(procs, worker_env) as workers:
                 await burst_bare(env.client, queue, 20)  # warm-up, not measured
                 await burst_agent(env.client, queue, model, 20)
-                spy = await _profile(args, workers.procs[0].pid) if args.profile else None
-                meter = CpuMeter([p.pid for p in workers.procs], pg_pid)
+                spy = await _profile(args, workers.pids[0]) if args.profile else None
+                meter = CpuMeter(workers.pids, pg_pid)
                 for rep in range(args.repeat):
                     await _one_round(env.client, queue, model, args.runs, procs, rep, row, meter)
                 if spy is not None:
                     await spy.wait()
-            finally:
-                workers.stop()
     finally:
         model.stop()
         await env.shutdown()

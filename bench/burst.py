@@ -2,7 +2,8 @@
 
     python bench/burst.py                 # 200 runs, workers of 1 and 2 processes
     python bench/burst.py --runs 100 --processes 1 --repeat 2
-    python bench/burst.py --profile 60    # py-spy record the worker (1 process) for 60 s
+    python bench/burst.py --profile 60    # py-spy record --gil the first worker for 60 s
+    BURST_COUNT_SQL=1 python bench/burst.py --processes 1   # workers print SQL counts on exit
 
 Starts its own PostgreSQL, Temporal dev server and offline model (in this process, as a model
 endpoint is elsewhere in a deployment), and the worker as separate processes: the real

@@ -95,12 +95,13 @@ async def test_two_processes_poll_take_runs_and_stop_together_on_sigterm(
 
 
 async def test_a_child_that_dies_is_reported_and_the_others_are_stopped(
-    settings: Settings, model_server: OfflineModelServer, tmp_path: Path
+    settings: Settings, tmp_path: Path
 ) -> None:
-    proc = await spawn(
-        worker_env(settings, tmp_path, model_server), "worker", "--processes", "2", "--json"
-    )
-    pids = (await json_line(proc))["pids"]
+    # No model configured: the parent serves the offline model its children call.
+    proc = await spawn(stack_env(settings, tmp_path), "worker", "--processes", "2", "--json")
+    polling = await json_line(proc)
+    pids = polling["pids"]
+    assert polling["model_endpoint"].startswith("http://127.0.0.1:")
     os.kill(pids[0], signal.SIGKILL)
     assert proc.stdout is not None and proc.stderr is not None
     out, err = await asyncio.wait_for(proc.communicate(), 90)

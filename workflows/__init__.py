@@ -13,8 +13,10 @@ ALL_WORKFLOWS = [AgentRunWorkflow]
 # Python time and sat inside each run's first workflow task (bench/burst.py). Our workflow
 # modules keep no state at module level and already import their logic, contracts and
 # activities passed through (workflows/loop.py, steps.py, rules.py), so they are passed through
-# whole: imported once per worker. The sandbox's runtime restrictions (no I/O, no wall clock)
-# still apply to the code as it runs. Workers and the replay test use this runner.
+# whole: imported once per worker. The sandbox's checks that work by swapping modules (a
+# wall-clock read, os.environ) never reached the passed-through loop, steps and rules, and now
+# do not reach agent.py either: determinism rests on review and on the replay test, which
+# replays every recorded history under this runner and the SDK's default one.
 SANDBOX_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
         "workflows", "agentrun", "activities"

@@ -7,14 +7,20 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
-from sqlalchemy import delete
 
 from agentrun.api.auth import KeyInfo, require
 from agentrun.api.lookups import Services, links, owned_run, services, session_tenant
 from agentrun.api.problems import ApiProblem, not_found
-from agentrun.client import RunEnded, RunNotFound, SessionBusy, cancel_run, new_id, start_run
-from agentrun.client import errors as client_errors
-from agentrun.db.models import ApiIdempotency, Run, ToolCall
+from agentrun.client import (
+    RunEnded,
+    RunNotFound,
+    SessionBusy,
+    SessionNotFound,
+    cancel_run,
+    new_id,
+    start_run,
+)
+from agentrun.db.models import Run, ToolCall
 from agentrun.protocol.http import (
     CancelRunRequest,
     CancelView,
@@ -27,6 +33,7 @@ from agentrun.protocol.http import (
     UsageView,
 )
 from agentrun.protocol.statuses import RunStatus, Scope, ToolCallStatus, WaitKind
+from agentrun.store.tenancy import IdempotencyMismatch
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
@@ -84,8 +91,6 @@ async def start(
 async def _claim(
     svc: Services, tenant: str, key: str, body: StartRunRequest, run_id: str
 ) -> tuple[str, bool]:
-    from agentrun.store.tenancy import IdempotencyMismatch
-
     try:
         owner, claimed = await svc.repo.claim_idempotency_key(
             tenant, key, request_sha256(body), run_id
@@ -102,14 +107,7 @@ async def _claim(
 
 async def _release(svc: Services, tenant: str, key: str, run_id: str) -> None:
     # A start refused before anything ran leaves no trace: the key is free for the next try.
-    async with svc.repo.transaction() as db:
-        await db.execute(
-            delete(ApiIdempotency).where(
-                ApiIdempotency.tenant == tenant,
-                ApiIdempotency.key == key,
-                ApiIdempotency.run_id == run_id,
-            )
-        )
+    await svc.repo.release_idempotency_key(tenant, key, run_id)
 
 
 async def _start(
@@ -139,11 +137,8 @@ async def _start(
         # An idempotent retry of a run that has ended since.
         run = await svc.repo.find_run(run_id)
         return _started(run_id, run.session_id if run else session_id, exc.status or "DONE")
-    except client_errors.AgentRunError as exc:
-        session_not_found = getattr(client_errors, "SessionNotFound", ())
-        if isinstance(exc, session_not_found):
-            raise not_found("session", session_id) from None
-        raise
+    except SessionNotFound:
+        raise not_found("session", session_id) from None
     return _started(run_id, session_id, RunStatus.QUEUED)
 
 

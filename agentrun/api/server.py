@@ -61,6 +61,12 @@ def build_server(
         server_header=False,
     )
     _access_log_like_uvicorn()
+    # access_log=False leaves uvicorn's logger in place for others to attach to (a handler on
+    # the root logger would still get its lines, query strings included): silence it outright.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers = []
+    uvicorn_access.propagate = False
+    uvicorn_access.disabled = True
     return Server(config)
 
 

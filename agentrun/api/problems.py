@@ -18,7 +18,8 @@ from agentrun.protocol.http import PROBLEM_MEDIA_TYPE
 
 log = logging.getLogger("agentrun.api")
 
-TYPE_BASE = "https://agentrun.dev/problems/"
+# Problem types are URNs: stable names to match on, not pages to fetch (RFC 9457 3.1.1).
+TYPE_BASE = "urn:agentrun:problem:"
 
 
 def problem_response(

@@ -24,6 +24,8 @@ from activities.model import ModelActivities
 from activities.runs import RunActivities
 from activities.tool_exec import ToolActivities
 from activities.tools import ToolRegistry, default_registry
+from activities.webhook_dispatch import WebhookDispatcher
+from activities.webhooks import WebhookActivities
 from agentrun.converter import data_converter
 from agentrun.db.migrate import upgrade
 from agentrun.deployment import deployment_config, promote_on_start
@@ -60,6 +62,7 @@ def build_worker(
     runs = RunActivities(repo, settings, registry)
     model = ModelActivities(repo, settings, registry)
     tools = ToolActivities(repo, registry, settings=settings)
+    webhooks = WebhookActivities(repo, settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -74,6 +77,8 @@ def build_worker(
             model.model_turn,
             tools.execute_tool,
             tools.record_tool_outcome,
+            webhooks.deliver_webhook,
+            webhooks.record_webhook_failure,
             *extra_activities,
         ],
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -138,7 +143,9 @@ async def run_worker(
                 on_polling(settings)
             if ready is not None:
                 ready.set()
-            await stop.wait()
+            # Webhook deliveries of every run start here (activities/webhook_dispatch.py).
+            async with WebhookDispatcher(client, repo, settings.task_queue):
+                await stop.wait()
             log.info("shutting down: finishing in-flight tasks")
     finally:
         await repo.close()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from workflows.agent import AgentRunWorkflow
+from workflows.webhook import WebhookDeliveryWorkflow
 
-ALL_WORKFLOWS = [AgentRunWorkflow]
+ALL_WORKFLOWS = [AgentRunWorkflow, WebhookDeliveryWorkflow]
 
-__all__ = ["ALL_WORKFLOWS", "AgentRunWorkflow"]
+__all__ = ["ALL_WORKFLOWS", "AgentRunWorkflow", "WebhookDeliveryWorkflow"]

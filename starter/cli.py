@@ -161,6 +161,43 @@ def _read_commands(sub: Any) -> None:
     _command(ls, "starter.commands.runs:cmd_ls")
 
 
+def _webhook_commands(sub: Any) -> None:
+    hooks = sub.add_parser(
+        "webhooks", help="webhooks out: URLs told when a call needs approval or a run ends"
+    )
+    actions = hooks.add_subparsers(dest="webhooks_command", required=True, metavar="ACTION")
+    handler = "starter.commands.webhooks:cmd_webhooks"
+    tenant_help = "the tenant (default: default, the tenant of runs started without one)"
+    ls = actions.add_parser("list", help="the webhooks that are registered")
+    ls.add_argument("--tenant", help="only this tenant's")
+    _command(ls, handler)
+    add = actions.add_parser("add", help="register a URL for events (prints the secret once)")
+    add.add_argument("url", help="http(s) URL that receives a signed POST per event")
+    add.add_argument("--tenant", help=tenant_help)
+    add.add_argument(
+        "--event",
+        dest="events",
+        action="append",
+        required=True,
+        metavar="EVENT",
+        help="tool.approval_requested or run.finished (repeat for both)",
+    )
+    _command(add, handler)
+    rm = actions.add_parser("remove", help="stop sending to a webhook")
+    rm.add_argument("webhook_id")
+    rm.add_argument("--tenant", help="refuse unless the webhook is this tenant's")
+    _command(rm, handler)
+    dl = actions.add_parser("deliveries", help="recent deliveries: attempts and final state")
+    dl.add_argument("--tenant")
+    dl.add_argument("--run", help="only this run's")
+    dl.add_argument("--limit", type=_at_least_one, default=20, help="at most this many (20)")
+    _command(dl, handler)
+    secret = actions.add_parser("secret", help="make the tenant's signing secret (shown once)")
+    secret.add_argument("--tenant", help=tenant_help)
+    secret.add_argument("--rotate", action="store_true", help="replace it with a new one")
+    _command(secret, handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentrun",
@@ -174,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         _follow_commands,
         _decision_commands,
         _read_commands,
+        _webhook_commands,
         _demo_command,
     ):
         add(sub)

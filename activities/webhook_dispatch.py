@@ -26,7 +26,7 @@ from agentrun.protocol.names import WEBHOOK_NOTIFY_CHANNEL, WEBHOOK_WORKFLOW_NAM
 from agentrun.store import Repository
 from agentrun.store.webhooks import WebhookStore
 
-__all__ = ["WebhookDispatcher", "delivery_workflow_id"]
+__all__ = ["WebhookDispatcher", "delivery_workflow_id", "webhook_task_queue"]
 
 log = logging.getLogger("agentrun.webhooks")
 
@@ -35,9 +35,15 @@ def delivery_workflow_id(delivery_id: str) -> str:
     return f"webhook-{delivery_id}"
 
 
+def webhook_task_queue(task_queue: str) -> str:
+    """The task queue of the deliveries of a worker of `task_queue` (worker.py)."""
+    return f"{task_queue}-webhooks"
+
+
 class WebhookDispatcher:
-    """`start()` it next to a worker and `close()` it before the worker stops. `schedule`
-    sets the retry schedule of the deliveries it starts (WebhookDeliveryInput's fields)."""
+    """`start()` it next to a worker and `close()` it before the worker stops. It starts
+    deliveries on `task_queue` (a webhook worker's, see worker.build_webhook_worker);
+    `schedule` sets their retry schedule (WebhookDeliveryInput's fields)."""
 
     def __init__(
         self,

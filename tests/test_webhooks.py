@@ -8,6 +8,7 @@ end, and most use a run's own webhooks (AgentConfig.webhooks), which touch no ot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -41,7 +42,7 @@ from agentrun.store.webhooks import WebhookStore, delivery_id
 from agentrun.testing.offline_model import OfflineModelServer, Reply
 from tests.conftest import bash_call, next_event, start_input
 from tests.test_cli import agentrun, cli_env
-from worker import build_worker, run_worker
+from worker import build_webhook_worker, build_worker, run_worker
 from workflows.agent import AgentRunWorkflow
 
 APPROVAL = WebhookEvent.TOOL_APPROVAL_REQUESTED.value
@@ -115,13 +116,24 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"webhook_allow_private": True})
 
 
+@contextlib.asynccontextmanager
+async def delivering(
+    env: WorkflowEnvironment, repo: Repository, settings: Settings, **schedule: Any
+) -> AsyncIterator[WebhookDispatcher]:
+    """A webhook worker and a dispatcher, as run_worker runs them, with a short schedule."""
+    w = build_webhook_worker(env.client, settings, repo, graceful_shutdown=timedelta(seconds=1))
+    dispatcher = WebhookDispatcher(
+        env.client, repo, w.task_queue, poll_interval=0.5, schedule={**FAST, **schedule}
+    )
+    async with w, dispatcher:
+        yield dispatcher
+
+
 @pytest.fixture
 async def dispatcher(
     temporal_env: WorkflowEnvironment, repo: Repository, settings: Settings
 ) -> AsyncIterator[WebhookDispatcher]:
-    async with WebhookDispatcher(
-        temporal_env.client, repo, settings.task_queue, poll_interval=0.5, schedule=FAST
-    ) as d:
+    async with delivering(temporal_env, repo, settings) as d:
         yield d
 
 
@@ -299,10 +311,7 @@ async def test_a_receiver_that_is_down_or_hangs_never_blocks_or_fails_the_run(
     dead = f"http://127.0.0.1:{free_port()}/gone"
     prompt = f"say hi {run_id}"
     model_server.script(prompt, [Reply(text="hi")])
-    schedule = {**FAST, "request_timeout_s": 20.0}
-    async with WebhookDispatcher(
-        temporal_env.client, repo, settings.task_queue, poll_interval=0.5, schedule=schedule
-    ):
+    async with delivering(temporal_env, repo, settings, request_timeout_s=20.0):
         handle = await start_run(
             temporal_env,
             settings,
@@ -335,10 +344,7 @@ async def test_a_private_address_is_refused_without_the_setting(
     prompt = f"say ok {run_id}"
     model_server.script(prompt, [Reply(text="ok")])
     w = build_worker(temporal_env.client, strict, repo, graceful_shutdown=timedelta(seconds=1))
-    async with (
-        w,
-        WebhookDispatcher(temporal_env.client, repo, strict.task_queue, schedule=FAST),
-    ):
+    async with w, delivering(temporal_env, repo, strict):
         handle = await start_run(
             temporal_env, strict, run_id, prompt, webhooks=[hook(receiver.url, FINISHED)]
         )

@@ -76,7 +76,11 @@ class WebhookActivities:
             "content-type": "application/json",
             "webhook-id": job.delivery.id,
             "webhook-timestamp": str(stamp),
-            "webhook-signature": sign(job.secret, job.delivery.id, stamp, body),
+            # One signature per secret, space-separated (Standard Webhooks): a receiver that
+            # still has the secret from before a rotation keeps verifying for a day.
+            "webhook-signature": " ".join(
+                sign(k, job.delivery.id, stamp, body) for k in job.secrets
+            ),
         }
         try:
             answer = await post(

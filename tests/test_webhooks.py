@@ -499,6 +499,10 @@ async def test_webhooks_cli_adds_lists_shows_deliveries_rotates_and_removes(
         table = await agentrun(env, "webhooks", "deliveries", "--tenant", tenant)
         assert table.code == 0, table.err
         assert FINISHED in table.out and "pending" in table.out and run_id in table.out
+        # For a day after the rotation deliveries are signed with both secrets.
+        [row] = await deliveries_of(repo, run_id)
+        job = await WebhookStore(repo).job(row.id)
+        assert job.secrets == (new_secret, first_secret)
     finally:
         await forget_deliveries(repo, run_id)
     removed = await agentrun(env, "webhooks", "remove", hook_id)

@@ -227,6 +227,9 @@ class Tenant(Base):
 
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     webhook_secret: Mapped[str | None] = mapped_column(Text)
+    # The secret before the last rotation: deliveries carry its signature too for a day.
+    webhook_secret_previous: Mapped[str | None] = mapped_column(Text)
+    webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 

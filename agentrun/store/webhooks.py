@@ -15,6 +15,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -41,6 +42,9 @@ MAX_WEBHOOKS_PER_TENANT = 20
 # A run's config may name this many URLs of its own (AgentConfig.webhooks).
 MAX_RUN_WEBHOOKS = 8
 PENDING = WebhookDeliveryStatus.PENDING.value
+# After a rotation, deliveries are signed with the old secret too for this long, so receivers
+# can move to the new one without refusing a delivery.
+ROTATION_OVERLAP = timedelta(hours=24)
 
 
 def delivery_id(target: str, run_id: str, seq: int) -> str:
@@ -148,11 +152,12 @@ async def enqueue(db: AsyncSession, run: Run, added: Sequence[RunEvent]) -> int:
 
 @dataclass(frozen=True)
 class DeliveryJob:
-    """What one delivery attempt needs: the row, whether its webhook still stands, the secret."""
+    """What one delivery attempt needs: the row, whether its webhook still stands, and the
+    secrets to sign with (the tenant's, then the one it replaced within ROTATION_OVERLAP)."""
 
     delivery: WebhookDelivery
     webhook_removed: bool
-    secret: str
+    secrets: tuple[str, ...]
 
 
 class WebhookStore:
@@ -221,7 +226,15 @@ class WebhookStore:
             if created is not None or not rotate:
                 return created
             fresh = new_secret()
-            await db.execute(update(Tenant).where(Tenant.id == tenant).values(webhook_secret=fresh))
+            await db.execute(
+                update(Tenant)
+                .where(Tenant.id == tenant)
+                .values(
+                    webhook_secret=fresh,
+                    webhook_secret_previous=Tenant.webhook_secret,
+                    webhook_secret_rotated_at=func.now(),
+                )
+            )
             return fresh
 
     async def deliveries(
@@ -281,10 +294,12 @@ class WebhookStore:
                 hook = await db.get(Webhook, row.webhook_id)
                 removed = hook is None or hook.removed_at is not None
             await _ensure_secret(db, row.tenant, lock=False)
-            secret = (
-                await db.execute(select(Tenant.webhook_secret).where(Tenant.id == row.tenant))
-            ).scalar_one()
-            return DeliveryJob(row, removed, secret or "")
+            tenant = (await db.execute(select(Tenant).where(Tenant.id == row.tenant))).scalar_one()
+            keys = [tenant.webhook_secret or ""]
+            rotated = tenant.webhook_secret_rotated_at
+            if tenant.webhook_secret_previous and rotated and utcnow() - rotated < ROTATION_OVERLAP:
+                keys.append(tenant.webhook_secret_previous)
+            return DeliveryJob(row, removed, tuple(keys))
 
     async def record_attempt(
         self,

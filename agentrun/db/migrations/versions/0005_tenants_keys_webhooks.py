@@ -36,6 +36,9 @@ def upgrade() -> None:
         "tenants",
         sa.Column("id", sa.String(length=100), nullable=False),
         sa.Column("webhook_secret", sa.Text(), nullable=True),
+        # The secret before the last rotation: deliveries carry its signature too for a day.
+        sa.Column("webhook_secret_previous", sa.Text(), nullable=True),
+        sa.Column("webhook_secret_rotated_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=_NOW, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_tenants"),
     )

@@ -25,11 +25,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, delete, pool, select, update
 from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.webhook_dispatch import WebhookDispatcher, delivery_workflow_id
+from activities.webhooks import WebhookActivities
 from agentrun.contracts import AgentConfig, RunResult
+from agentrun.contracts.webhooks import DeliverWebhookInput, WebhookFailureInput
 from agentrun.db.models import Base, Run, Tenant, WebhookDelivery
 from agentrun.protocol.events import EventType, RunStatusData, ToolWaitData
 from agentrun.protocol.names import WEBHOOK_NOTIFY_CHANNEL
@@ -521,3 +524,40 @@ def test_the_migrations_make_the_schema_the_models_describe(database_url: str) -
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+async def test_the_delivery_activity_sends_a_delivered_row_once_and_a_removed_webhooks_never(
+    settings: Settings, repo: Repository, receiver: Receiver
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    store = WebhookStore(repo)
+    kept, _ = await store.add_webhook(tenant, receiver.url, [FINISHED])
+    dropped, _ = await store.add_webhook(tenant, receiver.url + "&other=1", [FINISHED])
+    run_id = await open_in_tenant(repo, tenant)
+    activities = WebhookActivities(repo, settings)
+    try:
+        await repo.set_run_status(run_id, RunStatus.DONE)
+        await store.remove_webhook(dropped.id, tenant)
+        rows = {d.webhook_id: d for d in await deliveries_of(repo, run_id)}
+        first = DeliverWebhookInput(delivery_id=rows[kept.id].id)
+        assert await activities.deliver_webhook(first) == 200
+        assert await activities.deliver_webhook(first) == 200  # a retry after the record
+        assert len(receiver.received) == 1
+        gone = DeliverWebhookInput(delivery_id=rows[dropped.id].id)
+        with pytest.raises(ApplicationError, match="the webhook was removed") as refused:
+            await activities.deliver_webhook(gone)
+        assert refused.value.non_retryable and len(receiver.received) == 1
+        await activities.record_webhook_failure(
+            WebhookFailureInput(delivery_id=gone.delivery_id, reason="the webhook was removed")
+        )
+        await activities.record_webhook_failure(  # a late failure leaves a delivered row be
+            WebhookFailureInput(delivery_id=first.delivery_id, reason="late")
+        )
+        after = {d.webhook_id: d for d in await deliveries_of(repo, run_id)}
+        assert (after[kept.id].status, after[kept.id].attempts) == (DELIVERED, 1)
+        assert (after[dropped.id].status, after[dropped.id].attempts) == (FAILED, 0)
+        assert after[dropped.id].last_error == "the webhook was removed"
+        with pytest.raises(LookupError, match="no webhook"):
+            await store.remove_webhook(kept.id, "another-tenant")
+    finally:
+        await forget_deliveries(repo, run_id)

@@ -11,11 +11,12 @@ import uuid
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select, text
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from agentrun.client import AgentRunClient, RunNotFound, RunRefused, SessionNotFound
+from agentrun.client import AgentRunClient, RunEnded, RunNotFound, RunRefused, SessionNotFound
 from agentrun.contracts import AgentConfig, PendingCall, ToolCallRequest
 from agentrun.db.models import DEFAULT_TENANT, ApiKey, Message, Run, RunStatus, Session
 from agentrun.protocol.events import arguments_sha256
@@ -147,6 +148,18 @@ async def test_bad_key_requests_are_refused_and_write_nothing(repo: Repository) 
         with pytest.raises(ValueError, match=message):
             await repo.create_api_key(tenant_, name, scopes)
     assert await count(repo, ApiKey, tenant=t) == before
+
+
+async def test_concurrent_creates_of_one_name_make_one_key(repo: Repository) -> None:
+    t = tenant()
+    outcomes = await asyncio.gather(
+        *(repo.create_api_key(t, "racy", ALL_SCOPES) for _ in range(6)), return_exceptions=True
+    )
+    made = [o for o in outcomes if isinstance(o, tuple)]
+    refused = [o for o in outcomes if isinstance(o, ValueError)]
+    assert len(made) == 1 and len(refused) == 5, outcomes
+    assert all("already has a live key" in str(e) for e in refused)
+    assert [k.id for k in await repo.list_api_keys(t)] == [made[0][0].id]
 
 
 async def test_revoke_by_name_is_scoped_and_unknown_keys_are_not_found(repo: Repository) -> None:
@@ -389,7 +402,7 @@ async def test_a_run_of_tenant_b_on_tenant_as_session_is_refused(
     with pytest.raises(RunNotFound):
         await client.handle(early).status()
     # Another tenant's run id is taken, and its run is not handed out.
-    with pytest.raises(Exception, match="already used"):
+    with pytest.raises(RunEnded, match="already used"):
         await client.start("let me in", run_id=run_a.id, tenant=b)
 
     # Without one (or in a race), the run's open refuses it: a typed refusal, nothing written.
@@ -420,7 +433,7 @@ async def test_a_run_without_a_tenant_is_the_default_tenants(
     assert (await asyncio.wait_for(run.result(), BOUND)).status == RunStatus.DONE
     assert (await repo.get_run(run.id, tenant=DEFAULT_TENANT)).tenant == DEFAULT_TENANT
     assert (await run.describe()).typed_search_attributes.get(SA_TENANT) == DEFAULT_TENANT
-    with pytest.raises(Exception, match="tenant"):
+    with pytest.raises(ValidationError, match="tenant"):
         await client.start(prompt, tenant="no spaces allowed")
 
 

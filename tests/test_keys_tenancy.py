@@ -290,6 +290,25 @@ async def test_a_limit_out_of_range_is_refused(repo: Repository, limit: int) -> 
         await repo.list_runs_page("default", limit=limit)
 
 
+async def test_sessions_page_newest_first_with_titles_and_only_the_tenants(
+    repo: Repository,
+) -> None:
+    t = tenant()
+    runs = [await open_run(repo, t) for _ in range(5)]
+    await open_run(repo, tenant())  # another tenant's session is never listed
+    seen = []
+    cursor: str | None = None
+    while True:
+        page, cursor = await repo.list_sessions_page(t, limit=2, cursor=cursor)
+        seen.extend(page)
+        if cursor is None:
+            break
+    assert [s.id for s in seen] == [r.session_id for r in reversed(runs)]
+    assert all(s.title == "question" and s.active_run_id for s in seen)
+    with pytest.raises(ValueError, match="limit"):
+        await repo.list_sessions_page(t, limit=0)
+
+
 async def test_a_cursor_round_trips_its_run(repo: Repository) -> None:
     t = tenant()
     runs = [await open_run(repo, t) for _ in range(2)]

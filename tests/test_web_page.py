@@ -25,8 +25,13 @@ from tests.web_support import Page
 
 pytest_plugins = ["tests.http_fixtures", "tests.web_support"]
 
-RUN_STATUS = "const s = document.querySelector('.run:last-of-type .status'); return s && s.textContent"
-ANSWER = "const t = document.querySelectorAll('.run .msg.assistant .text'); return t.length ? t[t.length - 1].textContent : ''"
+RUN_STATUS = (
+    "const s = document.querySelector('.run:last-of-type .status'); return s && s.textContent"
+)
+ANSWER = (
+    "const t = document.querySelectorAll('.run .msg.assistant .text');"
+    " return t.length ? t[t.length - 1].textContent : ''"
+)
 
 
 def card(tool_call_id: str) -> str:
@@ -68,9 +73,7 @@ async def test_key_prompt_a_wrong_key_then_the_right_one(page: Page, keys: Keys)
     assert await page.js("return sessionStorage.getItem('agentrun.key')") == keys.full
 
 
-async def test_a_revoked_key_sends_the_user_back_to_the_prompt(
-    page: Page, keys: Keys
-) -> None:
+async def test_a_revoked_key_sends_the_user_back_to_the_prompt(page: Page, keys: Keys) -> None:
     await page.open("/", key=keys.revoked)
     error = await page.wait(
         "const e = document.querySelector('#key-error'); return e && !e.hidden && e.textContent",
@@ -128,13 +131,13 @@ async def test_approve_then_the_tool_result_card(
     prompt = f"web approve {run_id}"
     model_server.script(prompt, [bash_call("echo web-approved", "call_w"), Reply(text="Ran it.")])
     session = await start_session(keys, page, prompt, tmp_path)
-    await page.wait(f"return document.querySelector(\"{card('call_w')} .ask\")", what="card")
+    await page.wait(f'return document.querySelector("{card("call_w")} .ask")', what="card")
     shown = await page.text(f"{card('call_w')} pre.args")
     assert json.loads(shown) == {"command": "echo web-approved"}
     await page.shot("approval-card")
     await page.click(f"{card('call_w')} button.approve")
     result = await page.wait(
-        f"const r = document.querySelector(\"{card('call_w')} .result pre\");"
+        f'const r = document.querySelector("{card("call_w")} .result pre");'
         " return r && r.textContent",
         what="the result card",
     )
@@ -171,7 +174,7 @@ async def test_edit_with_a_schema_error_then_a_valid_edit(
     )
     await page.click(f"{card('call_e')} .edit button")
     error = await page.wait(
-        f"const e = document.querySelector(\"{card('call_e')} .ask .error\");"
+        f'const e = document.querySelector("{card("call_e")} .ask .error");'
         " return e && !e.hidden && e.textContent",
         what="the schema error inline",
     )
@@ -184,7 +187,7 @@ async def test_edit_with_a_schema_error_then_a_valid_edit(
     )
     await page.click(f"{card('call_e')} .edit button")
     result = await page.wait(
-        f"const r = document.querySelector(\"{card('call_e')} .result pre\");"
+        f'const r = document.querySelector("{card("call_e")} .result pre");'
         " return r && r.textContent",
         what="the edited call's result",
     )
@@ -208,7 +211,7 @@ async def test_reject_with_a_reason(
     await page.type(f"{card('call_r')} .reject input", "not on my watch")
     await page.click(f"{card('call_r')} .reject button")
     decided = await page.wait(
-        f"const d = document.querySelector(\"{card('call_r')} .decided\");"
+        f'const d = document.querySelector("{card("call_r")} .decided");'
         " return d && !d.hidden && d.textContent",
         what="the rejection on the card",
     )
@@ -229,7 +232,7 @@ async def test_a_decision_made_elsewhere_updates_the_card(
     async with httpx.AsyncClient(base_url=page.base_url) as http:
         started = await start(http, keys.full, prompt, config={"workspace": str(tmp_path)})
         await page.open(f"/#/s/{started['session_id']}", key=keys.full)
-        await page.wait(f"return document.querySelector(\"{card('call_x')} .ask\")", what="card")
+        await page.wait(f'return document.querySelector("{card("call_x")} .ask")', what="card")
         view = (await http.get(f"/v1/runs/{started['run_id']}", headers=bearer(keys.full))).json()
         [pending] = view["pending"]
         r = await http.post(
@@ -239,12 +242,12 @@ async def test_a_decision_made_elsewhere_updates_the_card(
         )
         assert r.status_code == 200, r.text
     decided = await page.wait(
-        f"const d = document.querySelector(\"{card('call_x')} .decided\");"
+        f'const d = document.querySelector("{card("call_x")} .decided");'
         " return d && !d.hidden && d.textContent",
         what="the card updated by the other decision",
     )
     assert "approved by app" in decided
-    assert not await page.js(f"return document.querySelector(\"{card('call_x')} .ask\")")
+    assert not await page.js(f'return document.querySelector("{card("call_x")} .ask")')
 
 
 async def test_cancel_a_running_run(
@@ -298,11 +301,11 @@ async def test_the_inbox_lists_a_waiting_run_and_drops_it_when_decided(
     async with httpx.AsyncClient(base_url=page.base_url) as http:
         started = await start(http, keys.full, prompt, config={"workspace": str(tmp_path)})
         await page.open("/#/inbox", key=keys.full)
-        await page.wait(f"return document.querySelector(\"{card('call_i')} .ask\")", what="inbox")
+        await page.wait(f'return document.querySelector("{card("call_i")} .ask")', what="inbox")
         assert started["session_id"] in await page.text(card("call_i"))
         await page.shot("inbox")
         await page.click(f"{card('call_i')} button.approve")
-        await page.wait(f"return !document.querySelector(\"{card('call_i')}\")", what="removal")
+        await page.wait(f'return !document.querySelector("{card("call_i")}")', what="removal")
 
 
 async def test_readable_at_375_px(
@@ -313,19 +316,18 @@ async def test_readable_at_375_px(
     model_server.script(prompt, [bash_call("echo narrow", "call_n"), Reply(text="Narrow.")])
     await page.resize(375, 800)
     await start_session(keys, page, prompt, tmp_path)
-    await page.wait(f"return document.querySelector(\"{card('call_n')} .ask\")", what="card")
+    await page.wait(f'return document.querySelector("{card("call_n")} .ask")', what="card")
     width = await page.js("return document.documentElement.scrollWidth")
     inner = await page.js("return window.innerWidth")
     await page.shot("narrow")
     assert width <= inner, (width, inner)
     # Keyboard: the approve button takes focus and Enter decides.
-    await page.js(f"document.querySelector(\"{card('call_n')} button.approve\").focus()")
+    await page.js(f'document.querySelector("{card("call_n")} button.approve").focus()')
     from selenium.webdriver.common.keys import Keys as K
 
     active = await page._run(lambda: page.driver.switch_to.active_element)
     await page._run(active.send_keys, K.ENTER)
     await page.wait(
-        f"const d = document.querySelector(\"{card('call_n')} .decided\"); return d && !d.hidden",
+        f'const d = document.querySelector("{card("call_n")} .decided"); return d && !d.hidden',
         what="decided by keyboard",
     )
-

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, delete, pool, select, update
+from sqlalchemy import create_engine, delete, pool, select
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -33,7 +33,7 @@ from activities.webhook_dispatch import WebhookDispatcher, delivery_workflow_id
 from activities.webhooks import WebhookActivities
 from agentrun.contracts import AgentConfig, RunResult
 from agentrun.contracts.webhooks import DeliverWebhookInput, WebhookFailureInput
-from agentrun.db.models import Base, Run, Tenant, WebhookDelivery
+from agentrun.db.models import Base, Tenant, WebhookDelivery
 from agentrun.protocol.events import EventType, RunStatusData, ToolWaitData
 from agentrun.protocol.names import WEBHOOK_NOTIFY_CHANNEL
 from agentrun.protocol.statuses import RunStatus, WebhookDeliveryStatus
@@ -394,9 +394,8 @@ async def open_in_tenant(repo: Repository, tenant: str, **config: Any) -> str:
         model="offline-scripted",
         config=AgentConfig(**config),
         prompt="hello",
+        tenant=tenant,
     )
-    async with repo.transaction() as db:
-        await db.execute(update(Run).where(Run.id == run_id).values(tenant=tenant))
     return run_id
 
 

@@ -30,6 +30,8 @@ RESULT_TEXT_LIMIT = 4_000
 # tool's output is cut there, a client-side result longer than this is refused.
 RESULT_CAP = 64_000
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
+# A tenant's id and an API key's name.
+TENANT_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful agent. Use the tools you are given when they help, and answer concisely."
@@ -203,6 +205,11 @@ class StartRunInput(Strict):
     session_id: str = Field(pattern=ID_PATTERN)
     prompt: str
     config: AgentConfig = Field(default_factory=AgentConfig)
+    tenant: str | None = Field(
+        default=None,
+        pattern=TENANT_PATTERN,
+        description="The tenant the run and its session belong to; None: the default tenant.",
+    )
 
     @field_validator("prompt")
     @classmethod

@@ -97,6 +97,7 @@ class ErrorType(enum.StrEnum):
     RUN_FAILED = "RunFailed"
     RUN_OWNED = "RunOwned"
     SESSION_BUSY = "SessionBusy"
+    SESSION_NOT_FOUND = "SessionNotFound"  # a session of another tenant
     INVALID_CONFIG = "InvalidConfig"
     INVALID_INPUT = "InvalidInput"
     APPROVAL_TIMEOUT = "ApprovalTimeout"

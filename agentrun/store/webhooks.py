@@ -22,6 +22,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentrun.contracts.run import TENANT_PATTERN
 from agentrun.db.models import Run, RunEvent, Tenant, Webhook, WebhookDelivery
 from agentrun.protocol.names import WEBHOOK_NOTIFY_CHANNEL
 from agentrun.protocol.statuses import WebhookDeliveryStatus
@@ -37,7 +38,7 @@ __all__ = [
     "parse_events",
 ]
 
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+_TENANT = re.compile(TENANT_PATTERN)
 MAX_WEBHOOKS_PER_TENANT = 20
 # A run's config may name this many URLs of its own (AgentConfig.webhooks).
 MAX_RUN_WEBHOOKS = 8
@@ -71,7 +72,7 @@ def parse_events(names: Iterable[str]) -> list[WebhookEvent]:
 
 
 def check_tenant(tenant: str) -> str:
-    if not TENANT_PATTERN.match(tenant):
+    if not _TENANT.match(tenant):
         raise ValueError(f"a tenant is 1 to 100 of A-Z a-z 0-9 . _ -, not {tenant[:100]!r}")
     return tenant
 

@@ -1,8 +1,8 @@
 """Webhooks out, on the real stack: PostgreSQL, the Temporal dev server, a worker with its
 dispatcher, and a real HTTP receiver on 127.0.0.1 that checks every signature.
 
-Runs here are of the `default` tenant: a test that registers a tenant webhook removes it at its
-end, and most use a run's own webhooks (AgentConfig.webhooks), which touch no other run.
+Each test's runs are of a tenant of its own, so its webhooks and secret touch no other test;
+the tenant webhooks a test adds are removed when it ends all the same.
 """
 
 from __future__ import annotations
@@ -141,6 +141,11 @@ async def dispatcher(
 
 
 @pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
 async def hooks(repo: Repository) -> AsyncIterator[WebhookStore]:
     """The store; every tenant webhook a test adds is removed when it ends."""
     store = WebhookStore(repo)
@@ -152,11 +157,17 @@ async def hooks(repo: Repository) -> AsyncIterator[WebhookStore]:
 
 
 async def start_run(
-    env: WorkflowEnvironment, settings: Settings, run_id: str, prompt: str, **config: Any
+    env: WorkflowEnvironment,
+    settings: Settings,
+    run_id: str,
+    prompt: str,
+    tenant: str | None = None,
+    **config: Any,
 ) -> WorkflowHandle[AgentRunWorkflow, RunResult]:
+    inp = start_input(run_id, prompt, **config).model_copy(update={"tenant": tenant})
     return await env.client.start_workflow(
         AgentRunWorkflow.run,
-        start_input(run_id, prompt, **config),
+        inp,
         id=run_id,
         task_queue=settings.task_queue,
     )
@@ -184,7 +195,7 @@ async def settled(repo: Repository, run_id: str, count: int = 1, timeout: float 
         await asyncio.sleep(0.1)
 
 
-async def tenant_secret(repo: Repository, tenant: str = "default") -> str:
+async def tenant_secret(repo: Repository, tenant: str) -> str:
     async with repo.session() as db:
         secret = (
             await db.execute(select(Tenant.webhook_secret).where(Tenant.id == tenant))
@@ -210,23 +221,24 @@ async def test_an_approval_request_is_delivered_once_with_a_valid_signature(
     model_server: OfflineModelServer,
     receiver: Receiver,
     run_id: str,
+    tenant: str,
 ) -> None:
-    await hooks.tenant_secret("default")  # made once for the tenant; this test reads it
-    registered, _ = await hooks.add_webhook("default", receiver.url, [APPROVAL])
+    registered, secret = await hooks.add_webhook(tenant, receiver.url, [APPROVAL])
+    assert secret is not None and secret == await tenant_secret(repo, tenant)
     prompt = f"list with bash {run_id}"
     model_server.script(prompt, [bash_call("ls"), Reply(text="listed")])
-    handle = await start_run(temporal_env, settings, run_id, prompt)
+    handle = await start_run(temporal_env, settings, run_id, prompt, tenant)
     event = await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED, timeout=30)
     [row] = await settled(repo, run_id)
     await handle.cancel()  # the run ends; this webhook does not take run.finished
     assert len(receiver.received) == 1
     got = receiver.received[0]
-    verify(await tenant_secret(repo), got.headers, got.body)
+    verify(secret, got.headers, got.body)
     body = json.loads(got.body)
     assert body["type"] == APPROVAL
     assert body["id"] == got.headers["webhook-id"] == row.id
     assert row.id == delivery_id(registered.id, run_id, event.seq)
-    assert (body["tenant"], body["run_id"], body["seq"]) == ("default", run_id, event.seq)
+    assert (body["tenant"], body["run_id"], body["seq"]) == (tenant, run_id, event.seq)
     assert body["session_id"] == (await repo.get_run(run_id)).session_id
     assert body["data"]["tool_call_id"] == "call_bash"
     assert body["data"] == event.data
@@ -234,7 +246,7 @@ async def test_an_approval_request_is_delivered_once_with_a_valid_signature(
     assert row.delivered_at is not None and row.webhook_id == registered.id
     # Tampering with what was received breaks the signature.
     with pytest.raises(ValueError, match="no signature matches"):
-        verify(await tenant_secret(repo), got.headers, got.body.replace(b"call_bash", b"call_rm"))
+        verify(secret, got.headers, got.body.replace(b"call_bash", b"call_rm"))
 
 
 async def test_a_receiver_that_fails_twice_gets_one_accepted_delivery_after_three_attempts(
@@ -246,12 +258,13 @@ async def test_a_receiver_that_fails_twice_gets_one_accepted_delivery_after_thre
     model_server: OfflineModelServer,
     receiver: Receiver,
     run_id: str,
+    tenant: str,
 ) -> None:
     receiver.codes = [500, 503]
     prompt = f"say hello {run_id}"
     model_server.script(prompt, [Reply(text="hello")])
     handle = await start_run(
-        temporal_env, settings, run_id, prompt, webhooks=[hook(receiver.url, FINISHED)]
+        temporal_env, settings, run_id, prompt, tenant, webhooks=[hook(receiver.url, FINISHED)]
     )
     result = await asyncio.wait_for(handle.result(), 30)
     assert result.status == RunStatus.DONE
@@ -261,7 +274,7 @@ async def test_a_receiver_that_fails_twice_gets_one_accepted_delivery_after_thre
     assert [r.answered for r in receiver.received] == [500, 503, 200]
     assert {r.headers["webhook-id"] for r in receiver.received} == {row.id}
     assert len({r.body for r in receiver.received}) == 1  # the same bytes every time
-    secret = await tenant_secret(repo)
+    secret = await tenant_secret(repo, tenant)
     for r in receiver.received:
         verify(secret, r.headers, r.body)
     assert (row.status, row.attempts, row.last_status_code) == (DELIVERED, 3, 200)
@@ -279,6 +292,7 @@ async def test_run_finished_is_delivered_by_a_worker_as_run_worker_wires_it(
     model_server: OfflineModelServer,
     receiver: Receiver,
     run_id: str,
+    tenant: str,
 ) -> None:
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_worker(settings, stop, migrate=False, ready=ready))
@@ -287,7 +301,7 @@ async def test_run_finished_is_delivered_by_a_worker_as_run_worker_wires_it(
         prompt = f"answer briefly {run_id}"
         model_server.script(prompt, [Reply(text="brief")])
         handle = await start_run(
-            temporal_env, settings, run_id, prompt, webhooks=[hook(receiver.url, FINISHED)]
+            temporal_env, settings, run_id, prompt, tenant, webhooks=[hook(receiver.url, FINISHED)]
         )
         assert (await asyncio.wait_for(handle.result(), 30)).status == RunStatus.DONE
         [row] = await settled(repo, run_id)
@@ -298,7 +312,7 @@ async def test_run_finished_is_delivered_by_a_worker_as_run_worker_wires_it(
     [got] = receiver.received
     body = json.loads(got.body)
     assert body["data"]["status"] == RunStatus.DONE and body["data"]["previous"] == "RUNNING"
-    verify(await tenant_secret(repo), got.headers, got.body)
+    verify(await tenant_secret(repo, tenant), got.headers, got.body)
 
 
 async def test_a_receiver_that_is_down_or_hangs_never_blocks_or_fails_the_run(
@@ -309,6 +323,7 @@ async def test_a_receiver_that_is_down_or_hangs_never_blocks_or_fails_the_run(
     model_server: OfflineModelServer,
     receiver: Receiver,
     run_id: str,
+    tenant: str,
 ) -> None:
     receiver.hang = True
     dead = f"http://127.0.0.1:{free_port()}/gone"
@@ -320,6 +335,7 @@ async def test_a_receiver_that_is_down_or_hangs_never_blocks_or_fails_the_run(
             settings,
             run_id,
             prompt,
+            tenant,
             webhooks=[hook(dead, FINISHED), hook(receiver.url, FINISHED)],
         )
         result = await asyncio.wait_for(handle.result(), 30)
@@ -340,6 +356,7 @@ async def test_a_private_address_is_refused_without_the_setting(
     model_server: OfflineModelServer,
     receiver: Receiver,
     run_id: str,
+    tenant: str,
 ) -> None:
     strict = settings.model_copy(
         update={"webhook_allow_private": False, "task_queue": f"tq-{uuid.uuid4()}"}
@@ -349,7 +366,7 @@ async def test_a_private_address_is_refused_without_the_setting(
     w = build_worker(temporal_env.client, strict, repo, graceful_shutdown=timedelta(seconds=1))
     async with w, delivering(temporal_env, repo, strict):
         handle = await start_run(
-            temporal_env, strict, run_id, prompt, webhooks=[hook(receiver.url, FINISHED)]
+            temporal_env, strict, run_id, prompt, tenant, webhooks=[hook(receiver.url, FINISHED)]
         )
         assert (await asyncio.wait_for(handle.result(), 30)).status == RunStatus.DONE
         [row] = await settled(repo, run_id)
@@ -369,17 +386,18 @@ async def test_a_410_removes_the_webhook_and_fails_the_delivery_without_retry(
     model_server: OfflineModelServer,
     receiver: Receiver,
     run_id: str,
+    tenant: str,
 ) -> None:
     receiver.codes = [410]
-    registered, _ = await hooks.add_webhook("default", receiver.url, [FINISHED])
+    registered, _ = await hooks.add_webhook(tenant, receiver.url, [FINISHED])
     prompt = f"say bye {run_id}"
     model_server.script(prompt, [Reply(text="bye")])
-    handle = await start_run(temporal_env, settings, run_id, prompt)
+    handle = await start_run(temporal_env, settings, run_id, prompt, tenant)
     assert (await asyncio.wait_for(handle.result(), 30)).status == RunStatus.DONE
     [row] = await settled(repo, run_id)
     assert (row.status, row.attempts, row.last_status_code) == (FAILED, 1, 410)
     assert "gone" in (row.last_error or "")
-    assert registered.id not in {h.id for h in await hooks.list_webhooks("default")}
+    assert registered.id not in {h.id for h in await hooks.list_webhooks(tenant)}
 
 
 # -- the outbox, the CLI, the schema -----------------------------------------------------------
@@ -412,9 +430,8 @@ def waiting(call_id: str) -> ToolWaitData:
 
 
 async def test_the_outbox_row_is_written_with_its_event_once_and_notified(
-    repo: Repository, hooks: WebhookStore
+    repo: Repository, hooks: WebhookStore, tenant: str
 ) -> None:
-    tenant = f"t-{uuid.uuid4().hex[:8]}"
     both, secret = await hooks.add_webhook(tenant, "https://a.example/in", [APPROVAL, FINISHED])
     assert secret is not None and secret.startswith("whsec_")
     ended, again = await hooks.add_webhook(tenant, "https://b.example/in", [FINISHED])

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -125,6 +126,8 @@ class WebhookDispatcher:
                 task_queue=self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=f"webhook delivery {delivery_id}",
+                # The batch's row locks are held meanwhile: a slow frontend fails the batch.
+                rpc_timeout=timedelta(seconds=10),
             )
             self.started += 1
         except WorkflowAlreadyStartedError:
@@ -133,7 +136,7 @@ class WebhookDispatcher:
 
 async def _listen(libpq_url: str) -> psycopg.AsyncConnection[Any] | None:
     try:
-        conn = await psycopg.AsyncConnection.connect(libpq_url, autocommit=True)
+        conn = await psycopg.AsyncConnection.connect(libpq_url, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError:
         return None
     try:

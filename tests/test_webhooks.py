@@ -32,10 +32,14 @@ from temporalio.worker import Worker
 from activities.webhook_dispatch import WebhookDispatcher, delivery_workflow_id
 from activities.webhooks import WebhookActivities
 from agentrun.contracts import AgentConfig, RunResult
-from agentrun.contracts.webhooks import DeliverWebhookInput, WebhookFailureInput
+from agentrun.contracts.webhooks import (
+    DeliverWebhookInput,
+    WebhookDeliveryInput,
+    WebhookFailureInput,
+)
 from agentrun.db.models import Base, Tenant, WebhookDelivery
 from agentrun.protocol.events import EventType, RunStatusData, ToolWaitData
-from agentrun.protocol.names import WEBHOOK_NOTIFY_CHANNEL
+from agentrun.protocol.names import WEBHOOK_NOTIFY_CHANNEL, WEBHOOK_WORKFLOW_NAME
 from agentrun.protocol.statuses import RunStatus, WebhookDeliveryStatus
 from agentrun.protocol.webhooks import WebhookEvent, verify
 from agentrun.settings import Settings
@@ -577,3 +581,32 @@ async def test_the_delivery_activity_sends_a_delivered_row_once_and_a_removed_we
             await store.remove_webhook(kept.id, "another-tenant")
     finally:
         await forget_deliveries(repo, run_id)
+
+
+async def test_a_delivery_another_worker_started_before_it_died_is_not_started_twice(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    repo: Repository,
+    receiver: Receiver,
+    tenant: str,
+) -> None:
+    run_id = await open_in_tenant(repo, tenant, webhooks=[hook(receiver.url, FINISHED)])
+    await repo.set_run_status(run_id, RunStatus.DONE)
+    [row] = await deliveries_of(repo, run_id)
+    assert row.dispatched_at is None
+    w = build_webhook_worker(temporal_env.client, settings, repo)
+    dispatcher = WebhookDispatcher(temporal_env.client, repo, w.task_queue, schedule=FAST)
+    async with w:
+        # Started, and its worker gone before it marked the row.
+        await temporal_env.client.start_workflow(
+            WEBHOOK_WORKFLOW_NAME,
+            WebhookDeliveryInput(delivery_id=row.id, **FAST),
+            id=delivery_workflow_id(row.id),
+            task_queue=w.task_queue,
+        )
+        assert await dispatcher.dispatch_once() >= 1
+        assert dispatcher.started == 0  # its start was a no-op
+        [row] = await settled(repo, run_id)
+    assert row.status == DELIVERED and row.attempts == 1 and row.dispatched_at is not None
+    assert len(receiver.received) == 1
+    assert await dispatcher.dispatch_once() == 0

@@ -65,9 +65,11 @@ class WebhookActivities:
         removed webhook."""
         job = await self.store.job(inp.delivery_id)
         status = job.delivery.status
-        if status != WebhookDeliveryStatus.PENDING:
+        if status == WebhookDeliveryStatus.DELIVERED:
             # Recorded already (an earlier attempt's record outlived its answer): not again.
             return job.delivery.last_status_code or 0
+        if status != WebhookDeliveryStatus.PENDING:
+            raise _refused(f"the delivery is recorded {status} already", "WebhookEnded")
         if job.webhook_removed:
             raise _refused("the webhook was removed", "WebhookRemoved")
         body = body_of(job)

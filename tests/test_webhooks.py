@@ -573,6 +573,9 @@ async def test_the_delivery_activity_sends_a_delivered_row_once_and_a_removed_we
         await activities.record_webhook_failure(  # a late failure leaves a delivered row be
             WebhookFailureInput(delivery_id=first.delivery_id, reason="late")
         )
+        with pytest.raises(ApplicationError, match="recorded failed already"):
+            await activities.deliver_webhook(gone)  # ended: never sent
+        assert len(receiver.received) == 1
         after = {d.webhook_id: d for d in await deliveries_of(repo, run_id)}
         assert (after[kept.id].status, after[kept.id].attempts) == (DELIVERED, 1)
         assert (after[dropped.id].status, after[dropped.id].attempts) == (FAILED, 0)

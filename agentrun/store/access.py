@@ -84,3 +84,10 @@ class TenantAccess(Engine):
         """Calls waiting for a decision or a client-side result (none once the run ended)."""
         async with self.session() as db:
             return await tenancy.pending_tool_calls(db, run_id)
+
+    async def list_sessions_page(
+        self, tenant: str, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[tenancy.SessionSummary], str | None]:
+        """The tenant's sessions newest first and the next page's cursor (None on the last)."""
+        async with self.session() as db:
+            return await tenancy.list_sessions_page(db, tenant, limit=limit, cursor=cursor)

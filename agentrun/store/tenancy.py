@@ -11,15 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, exists, or_, select, tuple_
+from sqlalchemy import and_, delete, exists, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentrun.db.models import (
     TERMINAL_RUN_STATUSES,
     ApiIdempotency,
+    Message,
     Run,
     RunEvent,
     RunStatus,
@@ -129,8 +131,8 @@ async def get_session(db: AsyncSession, session_id: str, tenant: str | None = No
     return session
 
 
-def encode_cursor(run: Run) -> str:
-    raw = f"{run.created_at.isoformat()}|{run.id}".encode()
+def encode_cursor(row: Run | Session) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -222,3 +224,40 @@ async def pending_tool_calls(db: AsyncSession, run_id: str) -> list[ToolCall]:
         .order_by(ToolCall.turn, ToolCall.id)
     )
     return list((await db.execute(stmt)).scalars())
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """A session as a list shows it: its first user message as a title, its active run."""
+
+    id: str
+    created_at: datetime
+    active_run_id: str | None
+    title: str | None
+
+
+async def list_sessions_page(
+    db: AsyncSession, tenant: str, *, limit: int = 50, cursor: str | None = None
+) -> tuple[list[SessionSummary], str | None]:
+    """A page of the tenant's sessions, newest first, and the next page's cursor (None on the
+    last); ValueError as list_runs_page."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
+    first_prompt = (
+        select(func.left(Message.content, 120))
+        .where(Message.session_id == Session.id, Message.role == "user")
+        .order_by(Message.id)
+        .limit(1)
+        .correlate(Session)
+        .scalar_subquery()
+    )
+    stmt = select(Session, first_prompt).where(Session.tenant == tenant)
+    if cursor is not None:
+        created_at, session_id = decode_cursor(cursor)
+        stmt = stmt.where(tuple_(Session.created_at, Session.id) < tuple_(created_at, session_id))
+    stmt = stmt.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit + 1)
+    rows = list((await db.execute(stmt)).all())
+    page = [SessionSummary(s.id, s.created_at, s.active_run_id, title) for s, title in rows[:limit]]
+    if len(rows) <= limit:
+        return page, None
+    return page, encode_cursor(rows[limit - 1][0])

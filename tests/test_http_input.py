@@ -153,6 +153,9 @@ async def test_bodies_over_the_limit_unknown_fields_and_malformed_json(
     assert_problem(await http.get("/v1/runs?status=SLEEPING", headers=headers), 422, "status")
     assert_problem(await http.get("/v1/runs?cursor=garbage", headers=headers), 400, "cursor")
     assert_problem(await http.get("/v1/nowhere", headers=headers), 404, "endpoint")
+    for odd in ("x" * 500, "..", "a b", "%00"):
+        assert_problem(await http.get(f"/v1/runs/{odd}", headers=headers), 404)
+        assert_problem(await http.get(f"/v1/sessions/{odd}/messages", headers=headers), 404)
     assert_problem(await http.delete("/v1/runs", headers=headers), 405)
     assert await _run_ids(http, keys.full) == []
 

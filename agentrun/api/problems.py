@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError
 
 from agentrun.protocol.http import PROBLEM_MEDIA_TYPE
 
@@ -120,6 +122,17 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, detail, headers=dict(exc.headers or {}))
 
 
+async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    # Temporal or PostgreSQL did not answer (or refused): the caller may retry later.
+    log.warning("a backend failed: %s", type(exc).__name__)
+    return problem_response(
+        503,
+        f"Temporal or PostgreSQL did not answer ({type(exc).__name__}); try again shortly",
+        kind="unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.error("unexpected error", exc_info=exc)
     return problem_response(500, "an unexpected error; the server log has the details")
@@ -129,4 +142,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, _api_problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(RPCError, _unavailable)
+    app.add_exception_handler(OperationalError, _unavailable)
     app.add_exception_handler(Exception, _unexpected)

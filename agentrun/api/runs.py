@@ -9,7 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 
 from agentrun.api.auth import KeyInfo, require
-from agentrun.api.lookups import Services, links, owned_run, services, session_tenant
+from agentrun.api.lookups import (
+    Services,
+    links,
+    owned_run,
+    services,
+    session_tenant,
+    starting_run,
+)
 from agentrun.api.problems import ApiProblem, not_found
 from agentrun.client import (
     RunEnded,
@@ -32,6 +39,7 @@ from agentrun.protocol.http import (
     StartRunResponse,
     UsageView,
 )
+from agentrun.protocol.names import SA_MODEL, SA_SESSION_ID
 from agentrun.protocol.statuses import RunStatus, Scope, ToolCallStatus, WaitKind
 from agentrun.store.tenancy import IdempotencyMismatch
 
@@ -203,7 +211,7 @@ async def get_run(
     svc = services(request)
     run = await owned_run(svc, run_id, key.tenant)
     if run is None:
-        return _not_opened(svc, run_id)
+        return await _not_opened(svc, run_id)
     pending = await svc.repo.pending_tool_calls(run_id)
     summary = _summary(run).model_dump()
     return RunView(
@@ -223,13 +231,15 @@ async def get_run(
     )
 
 
-def _not_opened(svc: Services, run_id: str) -> RunView:
-    # Started, and no worker has opened it yet: what is known is that it is queued.
+async def _not_opened(svc: Services, run_id: str) -> RunView:
+    # Started, and no worker has opened it yet: queued, in the session it was started in.
+    desc = await starting_run(svc, run_id)
     return RunView(
         run_id=run_id,
-        session_id="",
+        session_id=desc.typed_search_attributes.get(SA_SESSION_ID) or "",
         status=RunStatus.QUEUED,
-        model="",
+        model=desc.typed_search_attributes.get(SA_MODEL) or "",
+        created_at=desc.start_time,
         links=links(run_id),
         usage=UsageView(),
     )

@@ -44,6 +44,8 @@ def create_app(
             app.state.repo = store
             app.state.temporal = temporal
             app.state.schema_head = await asyncio.to_thread(head_revision)
+            # Set when the server shuts down: open event streams end then (see server.Server).
+            app.state.draining = asyncio.Event()
             yield
         finally:
             if own_repo:

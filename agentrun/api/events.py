@@ -5,6 +5,7 @@ that poll. The events come from agentrun.client's follow (the store's hub)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -94,7 +95,7 @@ async def events(
     if _wants_json(request):
         return await _page(svc, run_id, cursor, limit, opened=run is not None)
     return EventSourceResponse(
-        _stream(svc, run_id, cursor),
+        _stream(svc, run_id, cursor, request.app.state.draining),
         ping=svc.settings.http_heartbeat_s,
         send_timeout=SEND_TIMEOUT_S,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -118,11 +119,13 @@ async def _page(svc: Services, run_id: str, after: int, limit: int, *, opened: b
     return EventPage(events=views, next_after=next_after, ended=ended)
 
 
-async def _stream(svc: Services, run_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+async def _stream(
+    svc: Services, run_id: str, after: int, draining: asyncio.Event
+) -> AsyncIterator[ServerSentEvent]:
     handle = RunHandle(svc.temporal, run_id, store=svc.repo)
     try:
         async with aclosing(handle.follow(after, open_timeout=OPEN_TIMEOUT_S)) as followed:
-            async for event in followed:
+            async for event in _until(followed, draining):
                 yield ServerSentEvent(
                     data=json.dumps(event_data(event), separators=(",", ":")),
                     event=str(event.type),
@@ -134,3 +137,23 @@ async def _stream(svc: Services, run_id: str, after: int) -> AsyncIterator[Serve
             data=json.dumps({"message": str(exc), "retryable": False}),
             event=EventType.ERROR.value,
         )
+
+
+async def _until(events: AsyncIterator[AnyEvent], stop: asyncio.Event) -> AsyncIterator[AnyEvent]:
+    """`events` until `stop` is set (the server is shutting down): the stream then ends
+    cleanly at once and the client resumes elsewhere from its Last-Event-ID."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(events))
+            await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+                return
+            try:
+                yield following.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stopped.cancel()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
+from fastapi import FastAPI
 
 from agentrun.api.app import create_app
 from agentrun.protocol.statuses import Scope
@@ -30,11 +31,23 @@ DEV_KEY_NAME = "dev"
 
 class Server(uvicorn.Server):
     """uvicorn's server without its signal handlers: the process that runs it (agentrun serve,
-    agentrun dev, a test) owns SIGINT and SIGTERM and stops it through `serve_until`."""
+    agentrun dev, a test) owns SIGINT and SIGTERM and stops it (should_exit, `serve_until`).
+    On the way out the app's event streams end at once (clients resume with Last-Event-ID)
+    instead of holding the shutdown for its whole grace period."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        draining = getattr(self.app.state, "draining", None)
+        if draining is not None:
+            draining.set()
+        await super().shutdown(sockets)
 
 
 def build_server(
@@ -67,7 +80,7 @@ def build_server(
     uvicorn_access.handlers = []
     uvicorn_access.propagate = False
     uvicorn_access.disabled = True
-    return Server(config)
+    return Server(config, app)
 
 
 def _access_log_like_uvicorn() -> None:
@@ -80,9 +93,11 @@ def _access_log_like_uvicorn() -> None:
         access.propagate = False
 
 
-async def serve_until(server: uvicorn.Server, stop: asyncio.Event) -> None:
-    """Serve until `stop` is set (then stop accepting, finish, close)."""
-    task = asyncio.create_task(server.serve())
+async def serve_until(
+    server: uvicorn.Server, task: asyncio.Task[None], stop: asyncio.Event
+) -> None:
+    """Serve (`task` runs server.serve()) until `stop` is set: then stop accepting, let the
+    requests in flight finish (event streams get timeout_graceful_shutdown), close."""
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True

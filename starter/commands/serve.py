@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
-    from agentrun.api.server import build_server, port_free, serve_until, url_of
+    from agentrun.api.server import build_server, port_free, serve_until, url_of, wait_started
     from agentrun.store import Repository
 
     settings = settings_or_exit()
@@ -41,6 +41,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(server.serve())
+        await wait_started(server, task, timeout=60)
         url = url_of(host, port)
         if args.json:
             print_json({"event": "listening", "url": url, "docs": f"{url}/docs"})
@@ -49,7 +51,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
                 f"[bold green]agentrun HTTP API[/] on {url} (docs {url}/docs, OpenAPI "
                 f"{url}/openapi.json); Ctrl-C stops"
             )
-        await serve_until(server, stop)
+        await serve_until(server, task, stop)
     finally:
         await repo.close()
     if args.json:

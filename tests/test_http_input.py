@@ -218,5 +218,8 @@ async def test_health_readiness_and_the_openapi_document(
     schemas = spec["components"]["schemas"]
     assert "decided_by" not in schemas["DecisionRequest"]["properties"]
     assert schemas["StartRunRequest"]["additionalProperties"] is False
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert paths["/v1/runs"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in paths["/readyz"]["get"]
     docs = await http.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()

@@ -6,9 +6,10 @@ lookup after this (see agentrun.api.state)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Annotated, Protocol
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agentrun.api.problems import ApiProblem
 from agentrun.protocol.statuses import Scope
@@ -26,6 +27,9 @@ class KeyInfo(Protocol):
     def scopes(self) -> frozenset[Scope]: ...
 
 
+# Declares the scheme in the OpenAPI document (the docs page's Authorize button); the header
+# itself is read and checked by `authenticate`.
+_BEARER = HTTPBearer(auto_error=False, description="An API key: agentrun keys create")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="agentrun"'}
 # Long enough for any key the store makes ("ar_<id>_<secret>"), short enough that a forged
 # header never costs a database round trip with megabytes in it.
@@ -66,7 +70,10 @@ def require(scope: Scope, *, query_token: bool = False) -> Callable[[Request], A
     """A FastAPI dependency: the caller's key, which must hold `scope`. `query_token` also
     takes `?access_token=` (browsers' EventSource cannot send headers)."""
 
-    async def dependency(request: Request) -> KeyInfo:
+    async def dependency(
+        request: Request,
+        _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
+    ) -> KeyInfo:
         key = await authenticate(request, query_token=query_token)
         if scope not in key.scopes:
             held = ", ".join(sorted(str(s) for s in key.scopes)) or "none"

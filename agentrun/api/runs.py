@@ -49,10 +49,11 @@ IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
 
 
 def request_sha256(body: StartRunRequest) -> str:
-    """The hash an Idempotency-Key is bound to: the body as validated, in canonical JSON (key
-    order and spacing do not count; an explicit default counts as the default)."""
+    """The hash an Idempotency-Key is bound to: the fields the caller sent (a null is as good as
+    leaving the field out), validated, in canonical JSON: key order and spacing do not count,
+    and defaults are not in it, so a retry after an upgrade that changed one still matches."""
     canonical = json.dumps(
-        body.model_dump(mode="json", exclude_unset=False),
+        body.model_dump(mode="json", exclude_unset=True, exclude_none=True),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -221,5 +221,8 @@ async def test_health_readiness_and_the_openapi_document(
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert paths["/v1/runs"]["post"]["security"] == [{"HTTPBearer": []}]
     assert "security" not in paths["/readyz"]["get"]
+    page = await http.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert_problem(await http.get("/v1/sessions?cursor=x", headers=bearer(keys.full)), 400)
     docs = await http.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()

@@ -90,6 +90,10 @@ async def test_the_whole_life_of_a_run_over_http(
 
     listed = (await http.get("/v1/runs", headers=bearer(keys.full))).json()
     assert rid in [row["run_id"] for row in listed["runs"]]
+    sessions = (await http.get("/v1/sessions", headers=bearer(keys.full))).json()["sessions"]
+    assert [(s["session_id"], s["title"]) for s in sessions] == [(session, prompt)]
+    theirs = (await http.get("/v1/sessions", headers=bearer(keys.other_tenant))).json()
+    assert theirs["sessions"] == []
 
 
 async def test_resume_mid_stream_yields_exactly_the_remaining_events(

@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
 
 from agentrun.api import calls, events, health, problems, runs, sessions
 from agentrun.api.middleware import AccessLog, BodyLimit
+from agentrun.web import STATIC_DIR
 
 if TYPE_CHECKING:
     from agentrun.settings import Settings
@@ -63,6 +65,8 @@ def create_app(
     problems.install(app)
     for module in (runs, events, calls, sessions, health):
         app.include_router(module.router)
+    # The web page (agentrun.web) at /, after every route: the API keeps its paths.
+    app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")
     # Outermost first: the access log sees the 413s too.
     app.add_middleware(BodyLimit, limit=settings.http_max_body_bytes)
     app.add_middleware(AccessLog)

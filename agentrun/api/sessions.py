@@ -1,4 +1,5 @@
-"""GET /v1/sessions/{id}/messages: a session's transcript, oldest first, each assistant
+"""GET /v1/sessions: the tenant's sessions, newest first. GET /v1/sessions/{id}/messages: a
+session's transcript, oldest first, each assistant
 message with its tool calls and what was decided on them; paged backwards with ?before=."""
 
 from __future__ import annotations
@@ -10,11 +11,46 @@ from sqlalchemy import select
 
 from agentrun.api.auth import KeyInfo, require
 from agentrun.api.lookups import owned_session, services
+from agentrun.api.problems import ApiProblem
 from agentrun.db.models import Message, ToolCall
-from agentrun.protocol.http import MessageView, ToolCallView, TranscriptPage
+from agentrun.protocol.http import (
+    MessageView,
+    SessionPage,
+    SessionSummaryView,
+    ToolCallView,
+    TranscriptPage,
+)
 from agentrun.protocol.statuses import Scope
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
+
+
+@router.get("/sessions", response_model=SessionPage)
+async def list_sessions(
+    request: Request,
+    key: Annotated[KeyInfo, Depends(require(Scope.READ))],
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> SessionPage:
+    svc = services(request)
+    try:
+        rows, next_cursor = await svc.repo.list_sessions_page(
+            key.tenant, limit=limit, cursor=cursor
+        )
+    except ValueError as exc:
+        raise ApiProblem(400, f"bad cursor: {exc}", kind="bad-cursor") from None
+    return SessionPage(
+        sessions=[
+            SessionSummaryView(
+                session_id=row.id,
+                title=row.title,
+                created_at=row.created_at,
+                active_run_id=row.active_run_id,
+            )
+            for row in rows
+        ],
+        next_cursor=next_cursor,
+    )
 
 
 @router.get("/sessions/{session_id}/messages", response_model=TranscriptPage)

@@ -213,6 +213,20 @@ class MessageView(_Response):
     )
 
 
+class SessionSummaryView(_Response):
+    session_id: str
+    title: str | None = Field(default=None, description="The start of its first prompt.")
+    created_at: datetime | None = None
+    active_run_id: str | None = None
+
+
+class SessionPage(_Response):
+    sessions: list[SessionSummaryView]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as ?cursor= for the next (older) page; null at the end."
+    )
+
+
 class TranscriptPage(_Response):
     session_id: str
     messages: list[MessageView] = Field(description="Oldest first.")

@@ -16,7 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from workflows import ALL_WORKFLOWS, SANDBOX_RUNNER
+from workflows import ALL_WORKFLOWS, SANDBOX_RUNNER, WEBHOOK_WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*/*.json"))
 
@@ -35,7 +35,7 @@ RUNNERS = {"worker-runner": SANDBOX_RUNNER, "default-sandbox": SandboxedWorkflow
 async def test_history_replays(path: Path, runner: SandboxedWorkflowRunner) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
-        workflows=ALL_WORKFLOWS,
+        workflows=[*ALL_WORKFLOWS, *WEBHOOK_WORKFLOWS],
         data_converter=pydantic_data_converter,
         workflow_runner=runner,
     )

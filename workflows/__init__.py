@@ -5,8 +5,12 @@ from __future__ import annotations
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from workflows.agent import AgentRunWorkflow
+from workflows.webhook import WebhookDeliveryWorkflow
 
 ALL_WORKFLOWS = [AgentRunWorkflow]
+# On a task queue of their own (worker.build_webhook_worker), so slow receivers never take the
+# activity slots that runs need.
+WEBHOOK_WORKFLOWS = [WebhookDeliveryWorkflow]
 
 # The sandbox re-imports a workflow's module for every run it starts (and for every replay
 # after an eviction); under a burst of new runs that import was a tenth of the worker's
@@ -23,4 +27,10 @@ SANDBOX_RUNNER = SandboxedWorkflowRunner(
     )
 )
 
-__all__ = ["ALL_WORKFLOWS", "SANDBOX_RUNNER", "AgentRunWorkflow"]
+__all__ = [
+    "ALL_WORKFLOWS",
+    "SANDBOX_RUNNER",
+    "WEBHOOK_WORKFLOWS",
+    "AgentRunWorkflow",
+    "WebhookDeliveryWorkflow",
+]

@@ -7,6 +7,9 @@ events.py       the event log: gapless per-run seqs under the run row's lock, th
 runs.py         sessions and runs: open_run, forward-only statuses, the session-busy rule
 turns.py        messages and llm_calls: record_model_turn, lost attempts, context reads
 tool_calls.py   tool call rows: waits, decisions, attempts, results
+keys.py         HTTP API keys: hashed secrets, constant-time checks, revokes
+tenancy.py      per-tenant reads, idempotent starts, the run listing page, waiting calls
+access.py       `TenantAccess`: the Repository's methods over keys.py and tenancy.py
 repository.py   `Repository`: one transaction per call over the functions above
 """
 
@@ -15,8 +18,15 @@ from __future__ import annotations
 from agentrun.protocol.names import NOTIFY_CHANNEL
 from agentrun.store.engine import NotFoundError, idempotency_key
 from agentrun.store.events import EventIn, event_key
+from agentrun.store.keys import KeyInfo
 from agentrun.store.repository import Repository
-from agentrun.store.runs import RunEndedError, RunOwnedError, SessionBusyError
+from agentrun.store.runs import (
+    RunEndedError,
+    RunOwnedError,
+    SessionBusyError,
+    SessionNotFoundError,
+)
+from agentrun.store.tenancy import IdempotencyMismatch
 from agentrun.store.turns import (
     MODEL_ATTEMPT_STATUSES,
     LlmCallValues,
@@ -28,12 +38,15 @@ __all__ = [
     "MODEL_ATTEMPT_STATUSES",
     "NOTIFY_CHANNEL",
     "EventIn",
+    "IdempotencyMismatch",
+    "KeyInfo",
     "LlmCallValues",
     "NotFoundError",
     "Repository",
     "RunEndedError",
     "RunOwnedError",
     "SessionBusyError",
+    "SessionNotFoundError",
     "estimate_tokens",
     "event_key",
     "idempotency_key",

@@ -69,12 +69,14 @@ class Page:
         return await asyncio.to_thread(fn, *args)
 
     async def open(self, path: str = "/", *, key: str | None = None) -> None:
-        await self._run(self.driver.get, self.base_url + path)
+        # The tab's storage is set on the page's origin, then the page is loaded afresh (via
+        # about:blank: a change of the hash alone would not reload it).
+        await self._run(self.driver.get, self.base_url + "/healthz")
         await self._run(self.driver.execute_script, "window.sessionStorage.clear()")
         if key is not None:
             await self.js("sessionStorage.setItem('agentrun.key', arguments[0])", key)
+        await self._run(self.driver.get, "about:blank")
         await self._run(self.driver.get, self.base_url + path)
-        await self._run(self.driver.refresh)
 
     async def js(self, script: str, *args: Any) -> Any:
         return await self._run(self.driver.execute_script, script, *args)

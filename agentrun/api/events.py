@@ -143,17 +143,24 @@ async def _until(events: AsyncIterator[AnyEvent], stop: asyncio.Event) -> AsyncI
     """`events` until `stop` is set (the server is shutting down): the stream then ends
     cleanly at once and the client resumes elsewhere from its Last-Event-ID."""
     stopped = asyncio.ensure_future(stop.wait())
+    following: asyncio.Future[AnyEvent] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(events))
             await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
-                following.cancel()
-                await asyncio.gather(following, return_exceptions=True)
                 return
             try:
-                yield following.result()
+                event = following.result()
             except StopAsyncIteration:
                 return
+            following = None
+            yield event
     finally:
         stopped.cancel()
+        # The read of the next event runs in a task of its own: it must be over before the
+        # caller closes `events` (a client gone mid-read), or that close finds the generator
+        # still running.
+        if following is not None and not following.done():
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)

@@ -109,6 +109,8 @@ def _message(m: Message, calls: dict[tuple[str, str], ToolCall]) -> MessageView:
                 decision_reason=call.decision_reason,
                 decided_at=call.decided_at,
                 decided_arguments=call.decided_arguments,
+                started_at=call.started_at,
+                finished_at=call.finished_at,
                 result=call.result,
                 is_error=call.is_error,
             )

@@ -195,6 +195,8 @@ class ToolCallView(_Response):
     decision_reason: str | None = None
     decided_at: datetime | None = None
     decided_arguments: str | None = None
+    started_at: datetime | None = Field(default=None, description="When the tool started.")
+    finished_at: datetime | None = Field(default=None, description="When its result came.")
     result: str | None = None
     is_error: bool = False
 

@@ -277,7 +277,12 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             )
         workspace = _demo_workspace(settings)
         client = await temporal(settings)
-        async with worker_running(settings, reuse=client, quiet=args.json) as worker:
+        from starter.commands.serve import api_running
+
+        async with (
+            worker_running(settings, reuse=client, quiet=args.json) as worker,
+            api_running(settings) as api,
+        ):
             if args.json:
                 print_json(ready_record(settings, stack, worker))
             if not interactive:
@@ -294,6 +299,11 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                 interactive=interactive,
             )
             say(f"[bold]Web UI:[/] {web_ui_link(settings, run_id)}", soft_wrap=True)
+            if api.url and api.key:
+                # The key rides in the fragment, which the browser never sends to a server.
+                say(f"[bold]Web page:[/] {api.url}/#key={api.key}", soft_wrap=True)
+            else:
+                say(f"[dim]web page not served here: {api.problem}[/]")
             # At a terminal, keep the stack up so the Web UI link opens the run; in a
             # script, stop.
             keep = args.keep_running or (sys.stdin.isatty() and not args.json and not args.exit)

@@ -42,6 +42,8 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
         "AGENTRUN_DATA_DIR": str(settings.data_dir),
         "COLUMNS": "200",
         "NO_COLOR": "1",
+        # `demo` serves the HTTP API and the web page: on a port of its own per test.
+        "AGENTRUN_HTTP_PORT": str(free_port()),
     }
     env.update(extra)
     return env

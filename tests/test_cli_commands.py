@@ -344,7 +344,7 @@ async def test_run_names_its_session_and_workspace_and_a_session_continues(
 
 
 async def test_the_demo_lists_its_sample_files(
-    settings: Settings, worker: Worker, model_server: OfflineModelServer
+    settings: Settings, worker: Worker, model_server: OfflineModelServer, repo: Repository
 ) -> None:
     # The stack is the session's (the demo reuses it) and so is the worker.
     env = cli_env(settings, AGENTRUN_WORKSPACE_ROOT=str(settings.tool_workspace_root))
@@ -355,3 +355,10 @@ async def test_the_demo_lists_its_sample_files(
     assert "notes.txt" in done.out and "(empty" not in done.out, done.out
     # The ls result names the folder it listed.
     assert f"{demo.resolve()}:" in done.out, done.out
+    # Beside the Web UI link: the web page with the local development key in its fragment.
+    port = env["AGENTRUN_HTTP_PORT"]
+    [line] = [x for x in done.out.splitlines() if x.startswith("Web page:")]
+    url, _, key = line.removeprefix("Web page:").strip().partition("/#key=")
+    assert url == f"http://127.0.0.1:{port}", line
+    info = await repo.authenticate_api_key(key)
+    assert info is not None and info.name == "dev" and info.tenant == "default"

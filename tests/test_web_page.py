@@ -73,6 +73,13 @@ async def test_key_prompt_a_wrong_key_then_the_right_one(page: Page, keys: Keys)
     assert await page.js("return sessionStorage.getItem('agentrun.key')") == keys.full
 
 
+async def test_the_demos_link_carries_the_key_in_its_fragment(page: Page, keys: Keys) -> None:
+    await page.open(f"/#key={keys.full}")
+    await page.wait("return document.querySelector('#new-chat')", what="the chats page")
+    assert await page.js("return location.hash") == "#/"
+    assert await page.js("return sessionStorage.getItem('agentrun.key')") == keys.full
+
+
 async def test_a_revoked_key_sends_the_user_back_to_the_prompt(page: Page, keys: Keys) -> None:
     await page.open("/", key=keys.revoked)
     error = await page.wait(

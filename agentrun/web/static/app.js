@@ -104,7 +104,18 @@ function render() {
 }
 
 window.addEventListener("hashchange", render);
+function keyFromFragment() {
+  // `agentrun demo` prints the page's URL as /#key=<dev key>: keep it for this tab and take it
+  // out of the address bar (a fragment is never sent to a server).
+  const match = location.hash.match(/^#key=([^&]+)$/);
+  if (!match) return;
+  state.key = decodeURIComponent(match[1]);
+  sessionStorage.setItem(KEY_ITEM, state.key);
+  history.replaceState(null, "", "#/");
+}
+
 window.addEventListener("DOMContentLoaded", () => {
+  keyFromFragment();
   $("#forget-key").addEventListener("click", () => forgetKey(""));
   render();
   pollInboxCount();

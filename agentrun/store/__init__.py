@@ -7,7 +7,8 @@ events.py       the event log: gapless per-run seqs under the run row's lock, th
                 the benchmark's comparison)
 hub.py          EventHub: one LISTEN connection per process feeds every follower (one read
                 per wake-up of a run for all its followers, bounded buffers, catch-up from
-                the follower's cursor, reconnect, polling fallback)
+                the follower's cursor, reconnect, polling fallback); hub_reads.py its
+                queries (many runs' new events in one snapshot)
 runs.py         sessions and runs: open_run, forward-only statuses, the session-busy rule
 turns.py        messages and llm_calls: record_model_turn, lost attempts, context reads
 tool_calls.py   tool call rows: waits, decisions, attempts, results

@@ -2,11 +2,12 @@
 
 Every follower of a process goes through one `EventHub`:
 
-- One psycopg connection LISTENs on NOTIFY_CHANNEL (payloads "<run_id>:<seq>") and wakes the
-  *feed* of that run. A feed reads the run's new events ONCE for all its followers, through the
-  Engine's pool (at most `pool_size` reads at a time, so a process holds pool + 1 connections
-  however many follow). Notifications that arrive while a read is in flight set the feed's
-  wake flag once: they are coalesced into the next read.
+- One psycopg connection LISTENs on NOTIFY_CHANNEL (payloads "<run_id>:<seq>") and marks the
+  *feed* of that run dirty. A few reader tasks read the new events of the dirty runs, each run
+  ONCE for all its followers and many runs in one query, through the Engine's pool (at most
+  `pool_size` queries at a time, so a process holds pool + 1 connections however many follow).
+  A run is never read by two readers at once: notifications that arrive while its read is in
+  flight mark it dirty once, and are coalesced into its next read.
 - Each follower has a bounded buffer. A follower whose buffer would overflow is dropped to
   catch-up: its buffer is emptied, it reads from its own cursor in the database (pages of
   PAGE events) until it is at the end, then rejoins the live feed. Anything between its cursor
@@ -29,63 +30,27 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.types import String
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentrun.db.models import RunEvent
 from agentrun.protocol.names import NOTIFY_CHANNEL
-from agentrun.protocol.statuses import TERMINAL_RUN_STATUSES
 from agentrun.store.engine import Engine, NotFoundError
+from agentrun.store.hub_reads import Page, Position, read_positions, read_runs
 
 log = logging.getLogger(__name__)
 
 LISTEN_APPLICATION_NAME = "agentrun-hub"
-PAGE = 500  # events per database read
-_TERMINAL = frozenset(s.value for s in TERMINAL_RUN_STATUSES)
+PAGE = 500  # events a run per read
+BATCH = 100  # runs per query
 _DB_ERRORS = (SQLAlchemyError, psycopg.Error, OSError)
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
 _KEEPALIVE = 30.0  # seconds without a notification before the listener checks its connection
-
-# The run's position and its events after a cursor, from one snapshot: every event up to
-# last_event_seq committed with the run row, so an unfilled page reaches it.
-_READ = text(
-    """
-    SELECT r.status, r.last_event_seq, e.id, e.seq, e.type, e.data, e.idempotency_key,
-           e.created_at
-    FROM runs r
-    LEFT JOIN LATERAL (
-        SELECT id, seq, type, data, idempotency_key, created_at FROM run_events
-        WHERE run_id = r.id AND seq > :after ORDER BY seq LIMIT :limit
-    ) e ON true
-    WHERE r.id = :run_id
-    ORDER BY e.seq
-    """
-)
-_POSITIONS = text("SELECT id, status, last_event_seq FROM runs WHERE id = ANY(:ids)").bindparams(
-    bindparam("ids", type_=ARRAY(String))
-)
-
-
-@dataclass(frozen=True)
-class _Position:
-    exists: bool = False
-    terminal: bool = False
-    last_seq: int = 0
-
-    def merged(self, other: _Position) -> _Position:
-        """Positions only move forward (a terminal status is never left)."""
-        return _Position(
-            self.exists or other.exists,
-            self.terminal or other.terminal,
-            max(self.last_seq, other.last_seq),
-        )
 
 
 @dataclass(frozen=True)
@@ -97,7 +62,8 @@ class HubStats:
     runs: int
     followers: int
     lagging: int  # followers catching up from the database
-    reads: int  # feed reads since start (one per wake-up of a run, for all its followers)
+    reads: int  # run reads since start (one per wake-up of a run, for all its followers)
+    queries: int  # the queries that made them (many runs a query)
     catch_up_reads: int  # reads of single followers (start, gaps, catch-up)
     drops: int  # times a follower's buffer overflowed
     connects: int  # LISTEN connections made (1 + reconnects)
@@ -118,8 +84,7 @@ class _Feed:
         self.run_id = run_id
         self.followers: set[_Follower] = set()
         self.cursor = -1  # last seq handed to the live followers; -1 until the first read
-        self.position = _Position()
-        self.wake = asyncio.Event()
+        self.position = Position()
         self.stopped = False
 
     def ended(self, cursor: int) -> bool:
@@ -139,12 +104,16 @@ class EventHub:
         self.poll_interval = poll_interval
         pool_size = getattr(engine.engine.pool, "size", lambda: 1)()
         self._slots = asyncio.Semaphore(max(1, int(pool_size)))
+        self._readers = max(1, min(4, int(pool_size) - 1))
         self._feeds: dict[str, _Feed] = {}
+        self._dirty: dict[str, _Feed] = {}  # runs to read, in the order they were marked
+        self._inflight: set[str] = set()
+        self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._listener_pid: int | None = None
-        self._counts = {"reads": 0, "catch_up_reads": 0, "drops": 0, "connects": 0}
+        self._counts = {"reads": 0, "queries": 0, "catch_up_reads": 0, "drops": 0, "connects": 0}
 
     # -- life ------------------------------------------------------------------------------
 
@@ -158,6 +127,8 @@ class EventHub:
         self._loop = loop
         self._spawn(self._listen_loop(), "agentrun-hub-listen")
         self._spawn(self._poll_loop(), "agentrun-hub-poll")
+        for n in range(self._readers):
+            self._spawn(self._reader(), f"agentrun-hub-reader-{n}")
 
     async def close(self) -> None:
         """Stop listening; every follower ends (after the events it already holds)."""
@@ -168,6 +139,7 @@ class EventHub:
             feed.stopped = True
             for follower in feed.followers:
                 follower.wake.set()
+        self._dirty.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -185,6 +157,7 @@ class EventHub:
             followers=len(followers),
             lagging=sum(1 for f in followers if not f.live),
             reads=self._counts["reads"],
+            queries=self._counts["queries"],
             catch_up_reads=self._counts["catch_up_reads"],
             drops=self._counts["drops"],
             connects=self._counts["connects"],
@@ -258,7 +231,6 @@ class EventHub:
         feed = self._feeds.get(run_id)
         if feed is None:
             feed = self._feeds[run_id] = _Feed(run_id)
-            self._spawn(self._feed_loop(feed), f"agentrun-hub-feed-{run_id[:40]}")
         feed.followers.add(follower)
         return feed
 
@@ -267,68 +239,88 @@ class EventHub:
         follower.queue.clear()
         if not feed.followers:
             feed.stopped = True
-            feed.wake.set()
             if self._feeds.get(feed.run_id) is feed:
                 del self._feeds[feed.run_id]
+            if self._dirty.get(feed.run_id) is feed:
+                del self._dirty[feed.run_id]
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def _read(self, run_id: str, after: int, limit: int) -> tuple[_Position, list[RunEvent]]:
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """A pool connection for a plain read (autocommit: no BEGIN, no ROLLBACK), at most
+        pool_size at a time."""
         async with self._slots, self._engine.engine.connect() as conn:
-            rows = (
-                await conn.execute(_READ, {"run_id": run_id, "after": after, "limit": limit})
-            ).all()
-        if not rows:
-            return _Position(), []
-        status, last_seq = rows[0][0], rows[0][1]
-        events = [
-            RunEvent(
-                id=r.id,
-                run_id=run_id,
-                seq=r.seq,
-                type=r.type,
-                data=r.data,
-                idempotency_key=r.idempotency_key,
-                created_at=r.created_at,
-            )
-            for r in rows
-            if r.seq is not None
-        ]
-        return _Position(True, status in _TERMINAL, int(last_seq)), events
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def _read(self, cursors: dict[str, int]) -> dict[str, Page]:
+        async with self._connection() as conn:
+            got = await read_runs(conn, cursors, PAGE)
+        self._counts["queries"] += 1
+        return got
 
     async def _catch_up(self, feed: _Feed, follower: _Follower) -> tuple[list[RunEvent], bool]:
         """A page of events after the follower's cursor; (events, whether the page was full)."""
         self._counts["catch_up_reads"] += 1
-        position, events = await self._read(feed.run_id, follower.cursor, PAGE)
+        got = await self._read({feed.run_id: follower.cursor})
+        position, events = got.get(feed.run_id, (Position(), []))
         feed.position = feed.position.merged(position)
         if feed.cursor < 0:
             # The feed's first position: everything after it is read by the feed, for all.
             feed.cursor = position.last_seq
-            feed.wake.set()
+            self._mark(feed)
         return [e for e in events if e.seq > follower.cursor], len(events) == PAGE
 
-    async def _feed_loop(self, feed: _Feed) -> None:
+    def _mark(self, feed: _Feed) -> None:
+        """The run has (or may have) new events: read them soon, once for all followers."""
+        if feed.stopped or feed.cursor < 0:
+            return  # an unprimed feed is marked when its first follower primes it
+        self._dirty[feed.run_id] = feed
+        self._kick.set()
+
+    def _take(self) -> list[_Feed]:
+        """Up to BATCH dirty runs that no reader is reading, now in flight."""
+        batch: list[_Feed] = []
+        for run_id in list(self._dirty):
+            if run_id in self._inflight:
+                continue
+            feed = self._dirty.pop(run_id)
+            self._inflight.add(run_id)
+            batch.append(feed)
+            if len(batch) == BATCH:
+                break
+        return batch
+
+    async def _reader(self) -> None:
         backoff = _BACKOFF_FIRST
-        while not feed.stopped:
-            await feed.wake.wait()
-            feed.wake.clear()
-            if feed.stopped or feed.cursor < 0:
+        while not self._closed:
+            await self._kick.wait()
+            batch = self._take()
+            if not batch:
+                self._kick.clear()
                 continue
             try:
-                self._counts["reads"] += 1
-                position, events = await self._read(feed.run_id, feed.cursor, PAGE)
-            except _DB_ERRORS as exc:
-                log.warning("event hub: reading run %s failed (%s); retrying", feed.run_id, exc)
+                got = await self._read({f.run_id: f.cursor for f in batch})
+            except Exception as exc:  # a reader never dies: the runs are read again
+                log.warning("event hub: reading %d run(s) failed (%r); retrying", len(batch), exc)
+                self._inflight.difference_update(f.run_id for f in batch)
+                for feed in batch:
+                    self._mark(feed)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
-                feed.wake.set()
                 continue
             backoff = _BACKOFF_FIRST
-            self._deliver(feed, position, events)
-            if len(events) == PAGE:
-                feed.wake.set()
+            self._inflight.difference_update(f.run_id for f in batch)
+            self._counts["reads"] += len(batch)
+            for feed in batch:
+                position, events = got.get(feed.run_id, (Position(), []))
+                self._deliver(feed, position, events)
+                if len(events) == PAGE:
+                    self._mark(feed)  # more to read
+            if any(run_id not in self._inflight for run_id in self._dirty):
+                self._kick.set()  # marked again while in flight
 
-    def _deliver(self, feed: _Feed, position: _Position, events: list[RunEvent]) -> None:
+    def _deliver(self, feed: _Feed, position: Position, events: list[RunEvent]) -> None:
         feed.position = feed.position.merged(position)
         events = [e for e in events if e.seq > feed.cursor]
         if events:
@@ -354,11 +346,11 @@ class EventHub:
         with contextlib.suppress(ValueError):
             if int(seq) <= feed.cursor:
                 return  # already read (coalesced into an earlier read)
-        feed.wake.set()
+        self._mark(feed)
 
-    def _wake_all(self, feeds: Iterable[_Feed] | None = None) -> None:
-        for feed in list(self._feeds.values()) if feeds is None else feeds:
-            feed.wake.set()
+    def _wake_all(self) -> None:
+        for feed in list(self._feeds.values()):
+            self._mark(feed)
 
     async def _listen_loop(self) -> None:
         backoff = _BACKOFF_FIRST
@@ -380,8 +372,8 @@ class EventHub:
                     async for note in conn.notifies(timeout=_KEEPALIVE):
                         self._wake(note.payload)
                     await asyncio.wait_for(conn.execute("SELECT 1"), _KEEPALIVE)
-            except (*_DB_ERRORS, TimeoutError) as exc:
-                log.warning("event hub: LISTEN connection lost (%s); reconnecting", exc)
+            except Exception as exc:  # the listener never dies: it reconnects
+                log.warning("event hub: LISTEN connection lost (%r); reconnecting", exc)
             finally:
                 self._listener_pid = None
                 if conn is not None:
@@ -398,20 +390,20 @@ class EventHub:
             feeds = [f for f in self._feeds.values() if f.cursor >= 0]
             try:
                 await self._poll(feeds)
-            except _DB_ERRORS as exc:
-                log.warning("event hub: polling failed (%s)", exc)
+            except Exception as exc:  # the next poll tries again
+                log.warning("event hub: polling failed (%r)", exc)
 
     async def _poll(self, feeds: list[_Feed]) -> None:
         """One query over the followed runs; wake the feeds whose run moved."""
         for start in range(0, len(feeds), 1000):
             chunk = {f.run_id: f for f in feeds[start : start + 1000]}
-            async with self._slots, self._engine.engine.connect() as conn:
-                rows = (await conn.execute(_POSITIONS, {"ids": list(chunk)})).all()
-            for run_id, status, last_seq in rows:
+            async with self._connection() as conn:
+                positions = await read_positions(conn, chunk)
+            for run_id, position in positions.items():
                 feed = chunk[run_id]
-                moved = last_seq > feed.cursor or not feed.position.exists
-                if moved or (status in _TERMINAL and not feed.position.terminal):
-                    feed.wake.set()
+                moved = position.last_seq > feed.cursor or not feed.position.exists
+                if moved or (position.terminal and not feed.position.terminal):
+                    self._mark(feed)
 
 
 def _contiguous(queue: deque[RunEvent], cursor: int) -> list[RunEvent]:

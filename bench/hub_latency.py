@@ -9,8 +9,9 @@ each) a writer process, standing in for the worker, appends one message.delta a 
 for `--seconds`, then ends the runs. The followers live in this process (or, for a mode that
 serves them over HTTP, in the server process). Measured for each mode and point:
 
-- latency from the commit of an event (the writer's COMMIT acknowledged) to a follower's
-  receipt, p50 / p99 / max over every delta every follower got, and p99 from the writer's send;
+- latency from the commit of an event (its commit timestamp, track_commit_timestamp, by
+  PostgreSQL's clock on this machine) to a follower's receipt, p50 / p99 / max over every
+  delta every follower got, and p99 from the writer's send (so with the write itself);
 - PostgreSQL connections of the following process at their peak (pg_stat_activity, by
   application_name), its RSS and CPU; whether every follower got every event once, in order.
 
@@ -43,17 +44,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect  # noqa: E402
 
 from agentrun.contracts import AgentConfig  # noqa: E402
 from agentrun.db.migrate import upgrade  # noqa: E402
 from agentrun.db.models import RunStatus  # noqa: E402
 from agentrun.protocol.events import EventType, MessageDeltaData  # noqa: E402
+from agentrun.protocol.names import NOTIFY_CHANNEL  # noqa: E402
 from agentrun.stack import EmbeddedPostgres, ensure_database, free_port  # noqa: E402
 from agentrun.store import Repository, events  # noqa: E402
 from agentrun.store.hub import LISTEN_APPLICATION_NAME  # noqa: E402
 
 POINTS = ((1, 1), (50, 1), (200, 1), (50, 20))
 FILLER = " <tok>" * 4  # a delta of a few tokens
+WRITER_CONNECTIONS = 8
 SETTLE = 60.0  # seconds: the most followers may take to subscribe, or to drain after the end
 
 
@@ -114,32 +118,66 @@ MODES: dict[str, type[Mode]] = {"hub": HubMode, "direct": DirectMode}
 # -- the writer: a process of its own, as the worker is ------------------------------------------
 
 
-async def writer(sa_url: str, runs_file: str, rate: float, seconds: float, out: str) -> None:
+async def writer(libpq_url: str, runs_file: str, rate: float, seconds: float, out: str) -> None:
+    """One delta a run every 1/rate s with the store's own one-statement append (its SQL, on
+    plain psycopg connections: the load generator must not be what limits the rate), then
+    the run ends (set_run_status, as the worker does)."""
     run_ids = json.loads(Path(runs_file).read_text())
-    repo = Repository.connect(_with_app(sa_url, "bench-writer"), pool_size=20)
-    commits: dict[str, dict[int, float]] = {r: {} for r in run_ids}
+    sql = str(events._STREAM_APPEND.compile(dialect=psycopg_dialect()))
+    conns = [
+        await psycopg.AsyncConnection.connect(
+            libpq_url, autocommit=True, application_name="bench-writer"
+        )
+        for _ in range(min(WRITER_CONNECTIONS, len(run_ids)))
+    ]
     lags: list[float] = []
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.2
 
-    async def stream(run_id: str) -> None:
-        due = start + random.random() / rate
-        for _ in range(int(seconds * rate)):
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            lags.append(loop.time() - due)
-            sent = time.time()
-            delta = MessageDeltaData(turn=1, attempt=1, text=f"{sent:.6f}{FILLER}")
-            seq = await repo.append_stream_event(run_id, delta)
-            commits[run_id][seq] = time.time()
-            due += 1 / rate
-        await repo.set_run_status(run_id, RunStatus.DONE)
+    async def stream(run_ids: list[str], conn: psycopg.AsyncConnection[Any]) -> None:
+        due = {r: start + random.random() / rate for r in run_ids}
+        left = {r: int(seconds * rate) for r in run_ids}
+        while left:
+            run_id = min(left, key=due.__getitem__)
+            await asyncio.sleep(max(0.0, due[run_id] - loop.time()))
+            lags.append(loop.time() - due[run_id])
+            text = f"{time.time():.6f}{FILLER}"
+            data = json.dumps(MessageDeltaData(turn=1, attempt=1, text=text).model_dump())
+            params = {"run_id": run_id, "type": EventType.MESSAGE_DELTA.value, "data": data}
+            await conn.execute(sql, {**params, "channel": NOTIFY_CHANNEL})
+            due[run_id] += 1 / rate
+            left[run_id] -= 1
+            if not left[run_id]:
+                del left[run_id]
 
     try:
-        await asyncio.gather(*(stream(r) for r in run_ids))
+        n = len(conns)
+        await asyncio.gather(*(stream(run_ids[k::n], c) for k, c in enumerate(conns)))
+    finally:
+        for c in conns:
+            await c.close()
+    repo = Repository.connect(libpq_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        for run_id in run_ids:
+            await repo.set_run_status(run_id, RunStatus.DONE)
     finally:
         await repo.close()
     lags.sort()
-    Path(out).write_text(json.dumps({"commits": commits, "lag_p99": lags[int(len(lags) * 0.99)]}))
+    Path(out).write_text(json.dumps({"lag_p99": lags[int(len(lags) * 0.99)]}))
+
+
+async def commit_times(setup: Repository, runs: list[str]) -> dict[str, dict[int, float]]:
+    """When each event was committed, by PostgreSQL's clock (track_commit_timestamp)."""
+    out: dict[str, dict[int, float]] = {r: {} for r in runs}
+    async with await psycopg.AsyncConnection.connect(setup.libpq_url) as conn:
+        cur = await conn.execute(
+            "SELECT run_id, seq, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8"
+            " FROM run_events WHERE run_id = ANY(%s)",
+            [runs],
+        )
+        for run_id, seq, at in await cur.fetchall():
+            out[run_id][seq] = at
+    return out
 
 
 # -- one point --------------------------------------------------------------------------------
@@ -210,14 +248,14 @@ async def _follow_all(mode: Mode, followers: list[Follower]) -> list[asyncio.Tas
     return tasks
 
 
-async def _write(sa_url: str, runs: list[str], args: argparse.Namespace, tmp: Path) -> dict:
+async def _write(libpq_url: str, runs: list[str], args: argparse.Namespace, tmp: Path) -> dict:
     runs_file, out = tmp / f"runs-{uuid.uuid4().hex}.json", tmp / f"out-{uuid.uuid4().hex}.json"
     runs_file.write_text(json.dumps(runs))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
         "--write",
-        sa_url,
+        libpq_url,
         str(runs_file),
         str(args.rate),
         str(args.seconds),
@@ -238,7 +276,7 @@ async def measure(
     sampler = asyncio.create_task(_sample(setup.libpq_url, mode, peak))
     tasks = await _follow_all(mode, followers)
     cpu0, t0 = _cpu_s(mode.pid), time.monotonic()
-    written = await _write(args.url, runs, args, tmp)
+    written = await _write(setup.libpq_url, runs, args, tmp)
     cpu = (_cpu_s(mode.pid) - cpu0) / (time.monotonic() - t0)
     _, pending = await asyncio.wait(tasks, timeout=SETTLE)
     for t in pending:
@@ -247,6 +285,7 @@ async def measure(
     sampler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
+    written["commits"] = await commit_times(setup, runs)
     return _summary(mode, point, followers, written, peak, cpu, len(pending))
 
 
@@ -266,11 +305,11 @@ def _summary(
     cpu: float,
     unfinished: int,
 ) -> dict[str, Any]:
-    commits = {r: {int(s): t for s, t in c.items()} for r, c in written["commits"].items()}
+    commits = written["commits"]
     from_commit, from_send, complete = [], [], 0
     for f in followers:
         seqs = [seq for seq, _, _, _ in f.got]
-        last = max(commits[f.run_id], default=1) + 1  # the DONE event follows the last delta
+        last = max(commits[f.run_id], default=0)
         complete += seqs == list(range(1, last + 1))
         for seq, at, type_, data in f.got:
             if type_ == EventType.MESSAGE_DELTA:
@@ -312,9 +351,8 @@ def _line(r: dict[str, Any]) -> str:
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="agentrun-hub-bench-"))
     max_conn = str(max(400, 2 * max(r * f for r, f in args.points) + 100))
-    pg = EmbeddedPostgres(
-        tmp / "pg", free_port(), extra_options=("-c", f"max_connections={max_conn}")
-    )
+    options = ("-c", f"max_connections={max_conn}", "-c", "track_commit_timestamp=on")
+    pg = EmbeddedPostgres(tmp / "pg", free_port(), extra_options=options)
     pg.start()
     results = []
     try:

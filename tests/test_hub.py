@@ -12,6 +12,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -132,6 +133,42 @@ async def test_a_follower_resumes_from_any_cursor(small_repo: Repository, repo: 
     assert [e.seq async for e in hub.follow(run_id, total)] == []
     deltas = [e async for e in hub.follow(run_id, 1) if e.seq <= 1301]
     assert [int(e.data["text"]) for e in deltas] == list(range(1300))
+
+
+async def test_notifications_during_a_read_are_coalesced_into_the_next(
+    small_repo: Repository, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+    gate.set()
+    waiting = asyncio.Event()
+    read_runs = hub_module.read_runs
+
+    async def gated(*args: Any, **kwargs: Any) -> Any:
+        if not gate.is_set():
+            waiting.set()
+            await gate.wait()
+        return await read_runs(*args, **kwargs)
+
+    monkeypatch.setattr(hub_module, "read_runs", gated)
+    hub = EventHub(small_repo, poll_interval=300)
+    try:
+        run_id = await _open(repo)
+        followers = [Collector(hub.follow(run_id, 0)) for _ in range(10)]
+        await _until(lambda: all(f.seqs == [1] for f in followers), "the followers are live")
+        before = hub.stats().reads
+        gate.clear()
+        await _write(repo, run_id, 1)
+        await asyncio.wait_for(waiting.wait(), BOUND)  # a read of the run is in flight
+        await _write(repo, run_id, 30, start=1)  # 30 notifications while it is
+        gate.set()
+        await _until(lambda: all(len(f.seqs) == 32 for f in followers), "all 31 deltas")
+        # The read in flight, and one more for everything that came during it.
+        assert hub.stats().reads - before <= 2, hub.stats()
+        await repo.set_run_status(run_id, RunStatus.DONE)
+        for f in followers:
+            assert await f.done() == list(range(1, 34))
+    finally:
+        await hub.close()
 
 
 async def test_a_follower_that_stops_reading_does_not_delay_another(

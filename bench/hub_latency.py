@@ -13,14 +13,19 @@ serves them over HTTP, in the server process). Measured for each mode and point:
   PostgreSQL's clock on this machine) to a follower's receipt, p50 / p99 / max over every
   delta every follower got, and p99 from the writer's send (so with the write itself);
 - PostgreSQL connections of the following process at their peak (pg_stat_activity, by
-  application_name), its RSS and CPU; whether every follower got every event once, in order.
+  application_name; its Repository has pool_size 10), its peak RSS and its CPU while the
+  writer ran; whether every follower got every event once, in order ("cut": still not done
+  60 s after the writer ended);
+- wlag99: how late the writer was on its schedule (p99, ms): when high, the machine did not
+  keep up the nominal rate; load: the 1-minute load average at the end of the point (the
+  machine may be shared: read the numbers with it).
 
 Modes are follower factories (`MODES`): "hub" follows through Repository.follow_events (the
 EventHub), "direct" through agentrun.store.events.follow_direct (the old follower: a LISTEN
 connection and a query per notification for each follower). A mode that follows over HTTP
 ("sse", against `agentrun serve`) subclasses Mode: start() starts the server process and sets
 `pid` and `app_name` (its AGENTRUN_DATABASE_URL's application_name), follow() yields
-(seq, data) per SSE event.
+(seq, type, data) per SSE event.
 """
 
 from __future__ import annotations
@@ -329,6 +334,7 @@ def _summary(
         "cpu": cpu,
         "complete": f"{complete}/{len(followers)}" + (f" ({unfinished} cut)" if unfinished else ""),
         "writer_lag_p99": written["lag_p99"] * 1000,
+        "load": os.getloadavg()[0],
     }
 
 
@@ -336,7 +342,7 @@ def _summary(
 
 HEADER = (
     f"{'mode':<7}{'runs':>5}{'flw':>6}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'p99 send':>10}"
-    f"{'deltas':>8}{'conns':>7}{'RSS MB':>8}{'CPU':>6}{'wlag99':>8}  complete"
+    f"{'deltas':>8}{'conns':>7}{'RSS MB':>8}{'CPU':>6}{'wlag99':>8}{'load':>6}  complete"
 )
 
 
@@ -344,7 +350,8 @@ def _line(r: dict[str, Any]) -> str:
     return (
         f"{r['mode']:<7}{r['runs']:>5}{r['followers']:>6}{r['p50']:>9.1f}{r['p99']:>9.1f}"
         f"{r['max']:>9.1f}{r['p99_send']:>10.1f}{r['deltas']:>8}{r['connections']:>7}"
-        f"{r['rss_mb']:>8.0f}{r['cpu']:>6.0%}{r['writer_lag_p99']:>8.1f}  {r['complete']}"
+        f"{r['rss_mb']:>8.0f}{r['cpu']:>6.0%}{r['writer_lag_p99']:>8.1f}{r['load']:>6.1f}"
+        f"  {r['complete']}"
     )
 
 

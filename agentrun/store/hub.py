@@ -105,6 +105,9 @@ class EventHub:
         pool_size = getattr(engine.engine.pool, "size", lambda: 1)()
         self._slots = asyncio.Semaphore(max(1, int(pool_size)))
         self._readers = max(1, min(4, int(pool_size) - 1))
+        # Followers catching up never take the readers' connections: a storm of (re)starting
+        # followers does not hold up the live feed.
+        self._catch_up_slots = asyncio.Semaphore(max(1, int(pool_size) - self._readers))
         self._feeds: dict[str, _Feed] = {}
         self._dirty: dict[str, _Feed] = {}  # runs to read, in the order they were marked
         self._inflight: set[str] = set()
@@ -262,7 +265,8 @@ class EventHub:
     async def _catch_up(self, feed: _Feed, follower: _Follower) -> tuple[list[RunEvent], bool]:
         """A page of events after the follower's cursor; (events, whether the page was full)."""
         self._counts["catch_up_reads"] += 1
-        got = await self._read({feed.run_id: follower.cursor})
+        async with self._catch_up_slots:
+            got = await self._read({feed.run_id: follower.cursor})
         position, events = got.get(feed.run_id, (Position(), []))
         feed.position = feed.position.merged(position)
         if feed.cursor < 0:

@@ -84,6 +84,9 @@ class Mode:
     async def start(self, sa_url: str) -> None:
         raise NotImplementedError
 
+    def notes(self) -> str:
+        return ""
+
     def follow(self, run_id: str) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
         """(seq, type, data) of every event of the run, until it ends."""
         raise NotImplementedError
@@ -106,12 +109,24 @@ class HubMode(Mode):
         async for event in self._events(run_id):
             yield event.seq, event.type, event.data
 
+    def notes(self) -> str:
+        """What the mode says about its work, printed under its row."""
+        st = self.repo.event_hub().stats()
+        per_query = st.reads / st.queries if st.queries else 0.0
+        return (
+            f"        hub: {st.queries} queries ({per_query:.1f} run reads a query), "
+            f"{st.catch_up_reads} catch-up reads, {st.drops} drops, {st.connects} LISTEN"
+        )
+
     async def close(self) -> None:
         await self.repo.close()
 
 
 class DirectMode(HubMode):
     name = "direct"
+
+    def notes(self) -> str:
+        return ""
 
     def _events(self, run_id: str) -> AsyncIterator[Any]:
         return events.follow_direct(self.repo, run_id, 0)
@@ -223,6 +238,20 @@ async def _sample(libpq_url: str, mode: Mode, peak: Sample) -> None:
             peak.connections = max(peak.connections, row[0] if row else 0)
             peak.rss_mb = max(peak.rss_mb, _rss_mb(mode.pid))
             await asyncio.sleep(0.2)
+
+
+async def _gone(libpq_url: str, mode: Mode) -> None:
+    """Wait (30 s at most) until the mode's PostgreSQL connections have closed."""
+    async with await psycopg.AsyncConnection.connect(libpq_url, autocommit=True) as conn:
+        for _ in range(300):
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name IN (%s, %s)",
+                [mode.app_name, LISTEN_APPLICATION_NAME],
+            )
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                return
+            await asyncio.sleep(0.1)
 
 
 async def _open_runs(setup: Repository, n: int) -> list[str]:
@@ -375,9 +404,13 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 await mode.start(args.url)
                 try:
                     results.append(await measure(mode, setup, point, args, tmp))
+                    results[-1]["notes"] = mode.notes()
                 finally:
                     await mode.close()
+                    await _gone(setup.libpq_url, mode)  # the next measure starts quiet
                 print(_line(results[-1]), flush=True)
+                if results[-1]["notes"]:
+                    print(results[-1]["notes"], flush=True)
         await setup.close()
     finally:
         pg.stop()

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from agentrun.contracts import AgentConfig
 from agentrun.db.models import RunEvent, RunStatus
@@ -167,6 +168,41 @@ async def test_notifications_during_a_read_are_coalesced_into_the_next(
         await repo.set_run_status(run_id, RunStatus.DONE)
         for f in followers:
             assert await f.done() == list(range(1, 34))
+    finally:
+        await hub.close()
+
+
+async def test_a_failed_read_is_read_again(
+    small_repo: Repository, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail = {"feed": 3, "catch_up": 0}
+    read_runs = hub_module.read_runs
+
+    async def flaky(conn: Any, cursors: dict[str, int], limit: int) -> Any:
+        which = "catch_up" if list(cursors.values()) == [1] else "feed"
+        if fail[which] and any(seq > 0 for seq in cursors.values()):
+            fail[which] -= 1
+            raise OperationalError("SELECT", {}, ConnectionError("the database went away"))
+        return await read_runs(conn, cursors, limit)
+
+    monkeypatch.setattr(hub_module, "read_runs", flaky)
+    hub = EventHub(small_repo, buffer_size=2, poll_interval=0.2)
+    try:
+        run_id = await _open(repo)
+        fast = Collector(hub.follow(run_id, 0))
+        slow = hub.follow(run_id, 0)
+        assert (await anext(slow)).seq == 1
+        await _write(repo, run_id, 10)
+        await _until(
+            lambda: fast.seqs == list(range(1, 12)), "the fast follower, despite 3 failures"
+        )
+        assert fail["feed"] == 0 and hub.stats().lagging == 1
+        # The slow one catches up from its cursor: that read fails once, and is made again.
+        fail["catch_up"] = 1
+        await repo.set_run_status(run_id, RunStatus.DONE)
+        assert [e.seq async for e in slow] == list(range(2, 13))
+        assert fail["catch_up"] == 0
+        assert await fast.done() == list(range(1, 13))
     finally:
         await hub.close()
 

@@ -217,7 +217,12 @@ class EventHub:
             if queue or not follower.live or follower.cursor < feed.cursor:
                 # A gap before the buffered events, a drop to catch-up, or a start behind
                 # the feed: read from the follower's own cursor.
-                events, full = await self._catch_up(feed, follower)
+                try:
+                    events, full = await self._catch_up(feed, follower)
+                except _DB_ERRORS as exc:  # the database is away: try again from the cursor
+                    log.warning("event hub: catching up on %s failed (%r)", feed.run_id, exc)
+                    await asyncio.sleep(min(self.poll_interval, _BACKOFF_MAX))
+                    continue
                 if not follower.live and not full:
                     follower.live = True  # at the end: back on the live feed
                 if events:
@@ -304,25 +309,36 @@ class EventHub:
                 self._kick.clear()
                 continue
             try:
-                got = await self._read({f.run_id: f.cursor for f in batch})
+                # One connection while there is work: under load, no checkout a query.
+                async with self._connection() as conn:
+                    while batch:
+                        await self._read_batch(conn, batch)
+                        batch = self._take()
+                backoff = _BACKOFF_FIRST
             except Exception as exc:  # a reader never dies: the runs are read again
-                log.warning("event hub: reading %d run(s) failed (%r); retrying", len(batch), exc)
-                self._inflight.difference_update(f.run_id for f in batch)
-                for feed in batch:
-                    self._mark(feed)
+                log.warning("event hub: reading runs failed (%r); retrying", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
-                continue
-            backoff = _BACKOFF_FIRST
+
+    async def _read_batch(self, conn: AsyncConnection, batch: list[_Feed]) -> None:
+        """Read the runs of the batch (in flight) and hand their new events to the followers."""
+        try:
+            got = await read_runs(conn, {f.run_id: f.cursor for f in batch}, PAGE)
+        except BaseException:
             self._inflight.difference_update(f.run_id for f in batch)
-            self._counts["reads"] += len(batch)
             for feed in batch:
-                position, events = got.get(feed.run_id, (Position(), []))
-                self._deliver(feed, position, events)
-                if len(events) == PAGE:
-                    self._mark(feed)  # more to read
-            if any(run_id not in self._inflight for run_id in self._dirty):
-                self._kick.set()  # marked again while in flight
+                self._mark(feed)  # read again, by whichever reader is next
+            raise
+        self._inflight.difference_update(f.run_id for f in batch)
+        self._counts["queries"] += 1
+        self._counts["reads"] += len(batch)
+        for feed in batch:
+            position, events = got.get(feed.run_id, (Position(), []))
+            self._deliver(feed, position, events)
+            if len(events) == PAGE:
+                self._mark(feed)  # more to read
+        if any(run_id not in self._inflight for run_id in self._dirty):
+            self._kick.set()  # marked again while in flight
 
     def _deliver(self, feed: _Feed, position: Position, events: list[RunEvent]) -> None:
         feed.position = feed.position.merged(position)

@@ -196,7 +196,7 @@ async def test_a_failed_read_is_read_again(
         await _until(
             lambda: fast.seqs == list(range(1, 12)), "the fast follower, despite 3 failures"
         )
-        assert fail["feed"] == 0 and hub.stats().lagging == 1
+        assert fail["feed"] == 0
         # The slow one catches up from its cursor: that read fails once, and is made again.
         fail["catch_up"] = 1
         await repo.set_run_status(run_id, RunStatus.DONE)

@@ -347,13 +347,16 @@ class EventHub:
             feed.cursor = events[-1].seq
         for follower in feed.followers:
             if events and follower.live:
-                if len(follower.queue) + len(events) > self.buffer_size:
+                fresh = events
+                if events[0].seq <= follower.cursor:  # it read ahead of the feed (catch-up)
+                    fresh = [e for e in events if e.seq > follower.cursor]
+                if len(follower.queue) + len(fresh) > self.buffer_size:
                     # Too slow for the live feed: it reads from its cursor until it is back.
                     follower.queue.clear()
                     follower.live = False
                     self._counts["drops"] += 1
                 else:
-                    follower.queue.extend(events)
+                    follower.queue.extend(fresh)
             follower.wake.set()
 
     # -- waking: LISTEN, and the poll fallback ---------------------------------------------

@@ -34,15 +34,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import random
+import platform
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +50,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
-from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect  # noqa: E402
+from hub_writer import commit_times, write  # noqa: E402
 
 from agentrun.contracts import AgentConfig  # noqa: E402
 from agentrun.db.migrate import upgrade  # noqa: E402
-from agentrun.db.models import RunStatus  # noqa: E402
-from agentrun.protocol.events import EventType, MessageDeltaData  # noqa: E402
-from agentrun.protocol.names import NOTIFY_CHANNEL  # noqa: E402
+from agentrun.protocol.events import EventType  # noqa: E402
 from agentrun.stack import EmbeddedPostgres, ensure_database, free_port  # noqa: E402
 from agentrun.store import Repository, events  # noqa: E402
 from agentrun.store.hub import LISTEN_APPLICATION_NAME  # noqa: E402
 
 POINTS = ((1, 1), (50, 1), (200, 1), (50, 20))
-FILLER = " <tok>" * 4  # a delta of a few tokens
-WRITER_CONNECTIONS = 32
 SETTLE = 60.0  # seconds: the most followers may take to subscribe, or to drain after the end
 
 
@@ -134,71 +130,6 @@ class DirectMode(HubMode):
 
 
 MODES: dict[str, type[Mode]] = {"hub": HubMode, "direct": DirectMode}
-
-
-# -- the writer: a process of its own, as the worker is ------------------------------------------
-
-
-async def writer(libpq_url: str, runs_file: str, rate: float, seconds: float, out: str) -> None:
-    """One delta a run every 1/rate s with the store's own one-statement append (its SQL, on
-    plain psycopg connections: the load generator must not be what limits the rate), then
-    the run ends (set_run_status, as the worker does)."""
-    run_ids = json.loads(Path(runs_file).read_text())
-    sql = str(events._STREAM_APPEND.compile(dialect=psycopg_dialect()))
-    conns = [
-        await psycopg.AsyncConnection.connect(
-            libpq_url, autocommit=True, application_name="bench-writer"
-        )
-        for _ in range(min(WRITER_CONNECTIONS, len(run_ids)))
-    ]
-    lags: list[float] = []
-    loop = asyncio.get_running_loop()
-    start = loop.time() + 0.2
-
-    async def stream(run_ids: list[str], conn: psycopg.AsyncConnection[Any]) -> None:
-        due = {r: start + random.random() / rate for r in run_ids}
-        left = {r: int(seconds * rate) for r in run_ids}
-        while left:
-            run_id = min(left, key=due.__getitem__)
-            await asyncio.sleep(max(0.0, due[run_id] - loop.time()))
-            lags.append(loop.time() - due[run_id])
-            text = f"{time.time():.6f}{FILLER}"
-            data = json.dumps(MessageDeltaData(turn=1, attempt=1, text=text).model_dump())
-            params = {"run_id": run_id, "type": EventType.MESSAGE_DELTA.value, "data": data}
-            await conn.execute(sql, {**params, "channel": NOTIFY_CHANNEL})
-            due[run_id] += 1 / rate
-            left[run_id] -= 1
-            if not left[run_id]:
-                del left[run_id]
-
-    try:
-        n = len(conns)
-        await asyncio.gather(*(stream(run_ids[k::n], c) for k, c in enumerate(conns)))
-    finally:
-        for c in conns:
-            await c.close()
-    repo = Repository.connect(libpq_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        for run_id in run_ids:
-            await repo.set_run_status(run_id, RunStatus.DONE)
-    finally:
-        await repo.close()
-    lags.sort()
-    Path(out).write_text(json.dumps({"lag_p99": lags[int(len(lags) * 0.99)]}))
-
-
-async def commit_times(setup: Repository, runs: list[str]) -> dict[str, dict[int, float]]:
-    """When each event was committed, by PostgreSQL's clock (track_commit_timestamp)."""
-    out: dict[str, dict[int, float]] = {r: {} for r in runs}
-    async with await psycopg.AsyncConnection.connect(setup.libpq_url) as conn:
-        cur = await conn.execute(
-            "SELECT run_id, seq, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8"
-            " FROM run_events WHERE run_id = ANY(%s)",
-            [runs],
-        )
-        for run_id, seq, at in await cur.fetchall():
-            out[run_id][seq] = at
-    return out
 
 
 # -- one point --------------------------------------------------------------------------------
@@ -288,24 +219,6 @@ async def _follow_all(mode: Mode, followers: list[Follower]) -> list[asyncio.Tas
     return tasks
 
 
-async def _write(libpq_url: str, runs: list[str], args: argparse.Namespace, tmp: Path) -> dict:
-    runs_file, out = tmp / f"runs-{uuid.uuid4().hex}.json", tmp / f"out-{uuid.uuid4().hex}.json"
-    runs_file.write_text(json.dumps(runs))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--write",
-        libpq_url,
-        str(runs_file),
-        str(args.rate),
-        str(args.seconds),
-        str(out),
-    )
-    if await proc.wait() != 0:
-        raise RuntimeError("the writer failed")
-    return json.loads(out.read_text())
-
-
 async def measure(
     mode: Mode, setup: Repository, point: tuple[int, int], args: argparse.Namespace, tmp: Path
 ) -> dict[str, Any]:
@@ -316,7 +229,7 @@ async def measure(
     sampler = asyncio.create_task(_sample(setup.libpq_url, mode, peak))
     tasks = await _follow_all(mode, followers)
     cpu0, t0 = _cpu_s(mode.pid), time.monotonic()
-    written = await _write(setup.libpq_url, runs, args, tmp)
+    written = await write(setup.libpq_url, runs, args.rate, args.seconds, tmp)
     cpu = (_cpu_s(mode.pid) - cpu0) / (time.monotonic() - t0)
     _, pending = await asyncio.wait(tasks, timeout=SETTLE)
     for t in pending:
@@ -325,7 +238,7 @@ async def measure(
     sampler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
-    written["commits"] = await commit_times(setup, runs)
+    written["commits"] = await commit_times(setup.libpq_url, runs)
     return _summary(mode, point, followers, written, peak, cpu, len(pending))
 
 
@@ -431,20 +344,50 @@ def _points(text: str) -> list[tuple[int, int]]:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--write"]:
-        url, runs_file, rate, seconds, out = sys.argv[2:7]
-        asyncio.run(writer(url, runs_file, float(rate), float(seconds), out))
-        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", default="hub,direct", type=lambda s: s.split(","))
-    parser.add_argument("--points", default="1x1,50x1,200x1,50x20", type=_points)
+    parser.add_argument("--points", default=",".join(f"{r}x{f}" for r, f in POINTS), type=_points)
     parser.add_argument("--rate", type=float, default=10.0, help="deltas a second per run")
     parser.add_argument("--seconds", type=float, default=6.0, help="streaming time per point")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:
         parser.error(f"unknown mode(s) {', '.join(unknown)}; the modes: {', '.join(MODES)}")
-    asyncio.run(run(args))
+    results = asyncio.run(run(args))
+    if args.markdown:
+        args.markdown.write_text(markdown(results, args))
+        print(f"wrote {args.markdown}")
+
+
+def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """The table as Markdown, for bench/RESULTS.md."""
+    cols = (
+        ("mode", "mode", "{}"),
+        ("runs", "runs", "{}"),
+        ("followers", "followers", "{}"),
+        ("p50 ms", "p50", "{:.1f}"),
+        ("p99 ms", "p99", "{:.1f}"),
+        ("max ms", "max", "{:.1f}"),
+        ("p99 from send ms", "p99_send", "{:.1f}"),
+        ("PG connections", "connections", "{}"),
+        ("RSS MB", "rss_mb", "{:.0f}"),
+        ("CPU", "cpu", "{:.0%}"),
+        ("load", "load", "{:.1f}"),
+        ("complete", "complete", "{}"),
+    )
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python bench/hub_latency.py` on "
+        f"{platform.machine()}, {os.cpu_count()} cores, {args.rate:g} deltas/s a run for "
+        f"{args.seconds:g} s, latency from the event's commit to the follower's receipt; "
+        "load: the machine's 1-minute load average (shared).",
+        "",
+        "| " + " | ".join(c[0] for c in cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for r in results:
+        lines.append("| " + " | ".join(f.format(r[k]) for _, k, f in cols) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

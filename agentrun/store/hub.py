@@ -180,7 +180,8 @@ class EventHub:
 
         Ends after the run's terminal status once its last event has been yielded (never, with
         until_terminal=False), or when the hub closes. An unknown run raises NotFoundError
-        (a LookupError); with until_terminal=False it is waited for instead.
+        (a LookupError); with until_terminal=False it is waited for instead. A database error
+        on the first read is raised; later ones are retried from the follower's cursor.
         """
         if after_seq < 0:
             raise ValueError(f"after_seq must be 0 or more, not {after_seq}")

@@ -24,6 +24,8 @@ from activities.model import ModelActivities
 from activities.runs import RunActivities
 from activities.tool_exec import ToolActivities
 from activities.tools import ToolRegistry, default_registry
+from activities.webhook_dispatch import WebhookDispatcher, webhook_task_queue
+from activities.webhooks import WebhookActivities
 from agentrun.converter import data_converter
 from agentrun.db.migrate import upgrade
 from agentrun.deployment import deployment_config, promote_on_start
@@ -32,9 +34,12 @@ from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import StackError, require_search_attributes
 from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer
-from workflows import ALL_WORKFLOWS
+from workflows import ALL_WORKFLOWS, WEBHOOK_WORKFLOWS
 
 log = logging.getLogger("agentrun.worker")
+
+# Webhook POSTs in flight at once per worker process.
+MAX_CONCURRENT_DELIVERIES = 20
 
 
 async def connect_client(settings: Settings) -> Client:
@@ -88,6 +93,29 @@ def build_worker(
     )
 
 
+def build_webhook_worker(
+    client: Client,
+    settings: Settings,
+    repo: Repository,
+    *,
+    task_queue: str | None = None,
+    graceful_shutdown: timedelta = timedelta(seconds=15),
+) -> Worker:
+    """The worker of webhook deliveries (README "Webhooks"): its own task queue and activity
+    slots, so receivers that are slow or down never hold up a run's activities."""
+    webhooks = WebhookActivities(repo, settings)
+    return Worker(
+        client,
+        task_queue=task_queue or webhook_task_queue(settings.task_queue),
+        workflows=WEBHOOK_WORKFLOWS,
+        activities=[webhooks.deliver_webhook, webhooks.record_webhook_failure],
+        max_concurrent_activities=MAX_CONCURRENT_DELIVERIES,
+        graceful_shutdown_timeout=graceful_shutdown,
+        interceptors=[NonRetryableDataErrors()],
+        deployment_config=deployment_config(settings),
+    )
+
+
 async def run_worker(
     settings: Settings,
     stop: asyncio.Event,
@@ -123,10 +151,11 @@ async def run_worker(
     repo = Repository.connect(settings.sqlalchemy_url)
     registry = registry or default_registry()
     worker = build_worker(client, settings, repo, registry=registry)
+    webhooks = build_webhook_worker(client, settings, repo)
     try:
         # Clients check a run's tool names against what the workers of its queue offer.
         await repo.publish_tools(settings.task_queue, registry.names)
-        async with worker:
+        async with worker, webhooks:
             log.info(
                 "worker polling task queue %r; model %s at %s",
                 settings.task_queue,
@@ -138,7 +167,9 @@ async def run_worker(
                 on_polling(settings)
             if ready is not None:
                 ready.set()
-            await stop.wait()
+            # Each worker process starts the deliveries of the webhook outbox.
+            async with WebhookDispatcher(client, repo, webhooks.task_queue):
+                await stop.wait()
             log.info("shutting down: finishing in-flight tasks")
     finally:
         await repo.close()

@@ -27,12 +27,18 @@ from agentrun.contracts import (
     preview,
     storage_problems,
 )
-from agentrun.db.models import Run, RunStatus
+from agentrun.db.models import DEFAULT_TENANT, Run, RunStatus
 from agentrun.protocol import statuses
 from agentrun.protocol.events import payload as event_payload
 from agentrun.protocol.names import Activity, ErrorType
 from agentrun.settings import Settings
-from agentrun.store import Repository, RunEndedError, RunOwnedError, SessionBusyError
+from agentrun.store import (
+    Repository,
+    RunEndedError,
+    RunOwnedError,
+    SessionBusyError,
+    SessionNotFoundError,
+)
 
 
 class RunActivities:
@@ -77,6 +83,8 @@ class RunActivities:
             raise ApplicationError(
                 str(exc), type=ErrorType.SESSION_BUSY, non_retryable=True
             ) from exc
+        except SessionNotFoundError as exc:
+            raise _refused(exc, ErrorType.SESSION_NOT_FOUND) from exc
         except RunEndedError as exc:
             raise _refused(exc, ErrorType.RUN_ENDED) from exc
         except RunOwnedError as exc:
@@ -100,6 +108,7 @@ class RunActivities:
             # Where this worker sends the run's model calls (no key): a client whose own
             # OPENAI_BASE_URL differs can say so (model settings take effect in the worker).
             model_endpoint=self.settings.model_endpoint,
+            tenant=inp.tenant or DEFAULT_TENANT,
         )
 
     async def _release_if_gone(self, holder: str) -> bool:

@@ -49,11 +49,10 @@ def _workflow_side_sources() -> list[Path]:
     # Activity-only changes keep the build id, so they roll out without pinning runs to a
     # build that must be kept running.
     files = sorted((_ROOT / "workflows").rglob("*.py"))
-    files.append(_ROOT / "agentrun" / "contracts.py")
-    protocol = _ROOT / "agentrun" / "protocol"
-    files += sorted(protocol.rglob("*.py")) if protocol.is_dir() else []
-    single = _ROOT / "agentrun" / "protocol.py"
-    files += [single] if single.exists() else []
+    for name in ("contracts", "protocol"):
+        package = _ROOT / "agentrun" / name
+        files += sorted(package.rglob("*.py")) if package.is_dir() else []
+    files.append(_ROOT / "agentrun" / "text.py")  # the contracts' text checks
     return [f for f in files if f.is_file()]
 
 

@@ -176,6 +176,12 @@ class Settings(BaseSettings):
         list[str], NoDecode, Field(validation_alias=_env("AGENTRUN_SECRET_ENV"))
     ] = Field(default_factory=list)
 
+    # Webhooks (README "Webhooks"): a tenant's URL may not point at loopback, private or
+    # link-local addresses unless this is set (a test, or a receiver on the workers' network).
+    webhook_allow_private: Annotated[
+        bool, Field(validation_alias=_env("AGENTRUN_WEBHOOK_ALLOW_PRIVATE"))
+    ] = False
+
     @field_validator("approval_floor", mode="before")
     @classmethod
     def _floor_json(cls, value: object) -> object:

@@ -12,12 +12,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentrun.process import exit_process
-from agentrun.protocol.statuses import ApprovalPreset
+from agentrun.protocol.statuses import ApprovalPreset, Scope
 from starter.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 __all__ = ["CliError", "build_parser", "main"]
 
 APPROVAL_PRESETS = [p.value for p in ApprovalPreset]
+SCOPES = [s.value for s in Scope]
 DEFAULT_DEMO_PROMPT = (
     "List the files in the workspace, work out 17 * 23 with the calculator, "
     "then run `wc -l notes.txt`."
@@ -161,6 +162,73 @@ def _read_commands(sub: Any) -> None:
     _command(ls, "starter.commands.runs:cmd_ls")
 
 
+def _webhook_commands(sub: Any) -> None:
+    hooks = sub.add_parser(
+        "webhooks", help="webhooks out: URLs told when a call needs approval or a run ends"
+    )
+    actions = hooks.add_subparsers(dest="webhooks_command", required=True, metavar="ACTION")
+    handler = "starter.commands.webhooks:cmd_webhooks"
+    tenant_help = "the tenant (default: default, the tenant of runs started without one)"
+    ls = actions.add_parser("list", help="the webhooks that are registered")
+    ls.add_argument("--tenant", help="only this tenant's")
+    _command(ls, handler)
+    add = actions.add_parser("add", help="register a URL for events (prints the secret once)")
+    add.add_argument("url", help="http(s) URL that receives a signed POST per event")
+    add.add_argument("--tenant", help=tenant_help)
+    add.add_argument(
+        "--event",
+        dest="events",
+        action="append",
+        required=True,
+        metavar="EVENT",
+        help="tool.approval_requested or run.finished (repeat for both)",
+    )
+    _command(add, handler)
+    rm = actions.add_parser("remove", help="stop sending to a webhook")
+    rm.add_argument("webhook_id")
+    rm.add_argument("--tenant", help="refuse unless the webhook is this tenant's")
+    _command(rm, handler)
+    dl = actions.add_parser("deliveries", help="recent deliveries: attempts and final state")
+    dl.add_argument("--tenant")
+    dl.add_argument("--run", help="only this run's")
+    dl.add_argument("--limit", type=_at_least_one, default=20, help="at most this many (20)")
+    _command(dl, handler)
+    secret = actions.add_parser("secret", help="make the tenant's signing secret (shown once)")
+    secret.add_argument("--tenant", help=tenant_help)
+    secret.add_argument("--rotate", action="store_true", help="replace it with a new one")
+    _command(secret, handler)
+
+
+def _keys_commands(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="HTTP API keys: create, list, revoke")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser(
+        "create", help="create a key and print its token once (only a hash is kept)"
+    )
+    create.add_argument(
+        "--tenant",
+        default="default",
+        help="the key's tenant: it sees only that tenant's runs and sessions (default: "
+        "`default`, the tenant of runs started by this CLI)",
+    )
+    create.add_argument("--name", required=True, help="a name for the key, unique per tenant")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=SCOPES,
+        help="read (list, get, follow), write (start, cancel, submit results), approve "
+        "(decide tool calls); repeat for several (default: all three)",
+    )
+    _command(create, "starter.commands.keys:cmd_keys_create")
+    ls = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    ls.add_argument("--tenant", help="only this tenant's keys")
+    _command(ls, "starter.commands.keys:cmd_keys_list")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key: refused from the next request on")
+    revoke.add_argument("key", metavar="KEY_ID_OR_NAME")
+    revoke.add_argument("--tenant", help="the tenant of the key named")
+    _command(revoke, "starter.commands.keys:cmd_keys_revoke")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentrun",
@@ -174,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         _follow_commands,
         _decision_commands,
         _read_commands,
+        _webhook_commands,
+        _keys_commands,
         _demo_command,
     ):
         add(sub)

@@ -65,7 +65,11 @@ def start_open_run(inp: StartRunInput) -> workflow.ActivityHandle[OpenedRun]:
     return workflow.start_local_activity_method(
         RunActivities.open_run,
         OpenRunInput(
-            run_id=inp.run_id, session_id=inp.session_id, prompt=inp.prompt, config=inp.config
+            run_id=inp.run_id,
+            session_id=inp.session_id,
+            prompt=inp.prompt,
+            config=inp.config,
+            tenant=inp.tenant,
         ),
         **BOOKKEEPING,
         summary="open run",

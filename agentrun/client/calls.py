@@ -32,6 +32,7 @@ from agentrun.client.errors import (
     RunEnded,
     RunNotFound,
     SessionBusy,
+    SessionNotFound,
     error_from,
 )
 from agentrun.contracts import (
@@ -46,10 +47,12 @@ from agentrun.contracts import (
     ToolResultSubmission,
     strict_validate,
 )
+from agentrun.db.models import DEFAULT_TENANT
 from agentrun.protocol.names import (
     MEMO_RESULT,
     SA_RUN_STATUS,
     SA_SESSION_ID,
+    SA_TENANT,
     SA_WAITING_APPROVAL,
 )
 from agentrun.protocol.statuses import Decision, RunStatus
@@ -85,13 +88,18 @@ async def start_run(
     run_id: str | None = None,
     config: AgentConfig | Mapping[str, Any] | None = None,
     repo: Repository | None = None,
+    tenant: str | None = None,
 ) -> RunHandle:
     """Start a run (the workflow id is the run id). Starting the same run id again while it
     runs returns the run already there; a run id whose run ended raises RunEnded (a closed run
     is never driven again). With a store, a busy session raises SessionBusy here, before
     anything starts; the workflow refuses both in any case. A config given as a mapping (parsed
     JSON, say) is validated strictly: an unknown field raises ValidationError and nothing is
-    sent."""
+    sent.
+
+    The run and a new session are of `tenant` (None: the default tenant). With a store, a
+    session of another tenant raises SessionNotFound and a run id of another tenant's run
+    RunEnded, before anything starts; the run's open refuses such a session in any case."""
     if config is None:
         config = AgentConfig()
     elif not isinstance(config, AgentConfig):
@@ -101,10 +109,12 @@ async def start_run(
         session_id=session_id or new_id("session"),
         prompt=prompt,
         config=config,
+        tenant=tenant,
     )
+    tenant = inp.tenant or DEFAULT_TENANT
     if repo is not None:
-        await _check_not_ended(repo, inp.run_id)
-        await _check_session(repo, inp.session_id, inp.run_id)
+        await _check_not_ended(repo, inp.run_id, tenant)
+        await _check_session(repo, inp.session_id, inp.run_id, tenant)
     try:
         handle = await client.start_workflow(
             AgentRunWorkflow.run,
@@ -118,6 +128,7 @@ async def start_run(
                     SearchAttributePair(SA_SESSION_ID, inp.session_id),
                     SearchAttributePair(SA_RUN_STATUS, RunStatus.QUEUED.value),
                     SearchAttributePair(SA_WAITING_APPROVAL, False),
+                    SearchAttributePair(SA_TENANT, tenant),
                 ]
             ),
             static_summary=f"agent run: {inp.prompt[:120]}",
@@ -131,16 +142,28 @@ async def start_run(
     return RunHandle(client, inp.run_id, store=repo, workflow=handle)
 
 
-async def _check_not_ended(repo: Repository, run_id: str) -> None:
+async def _check_not_ended(repo: Repository, run_id: str, tenant: str) -> None:
     # Also covers a run whose closed workflow Temporal no longer keeps (past retention).
     run = await repo.find_run(run_id)
+    if run is not None and run.tenant != tenant:
+        # Starting it would hand back another tenant's running run (USE_EXISTING): the id is
+        # taken, and nothing more is said of that run.
+        raise RunEnded(run_id, message=f"run id {run_id!r} is already used; start a new run id")
     if run is not None and RunStatus(run.status).terminal:
         raise RunEnded(run_id, run.status, start=True)
 
 
-async def _check_session(repo: Repository, session_id: str, run_id: str) -> None:
-    # A read-only early refusal by the store's one session rule; the run's open applies the
-    # same rule under the session's lock.
+async def _check_session(repo: Repository, session_id: str, run_id: str, tenant: str) -> None:
+    # Read-only early refusals by the store's rules (open_run applies them again): another
+    # tenant's session first, so that its busy state is never told to this tenant.
+    from agentrun.store import NotFoundError
+
+    try:
+        session = await repo.get_session(session_id)
+    except NotFoundError:
+        return
+    if session.tenant != tenant:
+        raise SessionNotFound(session_id)
     holder = await repo.session_holder(session_id)
     if holder is not None and holder != run_id:
         raise SessionBusy(session_id, holder)

@@ -6,8 +6,10 @@
     │                        result or signal that came too late (.status when known)
     ├── RunNotStarted        no worker opened the run in time
     ├── SessionBusy          another run of the session has not ended (.active_run_id)
+    ├── SessionNotFound      the session is another tenant's (.session_id)
     ├── RunFailed            the run's result is a failure (.error_type)
-    │   └── RunRefused       ... because it was refused at open (bad config, closed id)
+    │   └── RunRefused       ... because it was refused at open (bad config, closed id,
+    │                        another tenant's session); .reason_type says which
     └── Refused              the run refused an update and changed nothing (.error_type);
         │                    also a WorkflowUpdateFailedError, so `.cause` is the
         │                    ApplicationError and code written against the SDK keeps working
@@ -30,7 +32,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.protocol.names import ErrorType
-from agentrun.store.runs import SessionBusyError
+from agentrun.store.runs import SessionBusyError, SessionNotFoundError
 
 
 class AgentRunError(Exception):
@@ -72,11 +74,28 @@ class SessionBusy(AgentRunError, SessionBusyError):
     (`.session_id`, `.active_run_id`)."""
 
 
+class SessionNotFound(AgentRunError, SessionNotFoundError):
+    """The session belongs to another tenant (`.session_id`): to this tenant it does not
+    exist, and its id cannot be used for a new one either."""
+
+
 class RunFailed(AgentRunError):
-    def __init__(self, message: str, *, run_id: str | None = None, error_type: str | None = None):
+    """`error_type`: the failure's ApplicationError type; `reason_type`: the type of the error
+    under it when there is one (for RunRefused, why the open refused: SessionBusy,
+    SessionNotFound, InvalidConfig, ...)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str | None = None,
+        error_type: str | None = None,
+        reason_type: str | None = None,
+    ):
         super().__init__(message)
         self.run_id = run_id
         self.error_type = error_type
+        self.reason_type = reason_type
 
 
 class RunRefused(RunFailed):
@@ -198,7 +217,25 @@ def _run_failure(exc: WorkflowFailureError, run_id: str | None) -> BaseException
     cause = exc.cause
     if isinstance(cause, ApplicationError):
         cls = RunRefused if cause.type == ErrorType.RUN_REFUSED else RunFailed
-        return cls(cause.message or str(cause), run_id=run_id, error_type=cause.type)
+        return cls(
+            cause.message or str(cause),
+            run_id=run_id,
+            error_type=cause.type,
+            reason_type=_reason_type(cause),
+        )
     if isinstance(cause, CancelledError):
         return RunFailed("cancelled through Temporal", run_id=run_id, error_type="Cancelled")
     return RunFailed(str(cause or exc), run_id=run_id)
+
+
+def _reason_type(failure: ApplicationError) -> str | None:
+    """The type of the first typed error under `failure` (an activity's, through an
+    ActivityError when there is one)."""
+    inner = failure.cause
+    for _ in range(4):
+        if inner is None:
+            return None
+        if isinstance(inner, ApplicationError) and inner.type:
+            return inner.type
+        inner = inner.cause if hasattr(inner, "cause") else inner.__cause__
+    return None

@@ -156,6 +156,7 @@ class AgentRunClient:
         session_id: str | None = None,
         run_id: str | None = None,
         config: AgentConfig | Mapping[str, Any] | None = None,
+        tenant: str | None = None,
     ) -> RunHandle:
         return await start_run(
             self.temporal,
@@ -165,6 +166,7 @@ class AgentRunClient:
             run_id=run_id,
             config=config,
             repo=self.store,
+            tenant=tenant,
         )
 
     def handle(self, run_id: str) -> RunHandle:

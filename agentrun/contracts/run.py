@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from agentrun.protocol.statuses import ApprovalPreset, RunStatus, ToolApproval
+from agentrun.protocol.webhooks import MAX_URL_CHARS, WebhookEvent, url_problem
 from agentrun.text import check_text as _check_text
 from agentrun.text import model_name_problem
 from agentrun.text import nested_text_problem as _nested_text_problem
@@ -29,6 +30,8 @@ RESULT_TEXT_LIMIT = 4_000
 # tool's output is cut there, a client-side result longer than this is refused.
 RESULT_CAP = 64_000
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
+# A tenant's id and an API key's name.
+TENANT_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful agent. Use the tools you are given when they help, and answer concisely."
@@ -81,6 +84,32 @@ class ClientTool(Strict):
         return _check_text(value, info, always=False)
 
 
+class RunWebhook(Strict):
+    """A URL this run's webhook events are also sent to (besides the tenant's webhooks),
+    signed with the tenant's secret."""
+
+    url: str = Field(max_length=MAX_URL_CHARS)
+    # Names, not the enum: an older worker still decodes a newer client's event name.
+    events: list[str] = Field(min_length=1, max_length=8)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        problem = None if info.mode == "json" else url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        unknown = [e for e in value if e not in {w.value for w in WebhookEvent}]
+        if unknown and info.mode != "json":
+            known = ", ".join(w.value for w in WebhookEvent)
+            raise ValueError(f"unknown webhook event {unknown[0]!r}; known: {known}")
+        return value
+
+
 class AgentConfig(Strict):
     """How one run behaves. Everything has a default; a caller sets only what it needs."""
 
@@ -130,6 +159,11 @@ class AgentConfig(Strict):
     )
     approval_timeout_action: Literal["reject", "fail"] = "reject"
     client_tools: list[ClientTool] = Field(default_factory=list, max_length=128)
+    webhooks: list[RunWebhook] | None = Field(
+        default=None,
+        max_length=8,
+        description="Extra webhook URLs for this run's events (README Webhooks).",
+    )
 
     @field_validator("system_prompt", "workspace")
     @classmethod
@@ -171,6 +205,11 @@ class StartRunInput(Strict):
     session_id: str = Field(pattern=ID_PATTERN)
     prompt: str
     config: AgentConfig = Field(default_factory=AgentConfig)
+    tenant: str | None = Field(
+        default=None,
+        pattern=TENANT_PATTERN,
+        description="The tenant the run and its session belong to; None: the default tenant.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -195,6 +234,7 @@ def storage_problems(inp: StartRunInput | OpenRunInput) -> list[str]:
         ("workspace", config.workspace),
         *((f"client tool {c.name} description", c.description) for c in config.client_tools),
         *((f"client tool {c.name} parameters", c.parameters) for c in config.client_tools),
+        *(("a webhook url", w.url) for w in config.webhooks or ()),
     ]
     for what, value in texts:
         problem = _nested_text_problem(value)

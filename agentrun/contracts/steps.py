@@ -32,6 +32,8 @@ class OpenRunInput(BaseModel):
     session_id: str
     prompt: str
     config: AgentConfig
+    # None: the default tenant (and what a workflow from before tenants sends).
+    tenant: str | None = None
 
 
 class OpenedRun(BaseModel):

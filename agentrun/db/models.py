@@ -33,6 +33,7 @@ from agentrun.protocol.statuses import (
     LlmCallStatus,
     RunStatus,
     ToolCallStatus,
+    WebhookDeliveryStatus,
 )
 
 __all__ = [
@@ -226,6 +227,9 @@ class Tenant(Base):
 
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     webhook_secret: Mapped[str | None] = mapped_column(Text)
+    # The secret before the last rotation: deliveries carry its signature too for a day.
+    webhook_secret_previous: Mapped[str | None] = mapped_column(Text)
+    webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 
@@ -287,17 +291,22 @@ class WebhookDelivery(Base):
     tenant: Mapped[str] = mapped_column(String(100))
     webhook_id: Mapped[str | None] = mapped_column(String(40))
     url: Mapped[str] = mapped_column(Text)
-    run_id: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str] = mapped_column(String(200), index=True)
+    session_id: Mapped[str] = mapped_column(String(200))
     event_seq: Mapped[int] = mapped_column(BigInteger)
     event_type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column()
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(
+        String(16), default=WebhookDeliveryStatus.PENDING.value, server_default="pending"
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When a worker started the delivery's workflow; None: no worker has taken it yet.
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_webhook_deliveries_status_created_at", "status", "created_at"),

@@ -11,6 +11,10 @@ from temporalio.common import SearchAttributeKey
 
 WORKFLOW_NAME = "agentrun.AgentRun"
 NOTIFY_CHANNEL = "agentrun_events"
+# One small workflow per webhook delivery (workflow id "webhook-<delivery id>"), started by the
+# workers' dispatcher when NOTIFY on this channel says the outbox has new rows.
+WEBHOOK_WORKFLOW_NAME = "agentrun.WebhookDelivery"
+WEBHOOK_NOTIFY_CHANNEL = "agentrun_webhooks"
 
 
 class Update(enum.StrEnum):
@@ -40,6 +44,8 @@ class Activity(enum.StrEnum):
     EXECUTE_TOOL = "agentrun.execute_tool"
     RECORD_TOOL_OUTCOME = "agentrun.record_tool_outcome"
     REQUEST_CANCEL = "agentrun.request_cancel"
+    DELIVER_WEBHOOK = "agentrun.deliver_webhook"
+    RECORD_WEBHOOK_FAILURE = "agentrun.record_webhook_failure"
 
 
 class SearchAttribute(enum.StrEnum):
@@ -91,6 +97,7 @@ class ErrorType(enum.StrEnum):
     RUN_FAILED = "RunFailed"
     RUN_OWNED = "RunOwned"
     SESSION_BUSY = "SessionBusy"
+    SESSION_NOT_FOUND = "SessionNotFound"  # a session of another tenant
     INVALID_CONFIG = "InvalidConfig"
     INVALID_INPUT = "InvalidInput"
     APPROVAL_TIMEOUT = "ApprovalTimeout"

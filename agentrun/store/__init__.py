@@ -12,6 +12,9 @@ hub.py          EventHub: one LISTEN connection per process feeds every follower
 runs.py         sessions and runs: open_run, forward-only statuses, the session-busy rule
 turns.py        messages and llm_calls: record_model_turn, lost attempts, context reads
 tool_calls.py   tool call rows: waits, decisions, attempts, results
+keys.py         HTTP API keys: hashed secrets, constant-time checks, revokes
+tenancy.py      per-tenant reads, idempotent starts, the run listing page, waiting calls
+access.py       `TenantAccess`: the Repository's methods over keys.py and tenancy.py
 repository.py   `Repository`: one transaction per call over the functions above
 """
 
@@ -21,8 +24,15 @@ from agentrun.protocol.names import NOTIFY_CHANNEL
 from agentrun.store.engine import NotFoundError, idempotency_key
 from agentrun.store.events import EventIn, event_key
 from agentrun.store.hub import EventHub, HubStats
+from agentrun.store.keys import KeyInfo
 from agentrun.store.repository import Repository
-from agentrun.store.runs import RunEndedError, RunOwnedError, SessionBusyError
+from agentrun.store.runs import (
+    RunEndedError,
+    RunOwnedError,
+    SessionBusyError,
+    SessionNotFoundError,
+)
+from agentrun.store.tenancy import IdempotencyMismatch
 from agentrun.store.turns import (
     MODEL_ATTEMPT_STATUSES,
     LlmCallValues,
@@ -36,12 +46,15 @@ __all__ = [
     "EventHub",
     "EventIn",
     "HubStats",
+    "IdempotencyMismatch",
+    "KeyInfo",
     "LlmCallValues",
     "NotFoundError",
     "Repository",
     "RunEndedError",
     "RunOwnedError",
     "SessionBusyError",
+    "SessionNotFoundError",
     "estimate_tokens",
     "event_key",
     "idempotency_key",

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from agentrun.db.models import Run, RunEvent, RunStatus
 from agentrun.protocol.events import EventData, EventType
 from agentrun.protocol.names import NOTIFY_CHANNEL
+from agentrun.store import webhooks
 from agentrun.store.engine import Engine, NotFoundError, idempotency_key
 
 
@@ -86,9 +87,12 @@ async def append_locked(db: AsyncSession, run: Run, events: Sequence[EventIn]) -
         )
     if new_rows:
         inserted = (await db.execute(insert(RunEvent).returning(RunEvent), new_rows)).scalars()
-        out.extend(inserted.all())
+        added = inserted.all()
+        out.extend(added)
         run.last_event_seq = seq
         await db.flush()
+        # The webhook outbox rows of these events, in this transaction (store/webhooks.py).
+        await webhooks.enqueue(db, run, added)
         # Delivered at commit, so a woken follower always finds the rows.
         await db.execute(
             text("SELECT pg_notify(:channel, :payload)"),

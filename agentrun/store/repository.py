@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 
 from agentrun.contracts import AgentConfig, PendingCall, RecordedDecision, ToolCallRequest
-from agentrun.db.models import LlmCall, Message, Run, RunEvent, RunStatus, ToolCall
+from agentrun.db.models import DEFAULT_TENANT, LlmCall, Message, Run, RunEvent, RunStatus, ToolCall
 from agentrun.protocol.events import EventData
 from agentrun.protocol.statuses import LlmCallStatus
-from agentrun.store import catalog, events, runs, tool_calls, turns
+from agentrun.store import catalog, events, runs, tenancy, tool_calls, turns
+from agentrun.store.access import TenantAccess
 from agentrun.store.engine import Engine
 from agentrun.store.events import EventIn
 from agentrun.store.hub import EventHub
@@ -22,7 +23,7 @@ from agentrun.store.turns import LlmCallValues
 HUB_POLL_INTERVAL = 1.0  # seconds: the hub's fallback for a lost notification
 
 
-class Repository(Engine):
+class Repository(TenantAccess):
     """Async access to the agentrun store over one SQLAlchemy engine (psycopg 3)."""
 
     _hub: EventHub | None = None
@@ -94,6 +95,7 @@ class Repository(Engine):
         prompt: str,
         workflow_run_id: str | None = None,
         model_endpoint: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> Run:
         """The run, its session claimed, its user message and QUEUED event (runs.open_run)."""
         async with self.transaction() as db:
@@ -106,6 +108,7 @@ class Repository(Engine):
                 prompt=prompt,
                 workflow_run_id=workflow_run_id,
                 model_endpoint=model_endpoint,
+                tenant=tenant,
             )
 
     async def session_holder(self, session_id: str) -> str | None:
@@ -140,9 +143,10 @@ class Repository(Engine):
         async with self.transaction() as db:
             return await runs.set_run_status(db, run_id, status, error=error, final_text=final_text)
 
-    async def get_run(self, run_id: str) -> Run:
+    async def get_run(self, run_id: str, tenant: str | None = None) -> Run:
+        """The run; NotFoundError when missing or (given `tenant`) another tenant's."""
         async with self.session() as db:
-            return await runs.get_run(db, run_id)
+            return await tenancy.get_run(db, run_id, tenant)
 
     async def find_run(self, run_id: str) -> Run | None:
         async with self.session() as db:

@@ -11,10 +11,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentrun.contracts import AgentConfig
-from agentrun.db.models import Message, Run, RunStatus, Session
+from agentrun.db.models import DEFAULT_TENANT, Message, Run, RunStatus, Session
 from agentrun.protocol.events import RunStatusData
 from agentrun.store.engine import NotFoundError, idempotency_key, insert_once, utcnow
 from agentrun.store.events import EventIn, append_locked, lock_run
+from agentrun.store.keys import check_name
 from agentrun.store.turns import estimate_tokens
 
 # The key of a run's first event; stored: never change.
@@ -31,6 +32,18 @@ class SessionBusyError(RuntimeError):
         )
         self.session_id = session_id
         self.active_run_id = active_run_id
+
+
+class SessionNotFoundError(NotFoundError):
+    """A run named a session of another tenant. Session ids are one namespace for all tenants,
+    so the id is taken; the message does not say whose it is."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"no session {session_id!r} for this tenant: session ids are shared by all "
+            "tenants, so start the run in a session of your own (a new session id)"
+        )
+        self.session_id = session_id
 
 
 class RunEndedError(RuntimeError):
@@ -86,6 +99,7 @@ async def open_run(
     prompt: str,
     workflow_run_id: str | None = None,
     model_endpoint: str | None = None,
+    tenant: str = DEFAULT_TENANT,
 ) -> Run:
     """Create the run (claiming its session), its user message and the QUEUED event in one
     transaction. A repeat by the same workflow execution (a retried step) returns the run as
@@ -94,9 +108,17 @@ async def open_run(
     A run is driven by the one execution that opened it: a run that already ended raises
     RunEndedError, and one opened by another execution (`workflow_run_id` differs) raises
     RunOwnedError, both writing nothing. A run opened before executions were recorded is taken
-    by the first execution that opens it again. A busy session raises SessionBusyError.
+    by the first execution that opens it again. A busy session raises SessionBusyError. The
+    run and its session are of `tenant`; a session of another tenant raises
+    SessionNotFoundError before anything else is said of it (not whether it is busy).
     """
-    await insert_once(db, Session, {"id": session_id, "metadata_": {}}, Session.id)
+    check_name("tenant", tenant)
+    session, _ = await insert_once(
+        db, Session, {"id": session_id, "metadata_": {}, "tenant": tenant}, Session.id
+    )
+    # A session's tenant never changes once it is made, so no lock is needed to compare it.
+    if session.tenant != tenant:
+        raise SessionNotFoundError(session_id)
     existing = await db.get(Run, run_id)
     if existing is not None:
         if existing.session_id != session_id:
@@ -114,6 +136,7 @@ async def open_run(
             "config": config.model_dump(mode="json"),
             "status": RunStatus.QUEUED.value,
             "workflow_run_id": workflow_run_id,
+            "tenant": tenant,
         },
         Run.id,
     )

@@ -52,3 +52,18 @@ def test_a_bad_value_names_the_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()
+
+
+def test_the_build_id_covers_every_module_a_replay_depends_on() -> None:
+    from agentrun.deployment import _ROOT, _workflow_side_sources
+
+    hashed = {p.relative_to(_ROOT).as_posix() for p in _workflow_side_sources()}
+    for needed in (
+        "workflows/agent.py",
+        "workflows/webhook.py",
+        "agentrun/contracts/run.py",
+        "agentrun/contracts/steps.py",
+        "agentrun/protocol/events.py",
+        "agentrun/text.py",
+    ):
+        assert needed in hashed, needed

@@ -36,6 +36,9 @@ def upgrade() -> None:
         "tenants",
         sa.Column("id", sa.String(length=100), nullable=False),
         sa.Column("webhook_secret", sa.Text(), nullable=True),
+        # The secret before the last rotation: deliveries carry its signature too for a day.
+        sa.Column("webhook_secret_previous", sa.Text(), nullable=True),
+        sa.Column("webhook_secret_rotated_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=_NOW, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_tenants"),
     )
@@ -86,6 +89,7 @@ def upgrade() -> None:
         sa.Column("webhook_id", sa.String(length=40), nullable=True),
         sa.Column("url", sa.Text(), nullable=False),
         sa.Column("run_id", sa.String(length=200), nullable=False),
+        sa.Column("session_id", sa.String(length=200), nullable=False),
         sa.Column("event_seq", sa.BigInteger(), nullable=False),
         sa.Column("event_type", sa.String(length=64), nullable=False),
         sa.Column("payload", postgresql.JSONB(), nullable=False),
@@ -96,6 +100,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=_NOW, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=_NOW, nullable=False),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        # When a worker started the delivery's workflow; NULL: no worker has taken it yet.
+        sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_webhook_deliveries"),
     )
     op.create_index(
@@ -104,6 +110,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_webhook_deliveries_tenant_created_at", "webhook_deliveries", ["tenant", "created_at"]
     )
+    op.create_index("ix_webhook_deliveries_run_id", "webhook_deliveries", ["run_id"])
 
 
 def downgrade() -> None:

@@ -17,7 +17,8 @@ serves them over HTTP, in the server process). Measured for each mode and point:
   writer ran; whether every follower got every event once, in order ("failed": its follower
   raised, e.g. no pool connection within 30 s; "cut": still not done 60 s after the writer
   ended);
-- wlag99: how late the writer was on its schedule (p99, ms): when high, the machine did not
+- ev/s: events committed a second, all runs (what the writer and the machine kept up);
+  wlag99: how late the writer was on its schedule (p99, ms): when high, the machine did not
   keep up the nominal rate; load: the 1-minute load average at the end of the point (the
   machine may be shared: read the numbers with it).
 
@@ -249,6 +250,15 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def _commit_rate(commits: dict[str, dict[int, float]]) -> float:
+    """Deltas committed a second over the writing (what the machine kept up, all runs): a
+    run's events but its first (QUEUED, at open) and its last (DONE)."""
+    times = sorted(
+        t for per_run in commits.values() for seq, t in per_run.items() if 1 < seq < len(per_run)
+    )
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+
+
 def _summary(
     mode: Mode,
     point: tuple[int, int],
@@ -278,6 +288,7 @@ def _summary(
         "max": max(from_commit, default=float("nan")),
         "p99_send": _pct(from_send, 99),
         "deltas": len(from_commit),
+        "rate": _commit_rate(commits),
         "connections": peak.connections,
         "rss_mb": peak.rss_mb,
         "cpu": cpu,
@@ -292,14 +303,15 @@ def _summary(
 # -- the run ----------------------------------------------------------------------------------
 
 HEADER = (
-    f"{'mode':<7}{'runs':>5}{'flw':>6}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'p99 send':>10}"
-    f"{'deltas':>8}{'conns':>7}{'RSS MB':>8}{'CPU':>6}{'wlag99':>8}{'load':>6}  complete"
+    f"{'mode':<7}{'runs':>5}{'flw':>6}{'ev/s':>6}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    f"{'p99 send':>10}{'deltas':>8}{'conns':>7}{'RSS MB':>8}{'CPU':>6}{'wlag99':>8}{'load':>6}"
+    "  complete"
 )
 
 
 def _line(r: dict[str, Any]) -> str:
     return (
-        f"{r['mode']:<7}{r['runs']:>5}{r['followers']:>6}{r['p50']:>9.1f}{r['p99']:>9.1f}"
+        f"{r['mode']:<7}{r['runs']:>5}{r['followers']:>6}{r['rate']:>6.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
         f"{r['max']:>9.1f}{r['p99_send']:>10.1f}{r['deltas']:>8}{r['connections']:>7}"
         f"{r['rss_mb']:>8.0f}{r['cpu']:>6.0%}{r['writer_lag_p99']:>8.1f}{r['load']:>6.1f}"
         f"  {r['complete']}"
@@ -366,6 +378,7 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ("mode", "mode", "{}"),
         ("runs", "runs", "{}"),
         ("followers", "followers", "{}"),
+        ("events/s", "rate", "{:.0f}"),
         ("p50 ms", "p50", "{:.1f}"),
         ("p99 ms", "p99", "{:.1f}"),
         ("max ms", "max", "{:.1f}"),

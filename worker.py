@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -34,12 +35,15 @@ from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import StackError, require_search_attributes
 from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer
-from workflows import ALL_WORKFLOWS, WEBHOOK_WORKFLOWS
+from agentrun.worker_processes import ChildFailed, supervise
+from workflows import ALL_WORKFLOWS, SANDBOX_RUNNER, WEBHOOK_WORKFLOWS
 
 log = logging.getLogger("agentrun.worker")
 
 # Webhook POSTs in flight at once per worker process.
 MAX_CONCURRENT_DELIVERIES = 20
+# `--processes`: more than the cores of any one machine is a mistake, not a plan.
+MAX_PROCESSES = 64
 
 
 async def connect_client(settings: Settings) -> Client:
@@ -69,6 +73,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[*ALL_WORKFLOWS, *extra_workflows],
+        workflow_runner=SANDBOX_RUNNER,
         activities=[
             runs.open_run,
             runs.set_status,
@@ -124,6 +129,8 @@ async def run_worker(
     ready: asyncio.Event | None = None,
     registry: ToolRegistry | None = None,
     on_polling: Callable[[Settings], None] | None = None,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> None:
     """Run a worker until `stop` is set, then shut it down gracefully. `registry`: the tools
     (default: the built-ins); `on_polling` is called with the worker's settings (its model
@@ -150,7 +157,14 @@ async def run_worker(
         raise
     repo = Repository.connect(settings.sqlalchemy_url)
     registry = registry or default_registry()
-    worker = build_worker(client, settings, repo, registry=registry)
+    worker = build_worker(
+        client,
+        settings,
+        repo,
+        registry=registry,
+        extra_workflows=extra_workflows,
+        extra_activities=extra_activities,
+    )
     webhooks = build_webhook_worker(client, settings, repo)
     try:
         # Clients check a run's tool names against what the workers of its queue offer.
@@ -187,12 +201,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-concurrent-workflow-tasks", type=int)
     parser.add_argument("--no-migrate", action="store_true", help="skip the database migrations")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes on this machine, each a full worker, started and stopped "
+        "together (default 1; one process uses about one core)",
+    )
+    parser.add_argument("--process-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--json",
         action="store_true",
         help='print {"event": "polling", ...} on stdout once polling, {"event": "stopped"} at '
         "the end (logs stay on stderr)",
     )
     args = parser.parse_args(argv)
+    if not 1 <= args.processes <= MAX_PROCESSES:
+        parser.error(f"--processes: between 1 and {MAX_PROCESSES}, got {args.processes}")
     overrides = {
         k: v
         for k, v in {
@@ -202,8 +227,9 @@ def main(argv: list[str] | None = None) -> None:
         }.items()
         if v is not None
     }
+    index = f"[{args.process_index}] " if args.process_index else ""
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s {index}%(name)s: %(message)s"
     )
     try:
         settings = load_settings(**overrides)
@@ -215,6 +241,16 @@ def main(argv: list[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if args.processes > 1:
+            await run_processes(
+                settings,
+                stop,
+                args.processes,
+                _child_args(args),
+                migrate=not args.no_migrate,
+                json_out=args.json,
+            )
+            return
         await run_worker(
             settings,
             stop,
@@ -230,6 +266,60 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         _json_line({"event": "stopped", "task_queue": settings.task_queue})
     exit_process(0)
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    """A child's command-line options: the parent's overrides; it never migrates."""
+    out = ["--no-migrate", "--json"]
+    for flag, value in (
+        ("--task-queue", args.task_queue),
+        ("--max-concurrent-activities", args.max_concurrent_activities),
+        ("--max-concurrent-workflow-tasks", args.max_concurrent_workflow_tasks),
+    ):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+async def run_processes(
+    settings: Settings,
+    stop: asyncio.Event,
+    n: int,
+    child_args: list[str],
+    *,
+    migrate: bool = True,
+    json_out: bool = False,
+) -> None:
+    """`--processes N`: migrate once, then N full workers (agentrun.worker_processes). Without
+    a model endpoint this process carries the one offline model they all call."""
+    if migrate:
+        await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    env = dict(os.environ)
+    offline: OfflineModelServer | None = None
+    if settings.uses_offline_model:
+        offline = OfflineModelServer(tokens_per_second=settings.offline_tokens_per_second).start()
+        settings = settings.model_copy(update={"openai_base_url": offline.base_url})
+        env.update({"OPENAI_BASE_URL": offline.base_url, "AGENTRUN_MODEL": settings.model})
+        log.warning("no OPENAI_BASE_URL set: the workers use agentrun's offline scripted model")
+
+    def polling(pids: list[int]) -> None:
+        log.info("%d worker processes polling task queue %r: pids %s", n, settings.task_queue, pids)
+        if json_out:
+            _json_line({**polling_record(settings), "processes": n, "pids": pids})
+
+    command = [sys.executable, "-c", "from worker import main; main()", *child_args]
+    try:
+        await supervise(
+            [[*command, "--process-index", str(i + 1)] for i in range(n)],
+            stop,
+            env=env,
+            on_polling=polling,
+        )
+    except ChildFailed as exc:
+        raise RuntimeError(str(exc)) from None
+    finally:
+        if offline is not None:
+            offline.stop()
 
 
 def polling_record(settings: Settings) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ from agentrun.store import Repository
 # Heartbeats tell Temporal the worker is alive (a lost worker's tool is retried within the
 # heartbeat timeout, not after start-to-close) and carry cancellation to the tool.
 HEARTBEAT_EVERY_S = 1.0
+# Runs whose config and session (written once, at open) a worker keeps, so the calls of a run
+# do not each read its runs row again.
+RUN_CACHE_RUNS = 1024
 
 
 async def _heartbeat_every(seconds: float) -> None:
@@ -97,6 +101,7 @@ class ToolActivities:
         )
         self.redact = Redactor.from_settings(self.settings)
         self.sandbox = Sandbox(SandboxConfig.from_settings(self.settings))
+        self._runs: OrderedDict[str, tuple[AgentConfig, str]] = OrderedDict()
 
     @activity.defn(name=Activity.RECORD_TOOL_OUTCOME)
     async def record_tool_outcome(self, inp: ToolOutcomeInput) -> ToolResult:
@@ -136,9 +141,8 @@ class ToolActivities:
         read from its runs row: the workflow may be an older version, or wrong, and this is
         the last guard."""
         call = inp.call
-        run = await self.repo.get_run(inp.run_id)
         try:
-            config = _tolerant_config(run.config)
+            config, session_id = await self._run_config(inp.run_id)
         except ValidationError:
             return "error: the run's config cannot be read; no tool runs for it"
         policy = resolve_policy(self.registry, config, self.settings.approval_floor, strict=False)
@@ -155,9 +159,21 @@ class ToolActivities:
         if policy.needs_approval(call.name) and row.decision not in APPROVED:
             return f"error: {call.name} needs approval and none was recorded for this call"
         try:
-            return workspace_for(config.workspace, self.workspace_root, run.session_id)
+            return workspace_for(config.workspace, self.workspace_root, session_id)
         except InvalidConfig as exc:
             return f"error: {exc}"
+
+    async def _run_config(self, run_id: str) -> tuple[AgentConfig, str]:
+        """The run's config and session id as recorded at open (neither changes after)."""
+        cached = self._runs.get(run_id)
+        if cached is not None:
+            self._runs.move_to_end(run_id)
+            return cached
+        run = await self.repo.get_run(run_id)
+        found = self._runs[run_id] = (_tolerant_config(run.config), run.session_id)
+        while len(self._runs) > RUN_CACHE_RUNS:
+            self._runs.popitem(last=False)
+        return found
 
     async def _run(self, inp: ExecuteToolInput, runs: int, workspace: Path) -> tuple[str, bool]:
         """Run the tool; `runs` counts the times it was started for this call, this one too

@@ -120,6 +120,19 @@ class Settings(BaseSettings):
     codec_server_cors_origins: Annotated[
         str, Field(validation_alias=_env("AGENTRUN_CODEC_SERVER_CORS_ORIGINS"))
     ] = "http://localhost:8233,http://127.0.0.1:8233"
+    # The HTTP API (`agentrun serve`, README "HTTP API").
+    http_host: Annotated[str, Field(validation_alias=_env("AGENTRUN_HTTP_HOST"), min_length=1)] = (
+        "127.0.0.1"
+    )
+    http_port: Annotated[
+        int, Field(validation_alias=_env("AGENTRUN_HTTP_PORT"), ge=1, le=65535)
+    ] = 8780
+    http_max_body_bytes: Annotated[
+        int, Field(validation_alias=_env("AGENTRUN_HTTP_MAX_BODY_BYTES"), ge=1024, le=64 << 20)
+    ] = 1 << 20
+    http_heartbeat_s: Annotated[
+        float, Field(validation_alias=_env("AGENTRUN_HTTP_HEARTBEAT_S"), gt=0, le=3600)
+    ] = 15.0
 
     @field_validator("payload_keys")
     @classmethod

@@ -68,6 +68,10 @@ class StreamsWorkflow:
 
 class BareInput(BaseModel):
     turns: list[int]  # tool calls after each model turn
+    # No-op local activities before the first turn and after the last, as the agent run's
+    # bookkeeping (open, status) runs.
+    local_before: int = 0
+    local_after: int = 0
 
 
 @activity.defn(name="bench.noop")
@@ -84,6 +88,8 @@ class BareWorkflow:
             "start_to_close_timeout": timedelta(seconds=30),
             "retry_policy": RetryPolicy(maximum_attempts=3),
         }
+        for i in range(inp.local_before):
+            await workflow.execute_local_activity(noop, i, **opts)
         for tools in inp.turns:
             await workflow.execute_activity(noop, done, **opts)
             done += 1
@@ -91,4 +97,6 @@ class BareWorkflow:
                 *(workflow.execute_activity(noop, i, **opts) for i in range(tools))
             )
             done += tools
+        for i in range(inp.local_after):
+            await workflow.execute_local_activity(noop, i, **opts)
         return done

@@ -48,6 +48,7 @@ def _dev_command(sub: Any) -> None:
         "dev", help="start Temporal, PostgreSQL and a worker on this machine (Ctrl-C stops)"
     )
     dev.add_argument("--no-worker", action="store_true", help="start the servers only")
+    dev.add_argument("--no-api", action="store_true", help="do not start the HTTP API")
     _command(dev, "starter.stack_cmd:cmd_dev")
 
 
@@ -72,6 +73,13 @@ def _admin_commands(sub: Any) -> None:
         _command(db_sub.add_parser(action, help=helptext), "starter.commands.admin:cmd_db")
 
     worker = sub.add_parser("worker", help="run a worker (same as agentrun-worker)")
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N worker processes on this machine, started and stopped together (default 1)",
+    )
     _command(worker, "starter.commands.admin:cmd_worker")
 
     codec = sub.add_parser(
@@ -81,6 +89,11 @@ def _admin_commands(sub: Any) -> None:
     codec.add_argument("--host", help="override AGENTRUN_CODEC_SERVER_HOST (default 127.0.0.1)")
     codec.add_argument("--port", type=int, help="override AGENTRUN_CODEC_SERVER_PORT (8081)")
     _command(codec, "starter.commands.admin:cmd_codec_server")
+
+    serve = sub.add_parser("serve", help="serve the HTTP API (README: HTTP API)")
+    serve.add_argument("--host", help="override AGENTRUN_HTTP_HOST (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="override AGENTRUN_HTTP_PORT (8780)")
+    _command(serve, "starter.commands.serve:cmd_serve")
 
 
 def _follow_commands(sub: Any) -> None:

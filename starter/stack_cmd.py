@@ -19,6 +19,7 @@ from temporalio.client import Client
 from agentrun.contracts import AgentConfig
 from agentrun.devstack import DevStack
 from agentrun.settings import Settings
+from starter.commands.serve import ApiState
 from starter.commands.start import start_and_follow
 from starter.connect import settings_or_exit, temporal
 from starter.exits import EXIT_OK, EXIT_USAGE, CliError
@@ -174,21 +175,37 @@ async def cmd_dev(args: argparse.Namespace) -> int:
         stopping="stopping...",
         as_json=args.json,
     ) as stack:
-        if args.no_worker:
-            _dev_ready(settings, stack, None, args.json)
-            await until_stopped(stop)
-            return EXIT_OK
-        async with worker_running(settings) as worker:
-            _dev_ready(settings, stack, worker, args.json)
+        async with contextlib.AsyncExitStack() as running:
+            api = None
+            if not args.no_api:
+                from starter.commands.serve import api_running
+
+                api = await running.enter_async_context(api_running(settings))
+            if args.no_worker:
+                _dev_ready(settings, stack, None, args.json, api)
+                await until_stopped(stop)
+                return EXIT_OK
+            worker = await running.enter_async_context(worker_running(settings))
+            _dev_ready(settings, stack, worker, args.json, api)
             await until_stopped(stop, worker.task)
     return EXIT_OK
 
 
 def _dev_ready(
-    settings: Settings, stack: DevStack, worker: WorkerState | None, as_json: bool
+    settings: Settings,
+    stack: DevStack,
+    worker: WorkerState | None,
+    as_json: bool,
+    api: ApiState | None = None,
 ) -> None:
     if as_json:
-        print_json(ready_record(settings, stack, worker))
+        record = ready_record(settings, stack, worker)
+        if api is not None:
+            record["api"] = api.url
+            record["api_docs"] = f"{api.url}/docs" if api.url else None
+            record["api_key"] = api.key
+            record["api_problem"] = api.problem
+        print_json(record)
         return
     if stack.postgres is None and stack.temporal is None:
         console.print("[bold]A stack is already running; reusing it.[/]")
@@ -199,6 +216,15 @@ def _dev_ready(
         f"  PostgreSQL {settings.database_url_display}\n"
         f"  Model      {_model_line(settings)}"
     )
+    if api is not None and api.url:
+        console.print(
+            f"  HTTP API   {api.url} (docs {api.url}/docs)\n"
+            f"  Dev key    {api.key} (tenant default, every scope; kept in "
+            f"{settings.data_dir}/dev-api-key)",
+            soft_wrap=True,
+        )
+    elif api is not None:
+        console.print(f"  HTTP API   [yellow]not started: {api.problem}[/]")
     if worker is None:
         console.print("Press Ctrl-C to stop.")
     else:

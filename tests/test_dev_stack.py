@@ -55,6 +55,7 @@ def dev_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "AGENTRUN_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/agentrun",
         "AGENTRUN_DATA_DIR": str(tmp_path / "data"),
         "AGENTRUN_TASK_QUEUE": f"dev-{tmp_path.name}",
+        "AGENTRUN_HTTP_PORT": str(free_port()),
         "COLUMNS": "200",
     }
     env.pop("OPENAI_BASE_URL", None)
@@ -89,6 +90,7 @@ def test_agentrun_dev_brings_up_reuses_and_stops_the_stack(
         for name in SEARCH_ATTRIBUTES:
             assert name in listed
         pg_pid = int((tmp_path / "data/postgres/data/postmaster.pid").read_text().split()[0])
+        _check_the_http_api(out, dev_env, tmp_path / "data")
 
         second = _agentrun("dev", "--no-worker", env=dev_env, cwd=tmp_path)
         out2 = _read_until(second, "Press Ctrl-C")
@@ -107,6 +109,20 @@ def test_agentrun_dev_brings_up_reuses_and_stops_the_stack(
     finally:
         if first.poll() is None:
             first.kill()
+
+
+def _check_the_http_api(out: str, env: dict[str, str], data_dir: Path) -> None:
+    """dev serves the HTTP API and prints its URL and a dev key kept (0600) in the data folder."""
+    url = f"http://127.0.0.1:{env['AGENTRUN_HTTP_PORT']}"
+    key_file = data_dir / "dev-api-key"
+    key = key_file.read_text().strip()
+    assert f"HTTP API   {url} (docs {url}/docs)" in out and key in out
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    runs = urllib.request.Request(f"{url}/v1/runs", headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(runs, timeout=10) as resp:
+        assert resp.status == 200
+    with urllib.request.urlopen(f"{url}/readyz", timeout=10) as resp:
+        assert resp.status == 200
 
 
 def test_a_port_taken_by_another_program_is_reported(

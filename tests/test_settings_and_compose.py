@@ -84,3 +84,16 @@ def test_compose_file_matches_the_settings(repo_root: Path) -> None:
     settings = Settings.model_validate(values)
     assert settings.database_url.endswith("@app-postgres:5432/agentrun")
     assert settings.temporal_address == "temporal:7233"
+
+
+def test_compose_serves_the_http_api(repo_root: Path) -> None:
+    compose = yaml.safe_load((repo_root / "docker-compose.yml").read_text())
+    api, worker = compose["services"]["api"], compose["services"]["worker"]
+    assert api["build"] == worker["build"] and api["command"] == ["agentrun", "serve"]
+    env = api["environment"]
+    known = {_variable_name(f) for f in Settings.model_fields}
+    assert set(env) <= known, set(env) - known
+    settings = Settings.model_validate({k: str(v) for k, v in env.items() if "${" not in str(v)})
+    assert settings.http_host == "0.0.0.0"
+    assert f"{settings.http_port}:{settings.http_port}" in api["ports"]
+    assert str(settings.http_port) in " ".join(api["healthcheck"]["test"])

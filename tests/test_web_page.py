@@ -21,7 +21,7 @@ from agentrun.store import Repository
 from agentrun.testing.offline_model import Fault, OfflineModelServer, Reply
 from tests.conftest import bash_call
 from tests.http_support import Keys, bearer, start
-from tests.web_support import Page
+from tests.web_support import Page, TcpProxy
 
 pytest_plugins = ["tests.http_fixtures", "tests.web_support"]
 
@@ -264,28 +264,33 @@ async def test_cancel_a_running_run(
 
 
 async def test_a_stream_cut_mid_way_resumes_without_loss_or_repeat(
-    page: Page, keys: Keys, worker: Worker, model_server: OfflineModelServer, run_id: str
-) -> None:
+    chrome: Any, api: str, keys: Keys, worker: Worker, model_server: OfflineModelServer,
+    run_id: str,
+) -> None:  # fmt: skip
     prompt = f"web cut {run_id}"
     text = " ".join(f"t{i}" for i in range(300))
     model_server.script(prompt, [Reply(text=text, chunk_chars=4, delay_s=0.02)])
-    await page.open("/#/new", key=keys.full)
-    await send(page, prompt)
-    await page.wait(ANSWER, what="the answer starting")
-    # The browser goes offline: the EventSource's connection fails, the page says so; back
-    # online, it resumes from the last seq it rendered (Last-Event-ID).
-    await page._run(page.driver.execute_cdp_cmd, "Network.enable", {})
-    await page._run(page.driver.execute_cdp_cmd, "Network.emulateNetworkConditions",
-                    {"offline": True, "latency": 0, "downloadThroughput": -1,
-                     "uploadThroughput": -1})  # fmt: skip
-    await page.wait("return !document.querySelector('#conn').hidden", what="reconnecting")
-    await page.shot("reconnecting")
-    await page._run(page.driver.execute_cdp_cmd, "Network.emulateNetworkConditions",
-                    {"offline": False, "latency": 0, "downloadThroughput": -1,
-                     "uploadThroughput": -1})  # fmt: skip
-    await status_is(page, RunStatus.DONE)
-    assert await page.js(ANSWER) == text
-    assert await page.js("return document.querySelector('#conn').hidden")
+    proxy = await TcpProxy(int(api.rsplit(":", 1)[1])).start()
+    page = Page(chrome, f"http://127.0.0.1:{proxy.port}", "stream-cut")
+    try:
+        await page.open("/#/new", key=keys.full)
+        await send(page, prompt)
+        await page.wait(ANSWER, what="the answer starting")
+        # The network drops: the stream fails, the page says it is reconnecting while the
+        # server cannot be reached; then it resumes from the last seq it rendered.
+        proxy.refusing = True
+        proxy.cut()
+        await page.wait("return !document.querySelector('#conn').hidden", what="reconnecting")
+        await page.shot("reconnecting")
+        cut_at = len(await page.js(ANSWER))
+        proxy.refusing = False
+        await status_is(page, RunStatus.DONE)
+        assert 0 < cut_at < len(text)
+        assert await page.js(ANSWER) == text
+        assert await page.js("return document.querySelector('#conn').hidden")
+    finally:
+        await page.shot("end")
+        await proxy.close()
 
 
 async def test_the_inbox_lists_a_waiting_run_and_drops_it_when_decided(

@@ -69,12 +69,14 @@ class Page:
         return await asyncio.to_thread(fn, *args)
 
     async def open(self, path: str = "/", *, key: str | None = None) -> None:
-        await self._run(self.driver.get, self.base_url + path)
+        # The tab's storage is set on the page's origin, then the page is loaded afresh (via
+        # about:blank: a change of the hash alone would not reload it).
+        await self._run(self.driver.get, self.base_url + "/healthz")
         await self._run(self.driver.execute_script, "window.sessionStorage.clear()")
         if key is not None:
             await self.js("sessionStorage.setItem('agentrun.key', arguments[0])", key)
+        await self._run(self.driver.get, "about:blank")
         await self._run(self.driver.get, self.base_url + path)
-        await self._run(self.driver.refresh)
 
     async def js(self, script: str, *args: Any) -> Any:
         return await self._run(self.driver.execute_script, script, *args)
@@ -125,3 +127,55 @@ class Page:
         path = SHOTS / f"{self.name}-{self.shots:02d}-{label}.png"
         await self._run(self.driver.save_screenshot, str(path))
         return path
+
+
+class TcpProxy:
+    """A TCP proxy between the browser and the server, so a test can cut the network: `cut`
+    drops every open connection (an EventSource sees its stream fail), `refuse` turns new ones
+    away until `accept` (the page stays in its reconnecting state meanwhile)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.refusing = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
+        self._writers.difference_update((writer, up_writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        finally:
+            writer.transport.abort()

@@ -2,10 +2,8 @@
 tool calls (approvals and client results waited for, limits kept, failures and cancels recorded)
 until the model answers without tools, then record how it ended.
 
-AgentLoop holds the run's state and its steps; AgentRunWorkflow (workflows/agent.py) is the
-workflow type on top of it: its entry point, updates, signals and query. The activities are
-scheduled through workflows/steps.py; the pure rules are in workflows/rules.py.
-"""
+AgentLoop holds the run's state and steps; workflows/agent.py is the workflow type on top of it,
+workflows/steps.py schedules the activities, workflows/rules.py holds the pure rules."""
 
 from __future__ import annotations
 
@@ -235,6 +233,8 @@ class AgentLoop:
                 for c, skip in zip(calls, plan, strict=True)
             ]
             await asyncio.gather(*tasks)
+        except GeneratorExit:  # evicted from the worker's cache: no workflow calls any more
+            raise
         except BaseException as err:
             if workflow.patched(steps.PATCH_ABANDON_BATCH):
                 await self._uninterrupted(

@@ -41,7 +41,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker import main as worker_main
 
-    worker_main(["--json"] if args.json else [])
+    worker_main([*(["--json"] if args.json else []), "--processes", str(args.processes)])
     return EXIT_OK
 
 

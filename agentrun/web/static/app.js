@@ -253,20 +253,35 @@ function userBubble(text) {
 
 function renderFinishedRun(transcript, messages, run) {
   const results = new Map(messages.filter((m) => m.role === "tool").map((m) => [m.tool_call_id, m]));
+  let box = null;
   for (const m of messages) {
-    if (m.role === "user") transcript.append(userBubble(m.content || ""));
+    if (m.role === "user") {
+      transcript.append(userBubble(m.content || ""));
+      box = null;
+    }
     if (m.role !== "assistant") continue;
-    if (m.content) transcript.append(el("div", { class: "msg assistant" }, el("div", { class: "text", text: m.content })));
+    if (!box) {
+      box = el("div", { class: "run", "data-run-id": m.run_id });
+      transcript.append(box);
+    }
+    if (m.content) box.append(el("div", { class: "msg assistant" }, el("div", { class: "text", text: m.content })));
     for (const call of m.tool_calls || []) {
       const card = new ToolCard(call.tool_call_id, call.name, call.arguments);
       if (call.decision) card.decided(call.decision, call.decided_by, call.decision_reason);
       const result = results.get(call.tool_call_id);
-      if (call.result !== null && call.result !== undefined) card.result(call.result, call.is_error);
+      const took = call.started_at && call.finished_at
+        ? (Date.parse(call.finished_at) - Date.parse(call.started_at)) / 1000 : null;
+      if (call.result !== null && call.result !== undefined) card.result(call.result, call.is_error, took);
       else if (result) card.result(result.content || "", false);
-      transcript.append(card.node);
+      box.append(card.node);
     }
   }
-  if (run) transcript.append(el("div", { class: "run-meta" }, el("span", { class: `status ${run.status}`, text: run.status })));
+  if (!run) return;
+  if (!box) {
+    box = el("div", { class: "run", "data-run-id": run.run_id });
+    transcript.append(box);
+  }
+  box.append(el("div", { class: "run-meta" }, el("span", { class: `status ${run.status}`, text: run.status })));
 }
 
 function showBusy(chat, runId) {
@@ -476,11 +491,13 @@ class ToolCard {
     return this;
   }
 
-  result(text, isError) {
-    const took = ((Date.now() - this.started) / 1000).toFixed(1);
+  result(text, isError, seconds) {
+    // Live: from the call to its result as seen here; from the record: the tool's own times.
+    const took = seconds === undefined ? (Date.now() - this.started) / 1000 : seconds;
+    const label = isError ? "error" : "result";
     this.node.classList.toggle("error-result", Boolean(isError));
     this.resultNode.replaceChildren(
-      el("p", { class: "muted", text: isError ? `error (${took} s)` : `result (${took} s)` }),
+      el("p", { class: "muted", text: took === null ? label : `${label} (${took.toFixed(1)} s)` }),
       el("pre", { text }));
     this.resultNode.hidden = false;
     return this;

@@ -1,0 +1,166 @@
+"""GET /v1/runs/{id}/events: the run's event log as Server-Sent Events (id = seq, event = type,
+data = the typed payload as JSON), live until the run's terminal event, resumable with
+Last-Event-ID or ?after=; or, with Accept: application/json, one page of events for clients
+that poll. The events come from agentrun.client's follow (the store's hub)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from agentrun.api.auth import KeyInfo, require
+from agentrun.api.lookups import Services, owned_run, services
+from agentrun.api.problems import ApiProblem
+from agentrun.client import AgentRunError, AnyEvent, RunHandle
+from agentrun.protocol.events import EventType, UnknownEvent, parse_event
+from agentrun.protocol.http import EventPage, EventView
+from agentrun.protocol.statuses import RunStatus, Scope
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+MAX_SEQ = 2**63 - 1
+# How long a stream waits for a just-started run to be opened by a worker.
+OPEN_TIMEOUT_S = 60.0
+# A client that has not taken an event for this long is dropped (it reconnects with its
+# Last-Event-ID and loses nothing).
+SEND_TIMEOUT_S = 60.0
+
+
+def parse_cursor(value: str, what: str) -> int:
+    text = value.strip()
+    if not text.isdigit() or not text.isascii() or int(text) > MAX_SEQ:
+        raise ApiProblem(
+            400,
+            f"{what} must be an event seq (a whole number, 0 or more), not {value[:40]!r}",
+            kind="bad-cursor",
+        )
+    return int(text)
+
+
+def _cursor(request: Request, after: str | None) -> int:
+    # A reconnecting EventSource sends Last-Event-ID with its first URL: the header wins.
+    last_event_id = request.headers.get("last-event-id")
+    if last_event_id is not None:
+        return parse_cursor(last_event_id, "Last-Event-ID")
+    if after is not None:
+        return parse_cursor(after, "after")
+    return 0
+
+
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/event-stream" not in accept
+
+
+def event_data(event: AnyEvent) -> dict[str, Any]:
+    if isinstance(event, UnknownEvent):
+        return dict(event.data)
+    return event.data.model_dump(mode="json")
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    responses={
+        200: {
+            "description": "text/event-stream (default), or with Accept: application/json a "
+            "page of events (EventPage).",
+            "content": {
+                "text/event-stream": {},
+                "application/json": {"schema": EventPage.model_json_schema()},
+            },
+        },
+        400: {"description": "A malformed Last-Event-ID or ?after=."},
+    },
+)
+async def events(
+    request: Request,
+    run_id: str,
+    key: Annotated[KeyInfo, Depends(require(Scope.READ, query_token=True))],
+    after: Annotated[str | None, Query(description="Start after this seq.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size (JSON only).")] = 100,
+    access_token: Annotated[
+        str | None,
+        Query(description="The API key, for EventSource clients that cannot send headers."),
+    ] = None,
+) -> Any:
+    cursor = _cursor(request, after)
+    svc = services(request)
+    run = await owned_run(svc, run_id, key.tenant)
+    if _wants_json(request):
+        return await _page(svc, run_id, cursor, limit, opened=run is not None)
+    return EventSourceResponse(
+        _stream(svc, run_id, cursor, request.app.state.draining),
+        ping=svc.settings.http_heartbeat_s,
+        send_timeout=SEND_TIMEOUT_S,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _page(svc: Services, run_id: str, after: int, limit: int, *, opened: bool) -> EventPage:
+    if not opened:
+        return EventPage(events=[], next_after=after, ended=False)
+    # The run first: if it had ended then, every event it will ever have is already written.
+    run = await svc.repo.find_run(run_id)
+    rows = await svc.repo.read_events(run_id, after, limit)
+    views = []
+    for row in rows:
+        event = parse_event(row.run_id, row.seq, row.type, row.data, row.created_at)
+        views.append(
+            EventView(seq=row.seq, type=row.type, data=event_data(event), created_at=row.created_at)
+        )
+    next_after = rows[-1].seq if rows else after
+    ended = run is not None and RunStatus(run.status).terminal and next_after >= run.last_event_seq
+    return EventPage(events=views, next_after=next_after, ended=ended)
+
+
+async def _stream(
+    svc: Services, run_id: str, after: int, draining: asyncio.Event
+) -> AsyncIterator[ServerSentEvent]:
+    handle = RunHandle(svc.temporal, run_id, store=svc.repo)
+    try:
+        async with aclosing(handle.follow(after, open_timeout=OPEN_TIMEOUT_S)) as followed:
+            async for event in _until(followed, draining):
+                yield ServerSentEvent(
+                    data=json.dumps(event_data(event), separators=(",", ":")),
+                    event=str(event.type),
+                    id=str(event.seq),
+                )
+    except AgentRunError as exc:
+        # The run was never opened (refused, cancelled first, no worker): say so and end.
+        yield ServerSentEvent(
+            data=json.dumps({"message": str(exc), "retryable": False}),
+            event=EventType.ERROR.value,
+        )
+
+
+async def _until(events: AsyncIterator[AnyEvent], stop: asyncio.Event) -> AsyncIterator[AnyEvent]:
+    """`events` until `stop` is set (the server is shutting down): the stream then ends
+    cleanly at once and the client resumes elsewhere from its Last-Event-ID."""
+    stopped = asyncio.ensure_future(stop.wait())
+    following: asyncio.Future[AnyEvent] | None = None
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(events))
+            await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                return
+            try:
+                event = following.result()
+            except StopAsyncIteration:
+                return
+            following = None
+            yield event
+    finally:
+        stopped.cancel()
+        # The read of the next event runs in a task of its own: it must be over before the
+        # caller closes `events` (a client gone mid-read), or that close finds the generator
+        # still running.
+        if following is not None and not following.done():
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)

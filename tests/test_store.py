@@ -434,9 +434,10 @@ async def test_follower_resumes_from_a_cursor(repo: Repository, run_id: str) -> 
     assert first == list(range(1, 13)) and rest == list(range(6, 13))
 
 
-async def test_a_follower_without_listen_polls(
+async def test_the_direct_follower_without_listen_polls(
     repo: Repository, run_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The old per-follower path, kept for the benchmark (the hub's polling: tests/test_hub.py).
     async def no_listener(_url: str) -> Any:
         return None
 
@@ -445,7 +446,7 @@ async def test_a_follower_without_listen_polls(
     got: list[int] = []
 
     async def follow() -> None:
-        async for event in repo.follow_events(run_id, 0, poll_interval=0.05):
+        async for event in events.follow_direct(repo, run_id, 0, poll_interval=0.05):
             got.append(event.seq)
 
     task = asyncio.create_task(follow())

@@ -1,4 +1,5 @@
-"""The event log: append with gapless per-run seqs, read from a cursor, follow live.
+"""The event log: append with gapless per-run seqs, read from a cursor (following live is
+agentrun.store.hub's).
 
 A run's events get seqs allocated under the run row's lock (SELECT ... FOR UPDATE) in the
 inserting transaction, so seqs are in commit order and a rolled-back transaction gives its seqs
@@ -154,7 +155,7 @@ async def read(
     return list(rows.scalars())
 
 
-async def follow(
+async def follow_direct(
     store: Engine,
     run_id: str,
     after_seq: int = 0,
@@ -164,9 +165,12 @@ async def follow(
 ) -> AsyncGenerator[RunEvent, None]:
     """Yield every event after `after_seq` in seq order, then new ones as they commit.
 
-    NOTIFY wakes the follower at once; polling every `poll_interval` is the fallback for a lost
-    notification or a dropped listener connection. Ends after the run reaches a terminal
-    status and its last event has been yielded.
+    The old follower, one LISTEN connection and one query per notification for each follower:
+    kept only for the benchmark's comparison (bench/hub_latency.py). Everything else follows
+    through agentrun.store.hub.EventHub (Repository.follow_events). NOTIFY wakes the follower
+    at once; polling every `poll_interval` is the fallback for a lost notification or a
+    dropped listener connection. Ends after the run reaches a terminal status and its last
+    event has been yielded.
     """
     cursor = after_seq
     listener = await _listen(store.libpq_url)

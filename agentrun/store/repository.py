@@ -17,11 +17,16 @@ from agentrun.store import catalog, events, runs, tenancy, tool_calls, turns
 from agentrun.store.access import TenantAccess
 from agentrun.store.engine import Engine
 from agentrun.store.events import EventIn
+from agentrun.store.hub import EventHub
 from agentrun.store.turns import LlmCallValues
+
+HUB_POLL_INTERVAL = 1.0  # seconds: the hub's fallback for a lost notification
 
 
 class Repository(TenantAccess):
     """Async access to the agentrun store over one SQLAlchemy engine (psycopg 3)."""
+
+    _hub: EventHub | None = None
 
     @classmethod
     def connect(cls, sqlalchemy_url: str, *, pool_size: int = 10) -> Repository:
@@ -59,10 +64,24 @@ class Repository(TenantAccess):
         poll_interval: float = 1.0,
         until_terminal: bool = True,
     ) -> AsyncGenerator[RunEvent, None]:
-        """Every event after `after_seq`, then new ones as they commit (events.follow)."""
-        return events.follow(
-            self, run_id, after_seq, poll_interval=poll_interval, until_terminal=until_terminal
-        )
+        """Every event after `after_seq`, then new ones as they commit, through the
+        Repository's event hub (one LISTEN connection for all its followers; see
+        agentrun.store.hub). `poll_interval` is kept for callers: the hub polls every
+        HUB_POLL_INTERVAL for all followers, a fallback for a lost notification."""
+        del poll_interval
+        return self.event_hub().follow(run_id, after_seq, until_terminal=until_terminal)
+
+    def event_hub(self) -> EventHub:
+        """The Repository's hub, made on first use; Repository.close() closes it."""
+        if self._hub is None:
+            self._hub = EventHub(self, poll_interval=HUB_POLL_INTERVAL)
+        return self._hub
+
+    async def close(self) -> None:
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            await hub.close()
+        await super().close()
 
     # -- sessions and runs -----------------------------------------------------------------
 

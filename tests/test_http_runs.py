@@ -265,3 +265,49 @@ async def test_a_stream_for_a_run_that_is_just_starting_waits_for_it(
     ) as source:
         got = [e async for e in source.aiter_sse() if e.event not in ("", "message")]
     assert got[0].id == "1" and data(got[-1])["status"] == RunStatus.DONE
+
+
+async def test_the_listen_connection_killed_mid_stream_loses_and_repeats_nothing(
+    http: httpx.AsyncClient,
+    keys: Keys,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    """pg_terminate_backend on the hub's LISTEN connection while an SSE client reads: the
+    hub reconnects and re-reads from its cursor, the client's stream goes on with no gap or
+    duplicate."""
+    from sqlalchemy import text
+
+    prompt = f"http listen killed {run_id}"
+    model_server.script(prompt, [Reply(text="token " * 300, chunk_chars=6, delay_s=0.01)])
+    rid = (await start(http, keys.full, prompt, config={"tools": []}))["run_id"]
+    hub = repo.event_hub()
+    got: list[int] = []
+    killed: list[int] = []
+
+    async def read() -> None:
+        url = f"/v1/runs/{rid}/events"
+        async with aconnect_sse(http, "GET", url, headers=bearer(keys.full)) as source:
+            async for sse in source.aiter_sse():
+                if not sse.event or sse.event == "message":
+                    continue
+                got.append(int(sse.id))
+                if len(got) == 5:
+                    pid = hub.stats().listener_pid
+                    assert pid is not None
+                    async with repo.engine.begin() as conn:
+                        await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                    killed.append(pid)
+
+    await asyncio.wait_for(read(), BOUND)
+    stored = [row.seq for row in await repo.read_events(rid, 0, 10_000)]
+    assert killed and got == stored, (len(got), len(stored))
+    assert (await repo.get_run(rid)).status == RunStatus.DONE
+
+    async def reconnected() -> None:
+        while hub.stats().listener_pid in (None, killed[0]):  # noqa: ASYNC110 - polled state
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(reconnected(), BOUND)

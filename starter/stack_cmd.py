@@ -204,6 +204,7 @@ def _dev_ready(
             record["api"] = api.url
             record["api_docs"] = f"{api.url}/docs" if api.url else None
             record["api_key"] = api.key
+            record["web_page"] = f"{api.url}/#key={api.key}" if api.url else None
             record["api_problem"] = api.problem
         print_json(record)
         return
@@ -220,7 +221,8 @@ def _dev_ready(
         console.print(
             f"  HTTP API   {api.url} (docs {api.url}/docs)\n"
             f"  Dev key    {api.key} (tenant default, every scope; kept in "
-            f"{settings.data_dir}/dev-api-key)",
+            f"{settings.data_dir}/dev-api-key)\n"
+            f"  Web page   {api.url}/#key={api.key}",
             soft_wrap=True,
         )
     elif api is not None:

@@ -117,6 +117,9 @@ def _check_the_http_api(out: str, env: dict[str, str], data_dir: Path) -> None:
     key_file = data_dir / "dev-api-key"
     key = key_file.read_text().strip()
     assert f"HTTP API   {url} (docs {url}/docs)" in out and key in out
+    assert f"Web page   {url}/#key={key}" in out
+    with urllib.request.urlopen(f"{url}/", timeout=10) as resp:
+        assert resp.status == 200 and b"app.js" in resp.read()
     assert key_file.stat().st_mode & 0o777 == 0o600
     runs = urllib.request.Request(f"{url}/v1/runs", headers={"Authorization": f"Bearer {key}"})
     with urllib.request.urlopen(runs, timeout=10) as resp:

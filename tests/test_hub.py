@@ -163,8 +163,10 @@ async def test_notifications_during_a_read_are_coalesced_into_the_next(
         await _write(repo, run_id, 30, start=1)  # 30 notifications while it is
         gate.set()
         await _until(lambda: all(len(f.seqs) == 32 for f in followers), "all 31 deltas")
-        # The read in flight, and one more for everything that came during it.
-        assert hub.stats().reads - before <= 2, hub.stats()
+        # The read in flight, and one more for everything that came during it: far fewer
+        # reads than the 31 notifications. (PostgreSQL delivers NOTIFY asynchronously: on a
+        # loaded machine a few may land after that second read started, and make one more.)
+        assert hub.stats().reads - before <= 4, hub.stats()
         await repo.set_run_status(run_id, RunStatus.DONE)
         for f in followers:
             assert await f.done() == list(range(1, 34))

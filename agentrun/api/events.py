@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -18,11 +19,14 @@ from agentrun.api.auth import KeyInfo, require
 from agentrun.api.lookups import Services, owned_run, services
 from agentrun.api.problems import ApiProblem
 from agentrun.client import AgentRunError, AnyEvent, RunHandle
+from agentrun.db.models import RunEvent
 from agentrun.protocol.events import EventType, UnknownEvent, parse_event
 from agentrun.protocol.http import EventPage, EventView
 from agentrun.protocol.statuses import RunStatus, Scope
 
 router = APIRouter(prefix="/v1", tags=["events"])
+
+T = TypeVar("T")
 
 MAX_SEQ = 2**63 - 1
 # How long a stream waits for a just-started run to be opened by a worker.
@@ -121,29 +125,46 @@ async def _page(svc: Services, run_id: str, after: int, limit: int, *, opened: b
 
 async def _stream(
     svc: Services, run_id: str, after: int, draining: asyncio.Event
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     handle = RunHandle(svc.temporal, run_id, store=svc.repo)
     try:
-        async with aclosing(handle.follow(after, open_timeout=OPEN_TIMEOUT_S)) as followed:
-            async for event in _until(followed, draining):
-                yield ServerSentEvent(
-                    data=json.dumps(event_data(event), separators=(",", ":")),
-                    event=str(event.type),
-                    id=str(event.seq),
-                )
-    except AgentRunError as exc:
+        if await svc.repo.find_run(run_id) is None:
+            await handle.opened(OPEN_TIMEOUT_S)
+        async with aclosing(svc.repo.follow_events(run_id, after)) as followed:
+            async for row in _until(followed, draining):
+                yield _encoded(row)
+    except (AgentRunError, LookupError) as exc:
         # The run was never opened (refused, cancelled first, no worker): say so and end.
         yield ServerSentEvent(
             data=json.dumps({"message": str(exc), "retryable": False}),
             event=EventType.ERROR.value,
-        )
+        ).encode()
 
 
-async def _until(events: AsyncIterator[AnyEvent], stop: asyncio.Event) -> AsyncIterator[AnyEvent]:
+# The hub hands the same event row to every follower of a run: its SSE frame is made once for
+# all of them (parsing the typed payload and encoding it was most of a stream's per-event cost
+# with 20 followers a run), and forgotten with the row.
+_FRAMES: weakref.WeakKeyDictionary[RunEvent, bytes] = weakref.WeakKeyDictionary()
+
+
+def _encoded(row: RunEvent) -> bytes:
+    frame = _FRAMES.get(row)
+    if frame is None:
+        event = parse_event(row.run_id, row.seq, row.type, row.data, row.created_at)
+        frame = ServerSentEvent(
+            data=json.dumps(event_data(event), separators=(",", ":")),
+            event=str(event.type),
+            id=str(event.seq),
+        ).encode()
+        _FRAMES[row] = frame
+    return frame
+
+
+async def _until(events: AsyncIterator[T], stop: asyncio.Event) -> AsyncIterator[T]:
     """`events` until `stop` is set (the server is shutting down): the stream then ends
     cleanly at once and the client resumes elsewhere from its Last-Event-ID."""
     stopped = asyncio.ensure_future(stop.wait())
-    following: asyncio.Future[AnyEvent] | None = None
+    following: asyncio.Future[T] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(events))

@@ -10,7 +10,7 @@ import json
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -25,8 +25,6 @@ from agentrun.protocol.http import EventPage, EventView
 from agentrun.protocol.statuses import RunStatus, Scope
 
 router = APIRouter(prefix="/v1", tags=["events"])
-
-T = TypeVar("T")
 
 MAX_SEQ = 2**63 - 1
 # How long a stream waits for a just-started run to be opened by a worker.
@@ -130,8 +128,10 @@ async def _stream(
     try:
         if await svc.repo.find_run(run_id) is None:
             await handle.opened(OPEN_TIMEOUT_S)
-        async with aclosing(svc.repo.follow_events(run_id, after)) as followed:
-            async for row in _until(followed, draining):
+        # The hub ends the stream when the server drains (Server.shutdown sets `draining`
+        # and wakes every follower): the client resumes elsewhere from its Last-Event-ID.
+        async with aclosing(svc.repo.follow_events(run_id, after, stop=draining)) as followed:
+            async for row in followed:
                 yield _encoded(row)
     except (AgentRunError, LookupError) as exc:
         # The run was never opened (refused, cancelled first, no worker): say so and end.
@@ -158,30 +158,3 @@ def _encoded(row: RunEvent) -> bytes:
         ).encode()
         _FRAMES[row] = frame
     return frame
-
-
-async def _until(events: AsyncIterator[T], stop: asyncio.Event) -> AsyncIterator[T]:
-    """`events` until `stop` is set (the server is shutting down): the stream then ends
-    cleanly at once and the client resumes elsewhere from its Last-Event-ID."""
-    stopped = asyncio.ensure_future(stop.wait())
-    following: asyncio.Future[T] | None = None
-    try:
-        while True:
-            following = asyncio.ensure_future(anext(events))
-            await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if not following.done():
-                return
-            try:
-                event = following.result()
-            except StopAsyncIteration:
-                return
-            following = None
-            yield event
-    finally:
-        stopped.cancel()
-        # The read of the next event runs in a task of its own: it must be over before the
-        # caller closes `events` (a client gone mid-read), or that close finds the generator
-        # still running.
-        if following is not None and not following.done():
-            following.cancel()
-            await asyncio.gather(following, return_exceptions=True)

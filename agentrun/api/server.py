@@ -47,6 +47,9 @@ class Server(uvicorn.Server):
         draining = getattr(self.app.state, "draining", None)
         if draining is not None:
             draining.set()
+            repo = getattr(self.app.state, "repo", None)
+            if repo is not None:
+                repo.event_hub().wake_all()
         await super().shutdown(sockets)
 
 

@@ -133,6 +133,11 @@ class EventHub:
         for n in range(self._readers):
             self._spawn(self._reader(), f"agentrun-hub-reader-{n}")
 
+    def wake_all(self) -> None:  # every follower looks again (at its `stop`, say)
+        for feed in self._feeds.values():
+            for follower in feed.followers:
+                follower.wake.set()
+
     async def close(self) -> None:
         """Stop listening; every follower ends (after the events it already holds)."""
         if self._closed:
@@ -174,14 +179,19 @@ class EventHub:
     # -- following -------------------------------------------------------------------------
 
     async def follow(
-        self, run_id: str, after_seq: int = 0, *, until_terminal: bool = True
+        self,
+        run_id: str,
+        after_seq: int = 0,
+        *,
+        until_terminal: bool = True,
+        stop: asyncio.Event | None = None,
     ) -> AsyncGenerator[RunEvent, None]:
         """Every event of the run after `after_seq` in seq order, then new ones as they commit.
 
-        Ends after the run's terminal status once its last event has been yielded (never, with
-        until_terminal=False), or when the hub closes. An unknown run raises NotFoundError
-        (a LookupError); with until_terminal=False it is waited for instead. A database error
-        on the first read is raised; later ones are retried from the follower's cursor.
+        Ends after the run's terminal status once its last event is yielded (never, with
+        until_terminal=False), when the hub closes, or once `stop` is set (and `wake_all`
+        called). An unknown run raises NotFoundError (waited for with until_terminal=False). A
+        database error on the first read is raised; later ones are retried from the cursor.
         """
         if after_seq < 0:
             raise ValueError(f"after_seq must be 0 or more, not {after_seq}")
@@ -200,15 +210,15 @@ class EventHub:
                     if event.seq > follower.cursor:
                         follower.cursor = event.seq
                         yield event
-                batch = await self._next_batch(feed, follower, until_terminal)
+                batch = await self._next_batch(feed, follower, until_terminal, stop)
         finally:
             self._unsubscribe(feed, follower)
 
     async def _next_batch(
-        self, feed: _Feed, follower: _Follower, until_terminal: bool
+        self, feed: _Feed, follower: _Follower, until_terminal: bool, stop: asyncio.Event | None
     ) -> list[RunEvent] | None:
         """The follower's next events in order, or None when it ends."""
-        while not self._closed:
+        while not self._closed and not (stop is not None and stop.is_set()):
             follower.wake.clear()
             queue = follower.queue
             while queue and queue[0].seq <= follower.cursor:

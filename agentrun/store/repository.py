@@ -7,6 +7,7 @@ and tests call the store through it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Sequence
 
 from agentrun.contracts import AgentConfig, PendingCall, RecordedDecision, ToolCallRequest
@@ -63,13 +64,14 @@ class Repository(TenantAccess):
         *,
         poll_interval: float = 1.0,
         until_terminal: bool = True,
+        stop: asyncio.Event | None = None,
     ) -> AsyncGenerator[RunEvent, None]:
         """Every event after `after_seq`, then new ones as they commit, through the
         Repository's event hub (one LISTEN connection for all its followers; see
-        agentrun.store.hub). `poll_interval` is kept for callers: the hub polls every
-        HUB_POLL_INTERVAL for all followers, a fallback for a lost notification."""
+        agentrun.store.hub; `stop` as EventHub.follow's). `poll_interval` is kept for callers:
+        the hub polls every HUB_POLL_INTERVAL for all followers."""
         del poll_interval
-        return self.event_hub().follow(run_id, after_seq, until_terminal=until_terminal)
+        return self.event_hub().follow(run_id, after_seq, until_terminal=until_terminal, stop=stop)
 
     def event_hub(self) -> EventHub:
         """The Repository's hub, made on first use; Repository.close() closes it."""

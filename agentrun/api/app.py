@@ -39,7 +39,8 @@ def create_app(
         from agentrun.store import Repository
 
         own_repo = repo is None
-        store = repo if repo is not None else Repository.connect(settings.sqlalchemy_url)
+        # No overflow: however many clients, the process holds pool + 1 (LISTEN) connections.
+        store = repo or Repository.connect(settings.sqlalchemy_url, max_overflow=0)
         try:
             temporal = client if client is not None else await connect(settings)
             app.state.settings = settings

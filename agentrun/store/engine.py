@@ -57,12 +57,18 @@ class Engine:
 
     @staticmethod
     def create(
-        sqlalchemy_url: str, *, pool_size: int = 10, idle_ping_s: float = IDLE_PING_S
+        sqlalchemy_url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int | None = None,
+        idle_ping_s: float = IDLE_PING_S,
     ) -> tuple[AsyncEngine, str]:
+        """`max_overflow`: connections beyond the pool in a burst (default: pool_size); 0 keeps
+        the process at pool_size (the HTTP server: pool + the hub's LISTEN connection)."""
         engine = create_async_engine(
             sqlalchemy_url,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=pool_size if max_overflow is None else max_overflow,
             # An SQL error's text would otherwise carry the bound values (a tool's output, a
             # prompt) into Temporal failures, workflow history and logs.
             hide_parameters=True,

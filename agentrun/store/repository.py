@@ -30,8 +30,10 @@ class Repository(TenantAccess):
     _hub: EventHub | None = None
 
     @classmethod
-    def connect(cls, sqlalchemy_url: str, *, pool_size: int = 10) -> Repository:
-        return cls(*Engine.create(sqlalchemy_url, pool_size=pool_size))
+    def connect(
+        cls, sqlalchemy_url: str, *, pool_size: int = 10, max_overflow: int | None = None
+    ) -> Repository:
+        return cls(*Engine.create(sqlalchemy_url, pool_size=pool_size, max_overflow=max_overflow))
 
     # -- the event log ---------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     client = await temporal(settings)
     async with database(settings):
         pass  # reachable and migrated, or a clear error now rather than on the first request
-    repo = Repository.connect(settings.sqlalchemy_url)
+    repo = Repository.connect(settings.sqlalchemy_url, max_overflow=0)
     try:
         server = build_server(settings, repo=repo, client=client, host=host, port=port)
         stop = asyncio.Event()
@@ -72,7 +72,7 @@ async def api_running(settings: Settings) -> AsyncIterator[ApiState]:
     if not port_free(host, port):
         yield ApiState(problem=f"{host}:{port} is in use (set AGENTRUN_HTTP_PORT)")
         return
-    repo = Repository.connect(settings.sqlalchemy_url)
+    repo = Repository.connect(settings.sqlalchemy_url, max_overflow=0)
     try:
         key = await ensure_dev_key(repo, settings.data_dir)
         server = build_server(

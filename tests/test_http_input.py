@@ -27,6 +27,19 @@ async def _run_ids(http: httpx.AsyncClient, token: str) -> list[str]:
     return [row["run_id"] for row in body["runs"]]
 
 
+async def test_an_idempotent_retry_before_any_worker_opens_the_run_names_its_session(
+    http: httpx.AsyncClient, keys: Keys, run_id: str
+) -> None:
+    # No worker: the run is started but never opened, so the retry cannot read it back.
+    headers = {**bearer(keys.full), "Idempotency-Key": f"early-{run_id}"}
+    body = {"prompt": f"early retry {run_id}", "config": {"tools": []}}
+    first = await http.post("/v1/runs", json=body, headers=headers)
+    again = await http.post("/v1/runs", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200), (first.text, again.text)
+    assert again.json()["run_id"] == first.json()["run_id"]
+    assert again.json()["session_id"] == first.json()["session_id"]
+
+
 async def test_an_idempotent_start(
     http: httpx.AsyncClient,
     keys: Keys,

@@ -122,7 +122,9 @@ async def _release(svc: Services, tenant: str, key: str, run_id: str) -> None:
 async def _start(
     svc: Services, tenant: str, body: StartRunRequest, run_id: str
 ) -> StartRunResponse:
-    session_id = body.session_id or new_id("session")
+    # A new session's id comes from the run's: a retry under the same Idempotency-Key that
+    # arrives before a worker opened the run names the same session, not a fresh one.
+    session_id = body.session_id or "session-" + run_id.removeprefix("run-")
     owner = await session_tenant(svc, session_id)
     if owner is not None and owner != tenant:
         raise not_found("session", session_id)

@@ -45,7 +45,9 @@ def _at_least_one(text: str) -> int:
 
 def _dev_command(sub: Any) -> None:
     dev = sub.add_parser(
-        "dev", help="start Temporal, PostgreSQL and a worker on this machine (Ctrl-C stops)"
+        "dev",
+        help="start Temporal, PostgreSQL, a worker and the HTTP API with the web page on this "
+        "machine (Ctrl-C stops)",
     )
     dev.add_argument("--no-worker", action="store_true", help="start the servers only")
     dev.add_argument("--no-api", action="store_true", help="do not start the HTTP API")
@@ -90,7 +92,7 @@ def _admin_commands(sub: Any) -> None:
     codec.add_argument("--port", type=int, help="override AGENTRUN_CODEC_SERVER_PORT (8081)")
     _command(codec, "starter.commands.admin:cmd_codec_server")
 
-    serve = sub.add_parser("serve", help="serve the HTTP API (README: HTTP API)")
+    serve = sub.add_parser("serve", help="serve the HTTP API and the web page (README: HTTP API)")
     serve.add_argument("--host", help="override AGENTRUN_HTTP_HOST (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="override AGENTRUN_HTTP_PORT (8780)")
     _command(serve, "starter.commands.serve:cmd_serve")

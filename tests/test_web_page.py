@@ -110,6 +110,10 @@ async def test_the_answer_streams_in_before_the_run_ends(
     assert "#/s/" in await page.js("return location.hash")
     await page.js("location.reload()")
     await page.wait(f"return (() => {{ {ANSWER} }})() === arguments[0]", text, what="reload")
+    # From the record now: the run's status and usage beside its answer.
+    usage = await page.text(".run .run-meta .usage")
+    assert usage.endswith("out tokens") and not usage.startswith("0 in"), usage
+    assert await page.text(".run .run-meta .status") == RunStatus.DONE
 
 
 async def test_a_failed_attempts_partial_text_is_replaced_not_doubled(

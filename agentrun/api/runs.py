@@ -204,6 +204,13 @@ def _summary(run: Run) -> RunSummaryView:
         created_at=run.created_at,
         finished_at=run.finished_at,
         links=links(run.id),
+        usage=UsageView(
+            prompt_tokens=run.prompt_tokens,
+            completion_tokens=run.completion_tokens,
+            llm_calls=run.llm_call_count,
+            tool_calls=run.tool_call_count,
+            turns=run.turns,
+        ),
     )
 
 
@@ -223,13 +230,6 @@ async def get_run(
         final_text=run.final_text,
         updated_at=run.updated_at,
         last_event_seq=run.last_event_seq,
-        usage=UsageView(
-            prompt_tokens=run.prompt_tokens,
-            completion_tokens=run.completion_tokens,
-            llm_calls=run.llm_call_count,
-            tool_calls=run.tool_call_count,
-            turns=run.turns,
-        ),
         pending=[_pending(run, call) for call in pending],
     )
 

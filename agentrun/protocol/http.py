@@ -132,6 +132,7 @@ class RunSummaryView(_Response):
     created_at: datetime | None = None
     finished_at: datetime | None = None
     links: Links
+    usage: UsageView = Field(default_factory=UsageView)
 
 
 class RunView(RunSummaryView):
@@ -139,7 +140,6 @@ class RunView(RunSummaryView):
     final_text: str | None = None
     updated_at: datetime | None = None
     last_event_seq: int = 0
-    usage: UsageView
     pending: list[PendingCallView] = Field(default_factory=list)
 
 

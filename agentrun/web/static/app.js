@@ -292,7 +292,10 @@ function renderFinishedRun(transcript, messages, run) {
     box = el("div", { class: "run", "data-run-id": run.run_id });
     transcript.append(box);
   }
-  box.append(el("div", { class: "run-meta" }, el("span", { class: `status ${run.status}`, text: run.status })));
+  const u = run.usage || {};
+  box.append(el("div", { class: "run-meta" },
+    el("span", { class: `status ${run.status}`, text: run.status }),
+    el("span", { class: "usage", text: `${u.prompt_tokens || 0} in · ${u.completion_tokens || 0} out tokens` })));
 }
 
 function showBusy(chat, runId) {

@@ -38,6 +38,18 @@ def card(tool_call_id: str) -> str:
     return f"article.card[data-tool-call-id='{tool_call_id}']"
 
 
+async def shown(page: Page, css: str, what: str) -> str:
+    """The text of the element `css` once it is there and not hidden (bounded wait)."""
+    return str(
+        await page.wait(
+            "const n = document.querySelector(arguments[0]);"
+            " return n && !n.hidden && n.textContent",
+            css,
+            what=what,
+        )
+    )
+
+
 @pytest.fixture
 async def page(chrome: Any, api: str, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
     p = Page(chrome, api, request.node.name.removeprefix("test_")[:60])
@@ -61,10 +73,7 @@ async def test_key_prompt_a_wrong_key_then_the_right_one(page: Page, keys: Keys)
     await page.wait("return document.querySelector('#key-form')", what="the key prompt")
     await page.type("#key-input", "ar_notakey_000")
     await page.click("#key-form button[type=submit]")
-    error = await page.wait(
-        "const e = document.querySelector('#key-error'); return e && !e.hidden && e.textContent",
-        what="the refused key's message",
-    )
+    error = await shown(page, "#key-error", "the refused key's message")
     assert "refused" in error
     await page.shot("wrong-key")
     await page.type("#key-input", keys.full)
@@ -82,10 +91,7 @@ async def test_the_demos_link_carries_the_key_in_its_fragment(page: Page, keys: 
 
 async def test_a_revoked_key_sends_the_user_back_to_the_prompt(page: Page, keys: Keys) -> None:
     await page.open("/", key=keys.revoked)
-    error = await page.wait(
-        "const e = document.querySelector('#key-error'); return e && !e.hidden && e.textContent",
-        what="the key prompt with a message",
-    )
+    error = await shown(page, "#key-error", "the key prompt with a message")
     assert "revoked" in error
 
 
@@ -143,15 +149,11 @@ async def test_approve_then_the_tool_result_card(
     model_server.script(prompt, [bash_call("echo web-approved", "call_w"), Reply(text="Ran it.")])
     session = await start_session(keys, page, prompt, tmp_path)
     await page.wait(f'return document.querySelector("{card("call_w")} .ask")', what="card")
-    shown = await page.text(f"{card('call_w')} pre.args")
-    assert json.loads(shown) == {"command": "echo web-approved"}
+    args = await page.text(f"{card('call_w')} pre.args")
+    assert json.loads(args) == {"command": "echo web-approved"}
     await page.shot("approval-card")
     await page.click(f"{card('call_w')} button.approve")
-    result = await page.wait(
-        f'const r = document.querySelector("{card("call_w")} .result pre");'
-        " return r && r.textContent",
-        what="the result card",
-    )
+    result = await shown(page, f"{card('call_w')} .result pre", "the result card")
     assert "web-approved" in result
     assert "approved by app" in await page.text(f"{card('call_w')} .decided")
     await status_is(page, RunStatus.DONE)
@@ -184,11 +186,7 @@ async def test_edit_with_a_schema_error_then_a_valid_edit(
         json.dumps({"cmd": "echo wrong-field"}),
     )
     await page.click(f"{card('call_e')} .edit button")
-    error = await page.wait(
-        f'const e = document.querySelector("{card("call_e")} .ask .error");'
-        " return e && !e.hidden && e.textContent",
-        what="the schema error inline",
-    )
+    error = await shown(page, f"{card('call_e')} .ask .error", "the schema error inline")
     await page.shot("schema-error")
     assert "schema" in error.lower() or "command" in error
     await page.js(
@@ -197,11 +195,7 @@ async def test_edit_with_a_schema_error_then_a_valid_edit(
         json.dumps({"command": "echo edited-by-person"}),
     )
     await page.click(f"{card('call_e')} .edit button")
-    result = await page.wait(
-        f'const r = document.querySelector("{card("call_e")} .result pre");'
-        " return r && r.textContent",
-        what="the edited call's result",
-    )
+    result = await shown(page, f"{card('call_e')} .result pre", "the edited call's result")
     assert "edited-by-person" in result
     assert "approved with edits" in await page.text(f"{card('call_e')} .decided")
 
@@ -221,11 +215,7 @@ async def test_reject_with_a_reason(
     await page.click(f"{card('call_r')} button.reject-open")
     await page.type(f"{card('call_r')} .reject input", "not on my watch")
     await page.click(f"{card('call_r')} .reject button")
-    decided = await page.wait(
-        f'const d = document.querySelector("{card("call_r")} .decided");'
-        " return d && !d.hidden && d.textContent",
-        what="the rejection on the card",
-    )
+    decided = await shown(page, f"{card('call_r')} .decided", "the rejection on the card")
     assert "rejected by app: not on my watch" in decided
     await status_is(page, RunStatus.DONE)
 
@@ -252,11 +242,7 @@ async def test_a_decision_made_elsewhere_updates_the_card(
             headers=bearer(keys.full),
         )
         assert r.status_code == 200, r.text
-    decided = await page.wait(
-        f'const d = document.querySelector("{card("call_x")} .decided");'
-        " return d && !d.hidden && d.textContent",
-        what="the card updated by the other decision",
-    )
+    decided = await shown(page, f"{card('call_x')} .decided", "the other decision")
     assert "approved by app" in decided
     assert not await page.js(f'return document.querySelector("{card("call_x")} .ask")')
 

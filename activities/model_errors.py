@@ -111,16 +111,23 @@ def retry_after_seconds(headers: Any) -> float | None:
     if ms:
         with contextlib.suppress(ValueError):
             return max(0.0, float(ms) / 1000)
-    value = headers.get("retry-after")
+    return retry_after_value(headers.get("retry-after"))
+
+
+def retry_after_value(value: str | None) -> float | None:
+    """A Retry-After header's value in seconds (delta-seconds or an HTTP date); None when it
+    is absent or malformed. The model's answers and the webhook receivers' both go through it."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _provider_message(exc: openai.APIStatusError) -> str:

@@ -14,10 +14,11 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
+
+from activities.model_errors import retry_after_value
 
 __all__ = ["AddressRefused", "Answer", "post", "public_addresses", "verdict"]
 
@@ -114,26 +115,11 @@ async def post(
                     last = exc  # the next address of the name, if any
                     continue
                 await response.aclose()
-                return Answer(response.status_code, _retry_after(response.headers))
+                return Answer(
+                    response.status_code, retry_after_value(response.headers.get("retry-after"))
+                )
         assert last is not None
         raise last
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    from datetime import UTC, datetime
-
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def verdict(status_code: int) -> str:

@@ -152,6 +152,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created_at, run_id
 
 
+def _check_limit(limit: int) -> None:
+    """A page's size: ValueError outside 1..MAX_PAGE (or not a whole number)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
+
+
 def _waiting_approval() -> object:
     """A run that waits for a person: WAITING_APPROVAL, or not ended with a call undecided."""
     undecided = exists().where(
@@ -177,8 +183,7 @@ async def list_runs_page(
 ) -> tuple[list[Run], str | None]:
     """A page of the tenant's runs, newest first (created_at, then id), and the cursor of the
     next page (None on the last). ValueError for a limit outside 1..200 or a malformed cursor."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
+    _check_limit(limit)
     stmt = select(Run).where(Run.tenant == tenant)
     if session_id is not None:
         stmt = stmt.where(Run.session_id == session_id)
@@ -241,8 +246,7 @@ async def list_sessions_page(
 ) -> tuple[list[SessionSummary], str | None]:
     """A page of the tenant's sessions, newest first, and the next page's cursor (None on the
     last); ValueError as list_runs_page."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
+    _check_limit(limit)
     first_prompt = (
         select(func.left(Message.content, 120))
         .where(Message.session_id == Session.id, Message.role == "user")

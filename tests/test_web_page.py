@@ -114,10 +114,15 @@ async def test_the_answer_streams_in_before_the_run_ends(
     assert await page.js(ANSWER) == text
     # The URL names the new session: a reload shows the same conversation from the record.
     assert "#/s/" in await page.js("return location.hash")
-    await page.js("location.reload()")
-    await page.wait(f"return (() => {{ {ANSWER} }})() === arguments[0]", text, what="reload")
+    # A marker the reload clears, so the waits below see the new page, not the old one.
+    await page.js("window.beforeReload = true; location.reload()")
+    await page.wait(
+        f"return !window.beforeReload && (() => {{ {ANSWER} }})() === arguments[0]",
+        text,
+        what="the reloaded page",
+    )
     # From the record now: the run's status and usage beside its answer.
-    usage = await page.text(".run .run-meta .usage")
+    usage = await shown(page, ".run .run-meta .usage", "the run's usage")
     assert usage.endswith("out tokens") and not usage.startswith("0 in"), usage
     assert await page.text(".run .run-meta .status") == RunStatus.DONE
 

@@ -18,7 +18,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from agentrun.api.auth import KeyInfo, require
 from agentrun.api.lookups import Services, owned_run, services
 from agentrun.api.problems import ApiProblem
-from agentrun.client import AgentRunError, AnyEvent, RunHandle
+from agentrun.client import AgentRunError, RunHandle
 from agentrun.db.models import RunEvent
 from agentrun.protocol.events import EventType, UnknownEvent, parse_event
 from agentrun.protocol.http import EventPage, EventView
@@ -60,7 +60,10 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/event-stream" not in accept
 
 
-def event_data(event: AnyEvent) -> dict[str, Any]:
+def event_data(row: RunEvent) -> dict[str, Any]:
+    """A stored event's payload as the typed protocol model gives it (an unknown type as
+    stored): what the SSE frame and the JSON page both carry."""
+    event = parse_event(row.run_id, row.seq, row.type, row.data, row.created_at)
     if isinstance(event, UnknownEvent):
         return dict(event.data)
     return event.data.model_dump(mode="json")
@@ -112,9 +115,8 @@ async def _page(svc: Services, run_id: str, after: int, limit: int, *, opened: b
     rows = await svc.repo.read_events(run_id, after, limit)
     views = []
     for row in rows:
-        event = parse_event(row.run_id, row.seq, row.type, row.data, row.created_at)
         views.append(
-            EventView(seq=row.seq, type=row.type, data=event_data(event), created_at=row.created_at)
+            EventView(seq=row.seq, type=row.type, data=event_data(row), created_at=row.created_at)
         )
     next_after = rows[-1].seq if rows else after
     ended = run is not None and RunStatus(run.status).terminal and next_after >= run.last_event_seq
@@ -150,11 +152,10 @@ _FRAMES: weakref.WeakKeyDictionary[RunEvent, bytes] = weakref.WeakKeyDictionary(
 def _encoded(row: RunEvent) -> bytes:
     frame = _FRAMES.get(row)
     if frame is None:
-        event = parse_event(row.run_id, row.seq, row.type, row.data, row.created_at)
         frame = ServerSentEvent(
-            data=json.dumps(event_data(event), separators=(",", ":")),
-            event=str(event.type),
-            id=str(event.seq),
+            data=json.dumps(event_data(row), separators=(",", ":")),
+            event=row.type,
+            id=str(row.seq),
         ).encode()
         _FRAMES[row] = frame
     return frame

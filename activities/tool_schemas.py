@@ -1,0 +1,35 @@
+"""The tool schemas a model turn sends: one place that says how a tool is offered to the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from activities.tools import ToolRegistry
+from agentrun.contracts import AgentConfig
+
+__all__ = ["tool_schemas"]
+
+
+def tool_schemas(
+    registry: ToolRegistry, names: list[str], config: AgentConfig
+) -> list[dict[str, Any]]:
+    """The OpenAI function schemas of the tools a turn offers: the run's client-side tools
+    from its config, the rest from the worker's registry."""
+    client = {c.name: c for c in config.client_tools}
+    schemas = []
+    for name in names:
+        if name in client:
+            c = client[name]
+            schemas.append(
+                {
+                    "type": "function",
+                    "function": {
+                        "name": c.name,
+                        "description": c.description,
+                        "parameters": c.parameters,
+                    },
+                }
+            )
+        else:
+            schemas.extend(t.openai_schema() for t in registry.select([name]))
+    return schemas

@@ -121,6 +121,7 @@ class AgentLoop(WaitSteps, ClosingSteps):
             raise ApplicationError(
                 self._refusal, type=ErrorType.RUN_REFUSED, non_retryable=True
             ) from err
+        self._opened = opened
         self._model = opened.model
         self._tools = {t.name: t for t in opened.tools}
         workflow.upsert_search_attributes([SA_MODEL.value_set(opened.model)])

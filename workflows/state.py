@@ -12,6 +12,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from agentrun.contracts import (
         CancelRequest,
+        OpenedRun,
         RunResult,
         RunStatus,
         StartRunInput,
@@ -47,6 +48,8 @@ class RunState:
         self._usage = Usage()
         self._tools: dict[str, ToolInfo] = {}
         self._model = ""
+        # What the run's open recorded (model, tools, ...): all a continued run needs of it.
+        self._opened: OpenedRun | None = None
         self._book = Waits()
         # The book's own dict under the name the steps below use.
         self._waits: dict[str, Wait] = self._book.open

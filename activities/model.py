@@ -31,6 +31,7 @@ from agentrun.contracts import (
     ModelTurnInput,
     ModelTurnResult,
 )
+from agentrun.pricing import Pricing
 from agentrun.protocol.events import EventType, MessageDeltaData, StreamResetData
 from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import LlmCallStatus
@@ -56,6 +57,7 @@ class ModelActivities(TurnRecording):
         self.settings = settings
         self.registry = registry
         self._client = client
+        self.pricing = Pricing(settings.prices)
         self._configs: OrderedDict[str, AgentConfig] = OrderedDict()
 
     def client(self) -> AsyncOpenAI:
@@ -117,8 +119,11 @@ class ModelActivities(TurnRecording):
         )
         if recorded is not None:
             message, call = recorded
+            used = await self._db(
+                "read the turn's usage", lambda: self.repo.turn_usage(inp.run_id, inp.turn)
+            )
             return turn_result(
-                inp.turn, message.content or "", message.tool_calls or [], call, True
+                inp.turn, message.content or "", message.tool_calls or [], call, True, used
             )
         config = await self._config(inp)
         await self._db(

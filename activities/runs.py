@@ -21,13 +21,14 @@ from agentrun.contracts import (
     RequestCancelInput,
     RequestWaitInput,
     RunResult,
+    SessionBudget,
     SetStatusInput,
     ToolInfo,
-    Usage,
     preview,
     storage_problems,
 )
 from agentrun.db.models import DEFAULT_TENANT, Run, RunStatus
+from agentrun.pricing import Pricing
 from agentrun.protocol import statuses
 from agentrun.protocol.events import payload as event_payload
 from agentrun.protocol.names import Activity, ErrorType
@@ -39,6 +40,7 @@ from agentrun.store import (
     SessionBusyError,
     SessionNotFoundError,
 )
+from agentrun.store.usage import run_usage
 
 
 class RunActivities:
@@ -72,6 +74,10 @@ class RunActivities:
                 str(exc), type=ErrorType.INVALID_CONFIG, non_retryable=True
             ) from exc
         model = inp.config.model or self.settings.model
+        budget = await self.repo.session_budget(
+            inp.session_id, inp.run_id, inp.tenant or DEFAULT_TENANT
+        )
+        _refuse_unpriced_cost_budget(inp, budget, model, Pricing(self.settings.prices))
         try:
             try:
                 run = await self._open(inp, model)
@@ -93,7 +99,7 @@ class RunActivities:
             raise ApplicationError(
                 str(exc), type=ErrorType.INVALID_INPUT, non_retryable=True
             ) from exc
-        return OpenedRun(run_id=run.id, model=run.model, tools=tools)
+        return OpenedRun(run_id=run.id, model=run.model, tools=tools, session_budget=budget)
 
     async def _open(self, inp: OpenRunInput, model: str) -> Run:
         return await self.repo.open_run(
@@ -191,13 +197,24 @@ class RunActivities:
             final_text=text,
             final_text_truncated=cut,
             error=run.error,
-            usage=Usage(
-                prompt_tokens=run.prompt_tokens,
-                completion_tokens=run.completion_tokens,
-                llm_calls=run.llm_call_count,
-                tool_calls=run.tool_call_count,
-                turns=run.turns,
-            ),
+            usage=run_usage(run),
+        )
+
+
+def _refuse_unpriced_cost_budget(
+    inp: OpenRunInput, session: SessionBudget | None, model: str, pricing: Pricing
+) -> None:
+    """A cost budget cannot be kept for a model without a price: refuse the run before it
+    spends anything (workflows/budgets.py would stop it after its first call)."""
+    which = "max_cost_usd" if inp.config.max_cost_usd is not None else None
+    if which is None and session is not None and session.max_cost_usd is not None:
+        which = "the session's max_cost_usd"
+    if which is not None and not pricing.knows(model):
+        raise ApplicationError(
+            f"{which} is set but no price is known for model {model!r}, so the budget could "
+            "not be kept: set its price in AGENTRUN_PRICES (README Cost and budgets)",
+            type=ErrorType.INVALID_CONFIG,
+            non_retryable=True,
         )
 
 

@@ -244,6 +244,22 @@ def _keys_commands(sub: Any) -> None:
     _command(revoke, "starter.commands.keys:cmd_keys_revoke")
 
 
+def _cost_commands(sub: Any) -> None:
+    usage = sub.add_parser("usage", help="tokens and cost from the ledger, by model, day, ...")
+    usage.add_argument("--session", help="only this session's runs")
+    usage.add_argument("--since", help="only calls since: 7d, 24h, 30m, 2w or an ISO time")
+    usage.add_argument(
+        "--by", choices=["model", "day", "session", "run"], default="model", help="(model)"
+    )
+    _command(usage, "starter.commands.usage:cmd_usage")
+    budget = sub.add_parser("budget", help="show or set a session's budget")
+    budget.add_argument("session_id")
+    budget.add_argument("--max-cost-usd", metavar="USD", help="e.g. 2.50 (exact)")
+    budget.add_argument("--max-total-tokens", type=_at_least_one, metavar="N")
+    budget.add_argument("--clear", action="store_true", help="remove the session's budget")
+    _command(budget, "starter.commands.usage:cmd_budget")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentrun",
@@ -259,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         _read_commands,
         _webhook_commands,
         _keys_commands,
+        _cost_commands,
         _demo_command,
     ):
         add(sub)

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ErrorType,
     )
     from workflows import rules, steps
+    from workflows.budgets import BEFORE_MODEL_TURN, BEFORE_TOOL_BATCH, BudgetSteps
     from workflows.closing import ClosingSteps
     from workflows.rules import Outcome
     from workflows.state import TEMPORAL_CANCEL
@@ -47,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 
 
-class AgentLoop(WaitSteps, ClosingSteps):
+class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps):
     """One agent run's loop and steps (the workflow type is AgentRunWorkflow)."""
 
     async def _run(self, inp: StartRunInput) -> RunResult:
@@ -87,6 +88,7 @@ class AgentLoop(WaitSteps, ClosingSteps):
         config = inp.config
         while True:
             self._raise_if_cancelled()
+            await self._check_budget(inp, BEFORE_MODEL_TURN)
             self._turn += 1
             tools_on = (
                 bool(self._tools)
@@ -97,6 +99,7 @@ class AgentLoop(WaitSteps, ClosingSteps):
             self._raise_if_cancelled()
             if not result.tool_calls:
                 return
+            await self._check_budget(inp, BEFORE_TOOL_BATCH, result.tool_calls)
             await self._run_tools(inp, result.tool_calls)
 
     async def _open(self, inp: StartRunInput) -> None:

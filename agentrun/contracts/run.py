@@ -3,6 +3,7 @@ tools), the limits, the Strict mechanism (tolerant read, strict make) and the ru
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import (
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 MAX_PROMPT_CHARS = 100_000
 DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
 RESULT_TEXT_LIMIT = 4_000
+MAX_BUDGET_USD = Decimal(10**9)
 # The most characters of a tool's result that are recorded and sent to the model: a server
 # tool's output is cut there, a client-side result longer than this is refused.
 RESULT_CAP = 64_000
@@ -164,6 +166,21 @@ class AgentConfig(Strict):
         max_length=8,
         description="Extra webhook URLs for this run's events (README Webhooks).",
     )
+    max_cost_usd: Decimal | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_BUDGET_USD,
+        description="Stop the run (FAILED, BudgetExceeded) once its model calls cost this "
+        "many US dollars; checked before every model turn and tool batch (README Cost and "
+        'budgets). A decimal string such as "0.50" is exact.',
+    )
+    max_total_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        le=10**12,
+        description="Stop the run once its model calls used this many tokens (prompt + "
+        "completion, every attempt).",
+    )
 
     @field_validator("system_prompt", "workspace")
     @classmethod
@@ -248,19 +265,42 @@ def storage_problems(inp: StartRunInput | OpenRunInput) -> list[str]:
 
 
 class Usage(BaseModel):
+    """What a run (or a turn) used. Sums are exact (Usage.add is the one way to sum).
+
+    `cost_usd` is the exact cost of the priced model calls (a Decimal; a string in JSON),
+    None while no call was priced. A model call that reported tokens but has no known price
+    is counted in `unpriced_calls` instead: a sum is the cost of its known part plus how many
+    calls are not in it, never a guessed zero. `cached_tokens` are part of `prompt_tokens`,
+    `reasoning_tokens` part of `completion_tokens`. Fields after `turns` were added later and
+    default, so older histories decode."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     llm_calls: int = 0
     tool_calls: int = 0
     turns: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal | None = None
+    unpriced_calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     def add(self, other: Usage) -> Usage:
+        costs = [c for c in (self.cost_usd, other.cost_usd) if c is not None]
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             llm_calls=self.llm_calls + other.llm_calls,
             tool_calls=self.tool_calls + other.tool_calls,
             turns=self.turns + other.turns,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            # Decimal addition is exact for these sizes (28 significant digits by default).
+            cost_usd=sum(costs, Decimal(0)) if costs else None,
+            unpriced_calls=self.unpriced_calls + other.unpriced_calls,
         )
 
 

@@ -4,6 +4,7 @@ short previews only; conversation text stays in PostgreSQL."""
 from __future__ import annotations
 
 import enum
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -36,12 +37,24 @@ class OpenRunInput(BaseModel):
     tenant: str | None = None
 
 
+class SessionBudget(BaseModel):
+    """The budget stored on the run's session, and what the session's other runs used before
+    this run opened: the workflow checks session usage against it from these figures and the
+    usage its own activities return (never a database read from workflow code)."""
+
+    max_cost_usd: Decimal | None = None
+    max_total_tokens: int | None = None
+    used_before: Usage = Field(default_factory=Usage)
+
+
 class OpenedRun(BaseModel):
     """What opening a run answers: the model and the run's tools, approval resolved."""
 
     run_id: str
     model: str
     tools: list[ToolInfo] = Field(default_factory=list)
+    # None: the session has no budget (and every run opened before budgets existed).
+    session_budget: SessionBudget | None = None
 
 
 class SetStatusInput(BaseModel):

@@ -101,3 +101,5 @@ class ErrorType(enum.StrEnum):
     INVALID_CONFIG = "InvalidConfig"
     INVALID_INPUT = "InvalidInput"
     APPROVAL_TIMEOUT = "ApprovalTimeout"
+    # a run that reached its own or its session's budget (README "Cost and budgets")
+    BUDGET_EXCEEDED = "BudgetExceeded"

@@ -20,11 +20,12 @@ from agentrun.store.engine import Engine
 from agentrun.store.events import EventIn
 from agentrun.store.hub import EventHub
 from agentrun.store.turns import LlmCallValues
+from agentrun.store.usage import UsageAccess
 
 HUB_POLL_INTERVAL = 1.0  # seconds: the hub's fallback for a lost notification
 
 
-class Repository(TenantAccess):
+class Repository(TenantAccess, UsageAccess):
     """Async access to the agentrun store over one SQLAlchemy engine (psycopg 3)."""
 
     _hub: EventHub | None = None

@@ -50,16 +50,12 @@ def continue_due(turns_here: int, after_turns: int | None, suggested: bool) -> b
 
 
 def _bounded_early(early: dict[str, ToolDecision]) -> dict[str, ToolDecision]:
+    """The first early decisions, up to MAX_CARRIED_EARLY_CHARS of JSON."""
     kept: dict[str, ToolDecision] = {}
     size = 0
     for call_id, decision in early.items():
         size += len(call_id) + len(decision.model_dump_json())
         if size > MAX_CARRIED_EARLY_CHARS:
-            workflow.logger.warning(
-                "early decisions over %d characters are not carried over (from %r on)",
-                MAX_CARRIED_EARLY_CHARS,
-                call_id,
-            )
             break
         kept[call_id] = decision
     return kept
@@ -140,4 +136,10 @@ class CarrySteps(RunState):
             f"continuing as new after turn {self._turn} (execution {self._execution + 1})"
         )
         carry = make_carry(self, self._execution + 1)
+        if len(carry.early) < len(self._early):
+            workflow.logger.warning(
+                "%d early decision(s) over %d characters are not carried over",
+                len(self._early) - len(carry.early),
+                MAX_CARRIED_EARLY_CHARS,
+            )
         workflow.continue_as_new(inp.model_copy(update={"carry": carry}))

@@ -52,8 +52,7 @@ def turn_ends(histories: list[WorkflowHistory]) -> dict[int, tuple[int, int, int
             i
             for i, e in enumerate(history.events)
             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-            and e.activity_task_scheduled_event_attributes.activity_type.name
-            == Activity.MODEL_TURN
+            and e.activity_task_scheduled_event_attributes.activity_type.name == Activity.MODEL_TURN
         ]
         for k in range(len(starts)):
             end = starts[k + 1] if k + 1 < len(starts) else len(history.events)

@@ -33,7 +33,13 @@ from agentrun.client import (
 from agentrun.contracts import OpenedRun, RunCarry, StartRunInput
 from agentrun.db.models import LlmCall, Message, ToolCall
 from agentrun.protocol.events import EventType, arguments_sha256
-from agentrun.protocol.names import SA_MODEL, SA_RUN_STATUS, SA_SESSION_ID, ErrorType
+from agentrun.protocol.names import (
+    SA_MODEL,
+    SA_RUN_STATUS,
+    SA_SESSION_ID,
+    SA_WAITING_APPROVAL,
+    ErrorType,
+)
 from agentrun.protocol.statuses import RunStatus
 from agentrun.settings import Settings
 from agentrun.store import Repository, RunEndedError, RunOwnedError
@@ -264,6 +270,12 @@ async def test_a_cancel_after_a_boundary_cancels_the_run(
         },
     )
     await pending_call(client, run_id, "call_x")
+    # The second execution shows what it does as the first did.
+    view = await run.status()
+    assert (view.turn, view.usage.turns, view.status) == (2, 2, RunStatus.WAITING_APPROVAL)
+    sa = (await run.describe()).typed_search_attributes
+    assert sa.get(SA_RUN_STATUS) == RunStatus.WAITING_APPROVAL.value
+    assert sa.get(SA_WAITING_APPROVAL) is True and sa.get(SA_MODEL) == "offline-scripted"
     answer = await run.cancel(reason="enough", requested_by="carol")
     assert answer.status == RunStatus.CANCELED
     result = await asyncio.wait_for(run.result(), 60)

@@ -89,7 +89,9 @@ def restore(state: RunState, carry: RunCarry) -> None:
     state._usage = carry.usage
     state._status = carry.status
     state._phase = carry.status.lower()
-    state._early = dict(carry.early)
+    # A signal can reach this execution before it takes over (in its first workflow task):
+    # the carried decisions came first and win, as the first decision for a call always does.
+    state._early = {**state._early, **carry.early}
     state._book.settled.update(carry.settled)
     if carry.cancel is not None and state._cancel is None:
         state._cancel = carry.cancel

@@ -86,6 +86,18 @@ def test_a_restored_state_is_the_state_carried() -> None:
     assert after._cancel is None and carry.execution == 3
 
 
+def test_a_decision_signalled_to_the_next_execution_before_it_took_over_is_kept() -> None:
+    carried = ToolDecision(tool_call_id="a", decision="reject", decided_by="first")
+    carry = make_carry(a_state(early={"a": carried}), 2)
+    after = RunState()
+    after._early = {
+        "a": ToolDecision(tool_call_id="a", decision="reject", decided_by="second"),
+        "b": ToolDecision(tool_call_id="b", decision="reject", decided_by="new"),
+    }
+    restore(after, carry)
+    assert {k: d.decided_by for k, d in after._early.items()} == {"a": "first", "b": "new"}
+
+
 def test_a_carried_cancel_cancels_the_next_execution_at_once() -> None:
     carry = make_carry(a_state(cancel=CancelRequest(reason="stop", requested_by="dan")), 2)
     after = RunState()

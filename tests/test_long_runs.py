@@ -2,7 +2,8 @@
 clients. A 300-turn run against the offline model crosses several boundaries: each execution's
 history stays under a bound, the record is complete, usage agrees across the chain, and every
 execution's history replays. Approvals (by update, and an early one by signal) and cancels work
-across a boundary; a carry that did not come from the run's own continue-as-new is refused."""
+across a boundary; a run continues when Temporal suggests it (a dev server of its own with a low
+threshold); a carry that did not come from the run's own continue-as-new is refused."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,12 @@ from agentrun.protocol.names import (
 )
 from agentrun.protocol.statuses import RunStatus
 from agentrun.settings import Settings
+from agentrun.stack import search_attribute_keys, temporal_cli_path
 from agentrun.store import Repository, RunEndedError, RunOwnedError
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import bash_call, start_input
 from tests.store_helpers import count, run_llm_calls, run_tool_calls
+from worker import build_worker
 from workflows import ALL_WORKFLOWS
 from workflows.agent import AgentRunWorkflow
 
@@ -350,3 +354,56 @@ async def test_the_store_lets_only_the_chain_that_opened_a_run_resume_it(
 def test_start_input_is_unchanged_without_a_carry() -> None:
     inp = StartRunInput(run_id="r", session_id="s", prompt="p")
     assert inp.carry is None and inp.config.continue_as_new_after_turns == 100
+
+
+async def test_a_run_continues_when_temporal_suggests_it(
+    settings: Settings, repo: Repository, model_server: OfflineModelServer, run_id: str
+) -> None:
+    """With continue_as_new_after_turns None, only Temporal's suggestion continues a run: here
+    a dev server of its own that suggests it past 60 events (about five turns)."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        data_converter=pydantic_data_converter,
+        search_attributes=search_attribute_keys(),
+        dev_server_log_level="error",
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "limit.historyCount.suggestContinueAsNew=60",
+        ],
+    )
+    try:
+        async with build_worker(env.client, settings, repo, graceful_shutdown=timedelta(seconds=1)):
+            prompt = f"suggested {run_id}"
+            turns = 16
+            model_server.script(
+                prompt,
+                [
+                    *(
+                        Reply(
+                            tool_calls=[ToolCallSpec("calculator", {"expression": "1"}, id=f"s{n}")]
+                        )
+                        for n in range(turns - 1)
+                    ),
+                    Reply(text="Suggested enough."),
+                ],
+            )
+            inp = start_input(
+                run_id,
+                prompt,
+                tools=["calculator"],
+                max_turns=turns,
+                continue_as_new_after_turns=None,
+            )
+            result = await env.client.execute_workflow(
+                AgentRunWorkflow.run, inp, id=run_id, task_queue=settings.task_queue
+            )
+            assert result.status == RunStatus.DONE and result.usage.turns == turns
+            histories = await run_histories(env.client, run_id)
+            assert len(histories) >= 2
+            # Each execution went on until Temporal suggested it, then one turn at most.
+            assert all(len(h.events) <= 60 + 15 for h in histories), [
+                len(h.events) for h in histories
+            ]
+            await replay_all(histories)
+    finally:
+        await env.shutdown()

@@ -167,8 +167,12 @@ async def test_a_300_turn_run_crosses_continue_as_new_and_its_record_is_complete
     assert desc.typed_search_attributes.get(SA_RUN_STATUS) == RunStatus.DONE.value
     assert desc.typed_search_attributes.get(SA_MODEL) == "offline-scripted"
     assert desc.typed_search_attributes.get(SA_SESSION_ID) == record.session_id
-    listed = await client.list_runs(session_id=record.session_id)
-    assert [r.run_id for r in listed] == [run_id]
+
+    async def listed_once() -> bool:
+        listed = await client.list_runs(session_id=record.session_id)
+        return [(r.run_id, r.status) for r in listed] == [(run_id, RunStatus.DONE.value)]
+
+    await until(listed_once, timeout=30)  # visibility catches up within that
     assert (await run_result(temporal_env.client, run_id)).usage == result.usage
 
 

@@ -81,6 +81,7 @@ def build_worker(
             runs.record_decision,
             runs.append_event,
             runs.request_cancel,
+            runs.resume_run,
             model.model_turn,
             tools.execute_tool,
             tools.record_tool_outcome,

@@ -20,6 +20,7 @@ from agentrun.contracts import (
     RecordedDecision,
     RequestCancelInput,
     RequestWaitInput,
+    ResumeRunInput,
     RunResult,
     SessionBudget,
     SetStatusInput,
@@ -34,6 +35,7 @@ from agentrun.protocol.events import payload as event_payload
 from agentrun.protocol.names import Activity, ErrorType
 from agentrun.settings import Settings
 from agentrun.store import (
+    NotFoundError,
     Repository,
     RunEndedError,
     RunOwnedError,
@@ -136,6 +138,19 @@ class RunActivities:
             error=f"the run's workflow ended without recording it ({status_name})",
         )
         return changed
+
+    @activity.defn(name=Activity.RESUME_RUN)
+    async def resume_run(self, inp: ResumeRunInput) -> None:
+        """The next execution of a run that continued-as-new takes the run over: refused, as
+        open_run refuses, when the run ended or another workflow chain of its id opened it."""
+        try:
+            await self.repo.resume_run(inp.run_id, inp.first_execution_run_id)
+        except RunEndedError as exc:
+            raise _refused(exc, ErrorType.RUN_ENDED) from exc
+        except RunOwnedError as exc:
+            raise _refused(exc, ErrorType.RUN_OWNED) from exc
+        except NotFoundError as exc:
+            raise _refused(exc, ErrorType.RUN_ENDED) from exc
 
     @activity.defn(name=Activity.REQUEST_WAITS)
     async def request_waits(self, inp: RequestWaitInput) -> bool:

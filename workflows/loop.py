@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import rules, steps
     from workflows.budgets import BEFORE_MODEL_TURN, BEFORE_TOOL_BATCH, BudgetSteps
+    from workflows.carry import CarrySteps
     from workflows.closing import ClosingSteps
     from workflows.rules import Outcome
     from workflows.state import TEMPORAL_CANCEL
@@ -48,7 +49,7 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 
 
-class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps):
+class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps, CarrySteps):
     """One agent run's loop and steps (the workflow type is AgentRunWorkflow)."""
 
     async def _run(self, inp: StartRunInput) -> RunResult:
@@ -64,7 +65,8 @@ class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps):
         if self._temporal_cancel:  # Temporal's cancel came while the run was being opened
             return await self._end_canceled(inp, asyncio.CancelledError(TEMPORAL_CANCEL))
         try:
-            await self._set_status(inp, RunStatus.RUNNING)
+            if inp.carry is None:  # a continued run is running already (workflows/carry.py)
+                await self._set_status(inp, RunStatus.RUNNING)
             self._main = asyncio.create_task(self._loop(inp))
             if self._cancel is not None:  # cancelled while the run was being opened
                 self._main.cancel()
@@ -89,6 +91,7 @@ class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps):
         while True:
             self._raise_if_cancelled()
             await self._check_budget(inp, BEFORE_MODEL_TURN)
+            await self._continue_if_due(inp)
             self._turn += 1
             tools_on = (
                 bool(self._tools)
@@ -103,17 +106,22 @@ class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps):
             await self._run_tools(inp, result.tool_calls)
 
     async def _open(self, inp: StartRunInput) -> None:
-        workflow.upsert_search_attributes(
-            [
-                SA_SESSION_ID.value_set(inp.session_id),
-                SA_RUN_STATUS.value_set(RunStatus.QUEUED.value),
-                SA_WAITING_APPROVAL.value_set(False),
-            ]
-        )
+        if inp.carry is None:  # a continued run keeps its search attributes
+            workflow.upsert_search_attributes(
+                [
+                    SA_SESSION_ID.value_set(inp.session_id),
+                    SA_RUN_STATUS.value_set(RunStatus.QUEUED.value),
+                    SA_WAITING_APPROVAL.value_set(False),
+                ]
+            )
         try:
             # Not interrupted by a cancel: only once the open has finished is it known whether
             # this execution holds the run's row, and so whether CANCELED is ours to record.
-            opened = await self._uninterrupted(steps.start_open_run(inp))
+            if inp.carry is not None:
+                await self._uninterrupted(self._start_resume(inp))
+                opened = inp.carry.opened
+            else:
+                opened = await self._uninterrupted(steps.start_open_run(inp))
         except FailureError as err:
             # Nothing was written (a busy session, a bad config, a run that already ended or
             # belongs to another execution): fail with the reason. A local activity's failure
@@ -127,7 +135,8 @@ class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps):
         self._opened = opened
         self._model = opened.model
         self._tools = {t.name: t for t in opened.tools}
-        workflow.upsert_search_attributes([SA_MODEL.value_set(opened.model)])
+        if inp.carry is None:
+            workflow.upsert_search_attributes([SA_MODEL.value_set(opened.model)])
 
     async def _model_turn(self, inp: StartRunInput, turn: int, tools_on: bool) -> ModelTurnResult:
         self._phase = "model"

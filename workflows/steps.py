@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         RecordedDecision,
         RequestCancelInput,
         RequestWaitInput,
+        ResumeRunInput,
         RunResult,
         RunStatus,
         SetStatusInput,
@@ -56,6 +57,7 @@ PATCH_OUTCOMES = "tool-outcomes-recorded-by-their-own-activity"
 PATCH_CLOSE_CANCELED = "cancelled-runs-close-as-canceled"
 PATCH_REFUSAL_FAILED = "refused-runs-publish-failed"
 PATCH_KEEP_CANCEL = "a-temporal-cancel-is-never-dropped"
+PATCH_CONTINUE_AS_NEW = "long-runs-continue-as-new"
 
 # The reason on the cancel request a run cancelled by update or signal sends for itself.
 CLOSE_REASON = "the run was cancelled by its cancel update or signal (its record says by whom)"
@@ -73,6 +75,15 @@ def start_open_run(inp: StartRunInput) -> workflow.ActivityHandle[OpenedRun]:
         ),
         **BOOKKEEPING,
         summary="open run",
+    )
+
+
+def start_resume_run(run_id: str, first_execution_run_id: str) -> workflow.ActivityHandle[None]:
+    return workflow.start_local_activity_method(
+        RunActivities.resume_run,
+        ResumeRunInput(run_id=run_id, first_execution_run_id=first_execution_run_id),
+        **BOOKKEEPING,
+        summary="resume run",
     )
 
 

@@ -25,6 +25,7 @@ on the wire is the same strings as before.
 
 from __future__ import annotations
 
+from agentrun.contracts.carry import RunCarry
 from agentrun.contracts.people import (
     CancelAnswer,
     CancelRequest,
@@ -39,6 +40,7 @@ from agentrun.contracts.run import (
     DEFAULT_SYSTEM_PROMPT,
     ID_PATTERN,
     MAX_PROMPT_CHARS,
+    MAX_TURNS_LIMIT,
     RESULT_CAP,
     RESULT_TEXT_LIMIT,
     AgentConfig,
@@ -64,6 +66,7 @@ from agentrun.contracts.steps import (
     RecordDecisionInput,
     RequestCancelInput,
     RequestWaitInput,
+    ResumeRunInput,
     SessionBudget,
     SetStatusInput,
     ToolCallRequest,
@@ -86,12 +89,16 @@ from agentrun.text import (
     text_problem,
 )
 
+# StartRunInput.carry is a RunCarry, which is made of the run's own types (see carry.py).
+StartRunInput.model_rebuild(_types_namespace={"RunCarry": RunCarry})
+
 __all__ = [
     "DEFAULT_FIRST_TOKEN_TIMEOUT_S",
     "DEFAULT_SYSTEM_PROMPT",
     "ID_PATTERN",
     "MAX_MODEL_NAME_CHARS",
     "MAX_PROMPT_CHARS",
+    "MAX_TURNS_LIMIT",
     "RESULT_CAP",
     "RESULT_TEXT_LIMIT",
     "AgentConfig",
@@ -112,6 +119,8 @@ __all__ = [
     "RecordedDecision",
     "RequestCancelInput",
     "RequestWaitInput",
+    "ResumeRunInput",
+    "RunCarry",
     "RunResult",
     "RunStatus",
     "RunStatusView",

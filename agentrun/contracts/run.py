@@ -22,9 +22,13 @@ from agentrun.text import model_name_problem
 from agentrun.text import nested_text_problem as _nested_text_problem
 
 if TYPE_CHECKING:
+    from agentrun.contracts.carry import RunCarry
     from agentrun.contracts.steps import OpenRunInput
 
 MAX_PROMPT_CHARS = 100_000
+# A run's turns at most: a long run continues-as-new (continue_as_new_after_turns) to keep each
+# execution's history small, but its record and its event log grow with every turn.
+MAX_TURNS_LIMIT = 1_000
 DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
 RESULT_TEXT_LIMIT = 4_000
 MAX_BUDGET_USD = Decimal(10**9)
@@ -122,7 +126,7 @@ class AgentConfig(Strict):
     tools: list[str] | None = Field(
         default=None, description="Built-in tool names to offer; all of them when unset."
     )
-    max_turns: int = Field(default=8, ge=1, le=200)
+    max_turns: int = Field(default=8, ge=1, le=MAX_TURNS_LIMIT)
     max_tool_calls: int = Field(default=16, ge=0, le=1000)
     context_token_budget: int = Field(default=24_000, ge=256, le=2_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -181,6 +185,13 @@ class AgentConfig(Strict):
         description="Stop the run once its model calls used this many tokens (prompt + "
         "completion, every attempt).",
     )
+    continue_as_new_after_turns: int | None = Field(
+        default=100,
+        ge=1,
+        le=MAX_TURNS_LIMIT,
+        description="The run's workflow continues-as-new after this many turns of one "
+        "execution (README Long runs); None: only when Temporal suggests it.",
+    )
 
     @field_validator("system_prompt", "workspace")
     @classmethod
@@ -226,6 +237,11 @@ class StartRunInput(Strict):
         default=None,
         pattern=TENANT_PATTERN,
         description="The tenant the run and its session belong to; None: the default tenant.",
+    )
+    carry: RunCarry | None = Field(
+        default=None,
+        description="Set by the run's own continue-as-new only (README Long runs): what its "
+        "next execution takes over instead of opening the run again.",
     )
 
     @field_validator("prompt")

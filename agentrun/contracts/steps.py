@@ -57,6 +57,14 @@ class OpenedRun(BaseModel):
     session_budget: SessionBudget | None = None
 
 
+class ResumeRunInput(BaseModel):
+    """Input of agentrun.resume_run: the execution after a continue-as-new takes the run over.
+    The chain is named by its first execution's run id (the one that opened the run)."""
+
+    run_id: str
+    first_execution_run_id: str
+
+
 class SetStatusInput(BaseModel):
     run_id: str
     status: RunStatus

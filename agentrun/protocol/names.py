@@ -44,6 +44,7 @@ class Activity(enum.StrEnum):
     EXECUTE_TOOL = "agentrun.execute_tool"
     RECORD_TOOL_OUTCOME = "agentrun.record_tool_outcome"
     REQUEST_CANCEL = "agentrun.request_cancel"
+    RESUME_RUN = "agentrun.resume_run"
     DELIVER_WEBHOOK = "agentrun.deliver_webhook"
     RECORD_WEBHOOK_FAILURE = "agentrun.record_webhook_failure"
 

@@ -116,6 +116,11 @@ class Repository(TenantAccess, UsageAccess):
                 tenant=tenant,
             )
 
+    async def resume_run(self, run_id: str, first_execution_run_id: str) -> Run:
+        """The run, for a later execution of the chain that opened it (runs.resume_run)."""
+        async with self.transaction() as db:
+            return await runs.resume_run(db, run_id, first_execution_run_id)
+
     async def session_holder(self, session_id: str) -> str | None:
         """The run that holds the session and has not ended, or None (read only: a client's
         early refusal; open_run applies the same rule under the session's lock)."""

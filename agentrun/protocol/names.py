@@ -46,6 +46,7 @@ class Activity(enum.StrEnum):
     REQUEST_CANCEL = "agentrun.request_cancel"
     DELIVER_WEBHOOK = "agentrun.deliver_webhook"
     RECORD_WEBHOOK_FAILURE = "agentrun.record_webhook_failure"
+    LIST_MCP_TOOLS = "agentrun.list_mcp_tools"
 
 
 class SearchAttribute(enum.StrEnum):
@@ -101,3 +102,4 @@ class ErrorType(enum.StrEnum):
     INVALID_CONFIG = "InvalidConfig"
     INVALID_INPUT = "InvalidInput"
     APPROVAL_TIMEOUT = "ApprovalTimeout"
+    MCP_UNAVAILABLE = "McpUnavailable"  # an MCP server could not be reached (retried)

@@ -143,6 +143,17 @@ class _Connection:
                 self._errlog.close()
 
 
+def _transport_closed(client: Client | None) -> bool:
+    """The connection's transport has ended (its stdio server exited, say) while idle: a call
+    sent on it would fail without reaching any server, so it is opened again first. The mcp
+    client has no public flag for it; its dispatcher's own one is read, and a version without
+    it falls back to noticing the lost connection at the call."""
+    if client is None:
+        return True
+    dispatcher = getattr(client.session, "_dispatcher", None)
+    return bool(getattr(dispatcher, "_closed", False))
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_describe(e) for e in exc.exceptions)
@@ -174,7 +185,7 @@ class McpPool:
         lock = self._locks.setdefault(server, asyncio.Lock())
         async with lock:
             conn = self._connections.get(server)
-            if conn is not None and not conn.dead:
+            if conn is not None and not conn.dead and not _transport_closed(conn.client):
                 return conn
             if conn is not None:  # its server died: start it again
                 await conn.close()

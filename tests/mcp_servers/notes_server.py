@@ -1,5 +1,5 @@
 """A real MCP server for the tests (mcp's MCPServer, formerly FastMCP), over stdio or
-Streamable HTTP. Every tools/call is logged as one JSON line to $MCP_TEST_LOG (tool name,
+Streamable HTTP. Its start (with its pid) and every tools/call are logged as one JSON line to $MCP_TEST_LOG (tool name,
 the idempotency key agentrun sent in the request's _meta, the arguments), so tests can count
 how often the server saw a call. $MCP_TEST_TOOLS_EXTRA=1 offers one more tool (a server whose
 list changed); $MCP_TEST_HOLD names a file whose existence makes `slow` wait (a call the
@@ -17,6 +17,7 @@ from typing import Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 
 server = MCPServer("notes")
@@ -55,7 +56,7 @@ def save_note(text: str, ctx: Context) -> str:
 def fail(reason: str, ctx: Context) -> str:
     """Always fails with the reason (an isError result)."""
     _log("fail", ctx, {"reason": reason})
-    raise ValueError(f"refused: {reason}")
+    raise ToolError(f"refused: {reason}")
 
 
 @server.tool()
@@ -88,6 +89,9 @@ def main() -> None:
     parser.add_argument("--http", type=int, default=0, help="serve Streamable HTTP on this port")
     args = parser.parse_args()
     print(f"notes server starting (pid {os.getpid()})", file=sys.stderr, flush=True)
+    if os.environ.get("MCP_TEST_LOG"):
+        with open(os.environ["MCP_TEST_LOG"], "a") as f:
+            f.write(json.dumps({"tool": "(started)", "pid": os.getpid()}) + "\n")
     if args.http:
         server.run("streamable-http", port=args.http)
     else:

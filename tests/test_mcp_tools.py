@@ -360,7 +360,7 @@ async def test_a_tool_list_that_changes_mid_run_does_not_change_the_run(
     await next_event(repo, run_id, EventType.TOOL_APPROVAL_REQUESTED)
     # Mid-run the server changes: restarted, it now offers `extra`.
     extra.touch()
-    [started] = calls(log, "(started)")
+    started = calls(log, "(started)")[-1]
     os.kill(started["pid"], signal.SIGKILL)
     await wait_until(lambda: not process_running(started["pid"]), "the server to die")
     assert "extra" in {t.name for t in await pool.list_tools("notes")}

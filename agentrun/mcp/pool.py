@@ -32,6 +32,7 @@ IDEMPOTENCY_META_KEY = "agentrun/idempotency-key"
 STDERR_TAIL_CHARS = 2_000
 CLOSE_TIMEOUT_S = 10.0
 MAX_LIST_PAGES = 50
+LOST = "connection lost"
 
 
 class McpServerError(Exception):
@@ -201,6 +202,16 @@ class McpPool:
         return McpServerError(server, what, tail)
 
     async def list_tools(self, server: str) -> list[ListedTool]:
+        """The server's tools, every page. Listing changes nothing on the server, so a
+        connection found lost is opened again and the listing tried once more."""
+        try:
+            return await self._list_tools(server)
+        except McpServerError as exc:
+            if not exc.problem.startswith(LOST):
+                raise
+            return await self._list_tools(server)
+
+    async def _list_tools(self, server: str) -> list[ListedTool]:
         conn = await self._connection(server)
         assert conn.client is not None
         tools: list[ListedTool] = []
@@ -226,9 +237,7 @@ class McpPool:
                     break
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
-                raise await self._lost(
-                    server, conn, "connection lost while listing tools"
-                ) from None
+                raise await self._lost(server, conn, f"{LOST} while listing tools") from None
             raise McpServerError(server, f"tools/list failed: {exc}") from None
         return tools
 
@@ -248,7 +257,7 @@ class McpPool:
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 raise await self._lost(
-                    server, conn, f"connection lost during the call to {tool} (did it exit?)"
+                    server, conn, f"{LOST} during the call to {tool} (did it exit?)"
                 ) from None
             raise
 

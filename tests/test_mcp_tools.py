@@ -396,6 +396,12 @@ async def test_a_run_naming_an_unknown_server_or_tool_fails_with_the_reason(
     # A run may not loosen an MCP tool's approval below its floor.
     third = f"{run_id}-3"
     with pytest.raises(WorkflowFailureError) as err:
-        await run_to_end(temporal_env, settings, third, "hi", mcp_servers=["notes"],
-                         approval_overrides={"notes__save_note": "auto"})
+        await run_to_end(
+            temporal_env,
+            settings,
+            third,
+            "hi",
+            mcp_servers=["notes"],
+            approval_overrides={"notes__save_note": "auto"},
+        )
     assert "would run notes__save_note without approval" in str(err.value.cause)

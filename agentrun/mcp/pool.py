@@ -158,6 +158,8 @@ def _transport_closed(client: Client | None) -> bool:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_describe(e) for e in exc.exceptions)
+    if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED:
+        return "the connection closed before the server answered (did it exit?)"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

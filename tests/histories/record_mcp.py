@@ -38,7 +38,9 @@ async def mcp_tools(client: Client, tq: str, model: OfflineModelServer, rid: str
             Reply(text="Looked up and noted."),
         ],
     )
-    h = await _start(client, tq, rid, prompt, tools=[], mcp_servers=["notes"], approval="allow_safe")
+    h = await _start(
+        client, tq, rid, prompt, tools=[], mcp_servers=["notes"], approval="allow_safe"
+    )
     pending = await _wait_pending(h)
     await h.execute_update(
         AgentRunWorkflow.decide_tool_call,

@@ -1,9 +1,9 @@
 """A real MCP server for the tests (mcp's MCPServer, formerly FastMCP), over stdio or
-Streamable HTTP. Its start (with its pid) and every tools/call are logged as one JSON line to $MCP_TEST_LOG (tool name,
-the idempotency key agentrun sent in the request's _meta, the arguments), so tests can count
-how often the server saw a call. $MCP_TEST_TOOLS_EXTRA=1 offers one more tool (a server whose
-list changed); $MCP_TEST_HOLD names a file whose existence makes `slow` wait (a call the
-test kills or times out)."""
+Streamable HTTP. Its start (with its pid) and every tools/call are logged as one JSON line to
+$MCP_TEST_LOG (tool name, the idempotency key agentrun sent in the request's _meta, the
+arguments), so tests can count how often the server saw a call. $MCP_TEST_EXTRA_FILE names a
+file whose existence at start adds a tool (a server whose list changed); $MCP_TEST_HOLD names
+a file whose existence makes `slow` wait (a call the test kills or times out)."""
 
 from __future__ import annotations
 
@@ -74,9 +74,7 @@ async def slow(seconds: float, ctx: Context) -> str:
     return f"waited {seconds}s"
 
 
-if os.environ.get("MCP_TEST_TOOLS_EXTRA") == "1" or (
-    os.environ.get("MCP_TEST_EXTRA_FILE") and Path(os.environ["MCP_TEST_EXTRA_FILE"]).exists()
-):
+if os.environ.get("MCP_TEST_EXTRA_FILE") and Path(os.environ["MCP_TEST_EXTRA_FILE"]).exists():
 
     @server.tool()
     def extra(ctx: Context) -> str:

@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.mcp_tools import McpTools
+from activities.tools import default_registry
 from agentrun.client import DecisionRefused
+from agentrun.contracts import AgentConfig, ListMcpToolsInput
 from agentrun.db.models import RunMcpTool
 from agentrun.mcp.config import McpServerConfig
 from agentrun.mcp.pool import McpPool
@@ -373,6 +376,13 @@ async def test_a_tool_list_that_changes_mid_run_does_not_change_the_run(
     assert by_id["c_x"].is_error and "not enabled for this run" in by_id["c_x"].result
     for request in model_server.requests_for(prompt):
         assert "notes__extra" not in {t["function"]["name"] for t in request.body["tools"]}
+    # The list step run again (a retry, another worker) gets the recorded list back.
+    again = await ActivityEnvironment().run(
+        McpTools(repo, pool, default_registry(), {}).list_mcp_tools,
+        ListMcpToolsInput(run_id=run_id, config=AgentConfig(mcp_servers=["notes"])),
+    )
+    assert sorted(t.name for t in again) == sorted(await recorded(repo, run_id))
+    assert "notes__extra" not in {t.name for t in again}
 
 
 async def test_a_run_naming_an_unknown_server_or_tool_fails_with_the_reason(

@@ -130,10 +130,10 @@ def _servers_table(data: dict[str, Any], where: str) -> dict[str, Any]:
     return servers
 
 
-def _parse(servers: dict[str, Any], where: str) -> dict[str, McpServerConfig]:
+def _parse(servers: dict[str, Any], where: str, prefix: str) -> dict[str, McpServerConfig]:
     parsed: dict[str, McpServerConfig] = {}
     for name, table in servers.items():
-        key = f"mcp.servers.{name}"
+        key = f"{prefix}{name}"
         if not SERVER_NAME.match(name) or len(name) > MAX_SERVER_NAME:
             raise McpConfigError(
                 f"{where}: key `{key}`: a server name is 1-{MAX_SERVER_NAME} letters, digits, "
@@ -170,7 +170,7 @@ def load_servers(
             raise McpConfigError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise McpConfigError(f"{path}: cannot be read: {exc.strerror}") from None
-        servers.update(_parse(_servers_table(data, str(path)), str(path)))
+        servers.update(_parse(_servers_table(data, str(path)), str(path), "mcp.servers."))
     if env_json and env_json.strip():
         try:
             data = json.loads(env_json)
@@ -178,5 +178,5 @@ def load_servers(
             raise McpConfigError(f"{ENV_SETTING}: not valid JSON: {exc.msg}") from None
         if not isinstance(data, dict):
             raise McpConfigError(f"{ENV_SETTING}: must be a JSON object of servers by name")
-        servers.update(_parse(data, ENV_SETTING))
+        servers.update(_parse(data, ENV_SETTING, ""))
     return servers

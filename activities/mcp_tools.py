@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,6 +25,7 @@ from mcp_types import CallToolResult
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.sandbox import Redactor
 from activities.tool_exec import (
     APPROVED,
     HEARTBEAT_EVERY_S,
@@ -45,7 +47,7 @@ from agentrun.contracts import (
     ToolResult,
 )
 from agentrun.db.models import RunMcpTool, ToolCallStatus
-from agentrun.mcp.config import McpServerConfig
+from agentrun.mcp.config import McpServerConfig, secret_names
 from agentrun.mcp.pool import ListedTool, McpPool, McpServerError
 from agentrun.protocol.names import Activity, ErrorType
 from agentrun.store import Repository
@@ -186,6 +188,10 @@ class McpTools:
         self.pool = pool
         self.registry = registry
         self.floors = dict(floors)
+        # The values behind the servers' env: references never reach the record or the model.
+        self.redact = Redactor(
+            {os.environ[n]: n for n in secret_names(pool.servers) if os.environ.get(n)}
+        )
         self._runs: OrderedDict[str, dict[str, RunMcpTool]] = OrderedDict()
 
     @activity.defn(name=Activity.LIST_MCP_TOOLS)
@@ -201,7 +207,9 @@ class McpTools:
             try:
                 listed = await self.pool.list_tools(choice.server)
             except McpServerError as exc:
-                raise ApplicationError(str(exc), type=ErrorType.MCP_UNAVAILABLE) from None
+                raise ApplicationError(
+                    self.redact(str(exc)), type=ErrorType.MCP_UNAVAILABLE
+                ) from None
             try:
                 rows.extend(self._rows(choice, server, listed, inp.config))
             except InvalidMcpConfig as exc:
@@ -309,7 +317,7 @@ class McpTools:
         if problem:
             return await record(inp, problem, True)
         text, is_error = await self._call(inp, tool, arguments, row.attempts)
-        return await record(inp, text, is_error)
+        return await record(inp, self.redact(text), is_error)
 
     async def _call(
         self, inp: ExecuteToolInput, tool: RunMcpTool, arguments: dict[str, Any], runs: int
@@ -326,7 +334,9 @@ class McpTools:
             )
         except McpServerError as exc:
             if runs < tool.max_attempts:
-                raise ApplicationError(storable(str(exc)), type=ErrorType.MCP_UNAVAILABLE) from None
+                raise ApplicationError(
+                    storable(self.redact(str(exc))), type=ErrorType.MCP_UNAVAILABLE
+                ) from None
             return f"error: {tool.name} failed after {runs} attempts: {exc}", True
         except MCPError as exc:
             return f"error: MCP server {tool.server!r} refused the call: {exc.error.message}", True

@@ -29,7 +29,7 @@ from agentrun.protocol.events import EventType
 from agentrun.settings import Settings
 from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
-from starter.api import decide
+from starter.api import cancel_run, decide
 from tests.conftest import next_event, process_running, start_input
 from tests.mcp_support import calls, http_server, stdio_server, wait_for_call, wait_until
 from tests.store_helpers import run_tool_calls
@@ -59,7 +59,11 @@ def hold(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def servers(log: Path, hold: Path, http_url: str) -> dict[str, McpServerConfig]:
+def servers(
+    log: Path, hold: Path, http_url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, McpServerConfig]:
+    monkeypatch.setenv("AGENTRUN_TEST_MCP_SECRET", "hunter2-is-not-a-password")
+    secret = {"MCP_TEST_SECRET": "env:AGENTRUN_TEST_MCP_SECRET"}
     return {
         "notes": stdio_server("notes", log, hold),
         "web": McpServerConfig(name="web", transport="http", url=http_url),
@@ -67,6 +71,7 @@ def servers(log: Path, hold: Path, http_url: str) -> dict[str, McpServerConfig]:
         "trusted": stdio_server("trusted", log, hold, approval="auto", max_attempts=2),
         "quick": stdio_server("quick", log, hold, approval="auto", timeout_s=1),
         "fragile": stdio_server("fragile", log, hold, approval="auto", max_attempts=1),
+        "leaky": stdio_server("leaky", log, approval="auto", env=secret),
     }
 
 
@@ -415,3 +420,58 @@ async def test_a_run_naming_an_unknown_server_or_tool_fails_with_the_reason(
             approval_overrides={"notes__save_note": "auto"},
         )
     assert "would run notes__save_note without approval" in str(err.value.cause)
+
+
+async def test_a_cancelled_run_cancels_its_call_on_the_server(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    mcp_worker: None,
+    run_id: str,
+    log: Path,
+    hold: Path,
+) -> None:
+    prompt = f"slow then cancelled {run_id}"
+    model_server.script(
+        prompt, [Reply(tool_calls=[ToolCallSpec("trusted__slow", {"seconds": 0}, id="c_c")])]
+    )
+    hold.touch()
+    await temporal_env.client.start_workflow(
+        AgentRunWorkflow.run,
+        start_input(run_id, prompt, tools=[], mcp_servers=["trusted"], approval="skip_all"),
+        id=run_id,
+        task_queue=settings.task_queue,
+    )
+    await wait_for_call(log, "slow", "c_c")
+    answer = await cancel_run(temporal_env.client, run_id, reason="enough")
+    assert answer.status == "CANCELED"
+    await wait_until(lambda: calls(log, "slow-cancelled", "c_c"), "the server's cancel")
+    [call] = await run_tool_calls(repo, run_id)
+    assert call.is_error and call.result.startswith("cancelled")
+
+
+async def test_secrets_given_to_a_server_never_reach_the_record(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    mcp_worker: None,
+    run_id: str,
+) -> None:
+    prompt = f"leak it {run_id}"
+    model_server.script(
+        prompt,
+        [
+            Reply(tool_calls=[ToolCallSpec("leaky__lookup", {"word": "MCP_TEST_SECRET"})]),
+            Reply(text="Done."),
+        ],
+    )
+    result = await run_to_end(
+        temporal_env, settings, run_id, prompt, mcp_servers=["leaky"], approval="allow_safe"
+    )
+    assert result.status == "DONE"  # type: ignore[attr-defined]
+    [call] = await run_tool_calls(repo, run_id)
+    assert call.result == "the secret is [redacted:AGENTRUN_TEST_MCP_SECRET]"
+    run = await repo.get_run(run_id)
+    assert "hunter2" not in str(run.config)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ __all__ = [
     "McpServerConfig",
     "load_servers",
     "resolve_secret",
+    "secret_names",
     "servers_of",
 ]
 
@@ -105,6 +107,17 @@ def resolve_secret(value: str, where: str) -> str:
     if found is None:
         raise McpConfigError(f"{where} refers to the environment variable {name}, which is unset")
     return found
+
+
+def secret_names(servers: Mapping[str, McpServerConfig]) -> set[str]:
+    """The environment variables the servers' `env:NAME` references name: their values are
+    redacted from what the servers answer, as AGENTRUN_SECRET_ENV's are."""
+    names = set()
+    for server in servers.values():
+        for value in [*server.env.values(), *server.headers.values(), server.url or ""]:
+            if value.startswith(ENV_REF):
+                names.add(value[len(ENV_REF) :])
+    return names
 
 
 def config_file_path(configured: Path | None) -> Path | None:

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.context import load_context
 from activities.heartbeats import Beat, beating, db_only_attempts
+from activities.mcp_tools import mcp_schemas
 from activities.model_errors import DatabaseUnavailableError, db_error_text, is_transient_db_error
 from activities.model_record import TurnRecording, turn_result
 from activities.streaming import DeltaWriter, StreamedTurn, read_stream
@@ -163,7 +164,12 @@ class ModelActivities(TurnRecording):
                 config.context_token_budget,
             ),
         )
-        tools = tool_schemas(self.registry, inp.tools, config)
+        mcp = (
+            await self._db("read the run's MCP tools", lambda: mcp_schemas(self.repo, inp.run_id))
+            if config.mcp_servers
+            else None
+        )
+        tools = tool_schemas(self.registry, inp.tools, config, mcp)
         beat.model_called = True
         return await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
 

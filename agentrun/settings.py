@@ -196,6 +196,12 @@ class Settings(BaseSettings):
     webhook_allow_private: Annotated[
         bool, Field(validation_alias=_env("AGENTRUN_WEBHOOK_ALLOW_PRIVATE"))
     ] = False
+    # MCP servers (README "MCP tools"): the settings file with [mcp.servers.NAME] tables
+    # (unset: ./agentrun.toml when there is one) and the same tables as JSON.
+    config_file: Annotated[Path | None, Field(validation_alias=_env("AGENTRUN_CONFIG_FILE"))] = None
+    mcp_servers: Annotated[
+        str | None, NoDecode, Field(validation_alias=_env("AGENTRUN_MCP_SERVERS"))
+    ] = None
 
     # Cost (README "Cost and budgets"): model -> dollars per million tokens, over genai-prices.
     prices: Annotated[

@@ -176,6 +176,13 @@ def _read_commands(sub: Any) -> None:
     ls.add_argument("--limit", type=_at_least_one, default=50, help="at most this many (50)")
     _command(ls, "starter.commands.runs:cmd_ls")
 
+    tools = sub.add_parser("tools", help="built-in and MCP tools with their approval policies")
+    check = tools.add_subparsers(dest="tools_command").add_parser(
+        "check", help="connect to each declared MCP server: what it offers or why it failed"
+    )
+    _command(tools, "starter.commands.tools:cmd_tools")
+    _command(check, "starter.commands.tools:cmd_tools_check")
+
 
 def _webhook_commands(sub: Any) -> None:
     hooks = sub.add_parser(

@@ -66,6 +66,8 @@ class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps, CarrySteps):
             return await self._end_canceled(inp, asyncio.CancelledError(TEMPORAL_CANCEL))
         try:
             if inp.carry is None:  # a continued run is running already (workflows/carry.py)
+                if inp.config.mcp_servers:  # only such runs schedule it: older histories replay
+                    await self._open_mcp_tools(inp)
                 await self._set_status(inp, RunStatus.RUNNING)
             self._main = asyncio.create_task(self._loop(inp))
             if self._cancel is not None:  # cancelled while the run was being opened
@@ -137,6 +139,14 @@ class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps, CarrySteps):
         self._tools = {t.name: t for t in opened.tools}
         if inp.carry is None:
             workflow.upsert_search_attributes([SA_MODEL.value_set(opened.model)])
+
+    async def _open_mcp_tools(self, inp: StartRunInput) -> None:
+        """The run's MCP tools as listed and recorded now; kept for the whole run."""
+        mcp = await steps.list_mcp_tools(inp)
+        opened = self._opened
+        assert opened is not None  # set by _open
+        self._opened = opened.model_copy(update={"tools": [*opened.tools, *mcp]})
+        self._tools.update({t.name: t for t in mcp})
 
     async def _model_turn(self, inp: StartRunInput, turn: int, tools_on: bool) -> ModelTurnResult:
         self._phase = "model"

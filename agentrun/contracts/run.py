@@ -116,6 +116,19 @@ class RunWebhook(Strict):
         return value
 
 
+class McpServerChoice(Strict):
+    """An MCP server (declared on the workers, README "MCP tools") a run may use; `tools`
+    narrows it to some of its tools (their names on the server), all of them when unset."""
+
+    server: str = Field(pattern=r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$", max_length=30)
+    tools: list[str] | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"server": data} if isinstance(data, str) else data
+
+
 class AgentConfig(Strict):
     """How one run behaves. Everything has a default; a caller sets only what it needs."""
 
@@ -192,6 +205,11 @@ class AgentConfig(Strict):
         description="The run's workflow continues-as-new after this many turns of one "
         "execution (README Long runs); None: only when Temporal suggests it.",
     )
+    mcp_servers: list[McpServerChoice] | None = Field(
+        default=None,
+        max_length=32,
+        description="MCP servers (or some of their tools) this run may use (README MCP tools).",
+    )
 
     @field_validator("system_prompt", "workspace")
     @classmethod
@@ -216,6 +234,14 @@ class AgentConfig(Strict):
                 f"model_first_token_timeout_s ({first:g}) must not exceed model_timeout_s "
                 f"({self.model_timeout_s:g})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _mcp_servers_once(self) -> AgentConfig:
+        names = [c.server for c in self.mcp_servers or ()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"mcp_servers names {', '.join(twice)} more than once")
         return self
 
     @property

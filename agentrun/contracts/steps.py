@@ -24,6 +24,12 @@ class ToolInfo(BaseModel):
     max_attempts: int = 3
     kind: ToolKind = ToolKind.SERVER
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # Set for a tool of an MCP server (activities/mcp_tools.py): where it comes from, its name
+    # there and its annotations as listed when the run opened.
+    source: str | None = None
+    server: str | None = None
+    server_tool: str | None = None
+    annotations: dict[str, Any] | None = None
 
 
 class OpenRunInput(BaseModel):
@@ -63,6 +69,13 @@ class ResumeRunInput(BaseModel):
 
     run_id: str
     first_execution_run_id: str
+
+
+class ListMcpToolsInput(BaseModel):
+    """Input of agentrun.list_mcp_tools: list and record the tools of the run's MCP servers."""
+
+    run_id: str
+    config: AgentConfig
 
 
 class SetStatusInput(BaseModel):

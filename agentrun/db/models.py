@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -49,6 +50,7 @@ __all__ = [
     "Message",
     "Run",
     "RunEvent",
+    "RunMcpTool",
     "RunStatus",
     "Session",
     "Tenant",
@@ -237,6 +239,27 @@ class ToolCatalogEntry(Base):
     task_queue: Mapped[str] = mapped_column(String(200), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class RunMcpTool(Base):
+    """A tool of an MCP server as listed when its run opened (migration 0007): the run uses
+    this record, not the server's list of the moment, until it ends."""
+
+    __tablename__ = "run_mcp_tools"
+
+    run_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    server: Mapped[str] = mapped_column(String(64))
+    tool: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    input_schema: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    approval: Mapped[str] = mapped_column(String(32))
+    timeout_s: Mapped[float] = mapped_column(Float)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 
 class Tenant(Base):

@@ -47,6 +47,7 @@ class Activity(enum.StrEnum):
     RESUME_RUN = "agentrun.resume_run"
     DELIVER_WEBHOOK = "agentrun.deliver_webhook"
     RECORD_WEBHOOK_FAILURE = "agentrun.record_webhook_failure"
+    LIST_MCP_TOOLS = "agentrun.list_mcp_tools"
 
 
 class SearchAttribute(enum.StrEnum):
@@ -104,3 +105,4 @@ class ErrorType(enum.StrEnum):
     APPROVAL_TIMEOUT = "ApprovalTimeout"
     # a run that reached its own or its session's budget (README "Cost and budgets")
     BUDGET_EXCEEDED = "BudgetExceeded"
+    MCP_UNAVAILABLE = "McpUnavailable"  # an MCP server could not be reached (retried)

@@ -33,6 +33,9 @@ class EventType(enum.StrEnum):
     TOOL_RESULT_REQUESTED = "tool.result_requested"
     TOOL_DECIDED = "tool.decided"
     TOOL_DECISION_INVALID = "tool.decision_invalid"
+    SUBRUN_STARTED = "subrun.started"
+    SUBRUN_WAITING = "subrun.waiting"
+    SUBRUN_FINISHED = "subrun.finished"
 
 
 class EventData(BaseModel):
@@ -185,6 +188,34 @@ class ToolDecisionInvalidData(EventData):
     error_type: str | None = None
 
 
+class SubRunStartedData(EventData):
+    TYPE = EventType.SUBRUN_STARTED
+    ABOUT = "a `delegate_to_<agent>` call started the child run `subrun_id` (its own event log)"
+    tool_call_id: str
+    agent: str
+    subrun_id: str
+    depth: int
+
+
+class SubRunWaitingData(ToolWaitData):
+    TYPE = EventType.SUBRUN_WAITING
+    ABOUT = (
+        "waiting on sub-run `subrun_id` for approval of `name` (`tool_call_id`): decide it on "
+        "that run (`decide_tool_call`)"
+    )
+    subrun_id: str
+
+
+class SubRunFinishedData(EventData):
+    TYPE = EventType.SUBRUN_FINISHED
+    ABOUT = "the child run `subrun_id` ended (`status`; `error` says why it gave no answer)"
+    tool_call_id: str
+    agent: str
+    subrun_id: str
+    status: str
+    error: str | None = None
+
+
 PAYLOADS: dict[EventType, type[EventData]] = {
     cls.TYPE: cls
     for cls in (
@@ -200,6 +231,9 @@ PAYLOADS: dict[EventType, type[EventData]] = {
         ToolResultRequestedData,
         ToolDecidedData,
         ToolDecisionInvalidData,
+        SubRunStartedData,
+        SubRunWaitingData,
+        SubRunFinishedData,
     )
 }
 assert set(PAYLOADS) == set(EventType), "every event type has exactly one payload model"
@@ -272,6 +306,21 @@ class ToolDecisionInvalidEvent(_Event):
     data: ToolDecisionInvalidData
 
 
+class SubRunStartedEvent(_Event):
+    type: Literal[EventType.SUBRUN_STARTED]
+    data: SubRunStartedData
+
+
+class SubRunWaitingEvent(_Event):
+    type: Literal[EventType.SUBRUN_WAITING]
+    data: SubRunWaitingData
+
+
+class SubRunFinishedEvent(_Event):
+    type: Literal[EventType.SUBRUN_FINISHED]
+    data: SubRunFinishedData
+
+
 class UnknownEvent(_Event):
     """An event of a type this code does not know (written by a newer version)."""
 
@@ -291,7 +340,10 @@ Event = Annotated[
     | ToolApprovalRequestedEvent
     | ToolResultRequestedEvent
     | ToolDecidedEvent
-    | ToolDecisionInvalidEvent,
+    | ToolDecisionInvalidEvent
+    | SubRunStartedEvent
+    | SubRunWaitingEvent
+    | SubRunFinishedEvent,
     Field(discriminator="type"),
 ]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)

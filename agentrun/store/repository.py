@@ -100,6 +100,7 @@ class Repository(TenantAccess):
         workflow_run_id: str | None = None,
         model_endpoint: str | None = None,
         tenant: str = DEFAULT_TENANT,
+        parent_run_id: str | None = None,
     ) -> Run:
         """The run, its session claimed, its user message and QUEUED event (runs.open_run)."""
         async with self.transaction() as db:
@@ -113,6 +114,7 @@ class Repository(TenantAccess):
                 workflow_run_id=workflow_run_id,
                 model_endpoint=model_endpoint,
                 tenant=tenant,
+                parent_run_id=parent_run_id,
             )
 
     async def session_holder(self, session_id: str) -> str | None:

@@ -4,19 +4,23 @@ agentrun.AgentRun whose answer is the call's result."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
-from temporalio.client import WorkflowHandle
+import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from agentrun.contracts import AgentConfig, RunResult, StartRunInput, Usage
 from agentrun.contracts.subagents import child_run_id
 from agentrun.protocol.events import EventType
+from agentrun.protocol.statuses import Decision
 from agentrun.settings import Settings
 from agentrun.store import Repository
-from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
+from agentrun.testing.offline_model import Fault, OfflineModelServer, Reply, ToolCallSpec
 from tests.store_helpers import run_tool_calls
 from workflows.agent import AgentRunWorkflow
 
@@ -146,3 +150,246 @@ async def test_parent_delegates_child_runs_a_tool_and_its_answer_is_the_result(
     assert result.usage == own.add(of_child)
     view = await temporal_env.client.get_workflow_handle(run_id).query(AgentRunWorkflow.status)
     assert view.usage == own.add(of_child)
+
+
+ASKING = {**RESEARCHER, "approval_overrides": {"calculator": "needs_approval"}}
+
+
+async def _until(check: Any, timeout: float = 30) -> Any:
+    """check()'s first truthy answer, polling (bounded)."""
+
+    async def poll() -> Any:
+        while True:
+            found = await check()
+            if found:
+                return found
+            await asyncio.sleep(0.1)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def _child_waiting(
+    env: WorkflowEnvironment, settings: Settings, model: OfflineModelServer, run_id: str
+) -> tuple[WorkflowHandle[Any, RunResult], str, Any]:
+    """A parent whose child waits for approval of calculator: (parent handle, child id, the
+    parent's status view once it shows the wait)."""
+    prompt = f"orchestrate {run_id}"
+    task = f"ask before computing ({uuid.uuid4()})"
+    model.script(
+        prompt,
+        [Reply(tool_calls=[_delegate(task, "call_d1")]), Reply(text="Parent done.")],
+    )
+    model.script(
+        task,
+        [
+            Reply(tool_calls=[ToolCallSpec("calculator", {"expression": "2+2"}, id="c_ask")]),
+            Reply(text="It is 4."),
+        ],
+    )
+    inp = _input(run_id, prompt, tools=[], subagents={"researcher": ASKING})
+    handle = await _start(env, settings, inp)
+
+    async def waiting() -> Any:
+        view = await handle.query(AgentRunWorkflow.status)
+        return view if view.waiting_on else None
+
+    view = await _until(waiting)
+    return handle, child_run_id(run_id, "researcher", "call_d1"), view
+
+
+async def test_a_child_waiting_for_approval_shows_in_the_parent_and_is_decided_on_the_child(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    handle, child_id, view = await _child_waiting(temporal_env, settings, model_server, run_id)
+    (entry,) = view.waiting_on
+    assert (entry.run_id, entry.agent) == (child_id, "researcher")
+    (pending,) = entry.calls
+    assert (pending.tool_call_id, pending.name, pending.kind) == ("c_ask", "calculator", "approval")
+    assert view.status == "RUNNING" and view.pending == []
+    meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert f"waiting on sub-run {child_id} for approval of calculator" in meta.current_details
+    events = await repo.read_events(run_id, 0, limit=1000)
+    waiting = [e for e in events if e.type == EventType.SUBRUN_WAITING]
+    assert [(e.data["subrun_id"], e.data["tool_call_id"], e.data["name"]) for e in waiting] == [
+        (child_id, "c_ask", "calculator")
+    ]
+    assert waiting[0].data["arguments_sha256"] == pending.arguments_sha256
+
+    # Decided on the child, with the usual update; the parent then goes on by itself.
+    child = temporal_env.client.get_workflow_handle(child_id)
+    await child.execute_update(
+        AgentRunWorkflow.decide_tool_call,
+        {"tool_call_id": "c_ask", "decision": Decision.APPROVE, "decided_by": "ops"},
+    )
+    result = await handle.result()
+    assert result.status == "DONE"
+    (delegate,) = await run_tool_calls(repo, run_id)
+    assert delegate.result == "It is 4."
+    assert (await handle.query(AgentRunWorkflow.status)).waiting_on == []
+
+
+async def test_cancelling_the_parent_while_its_child_waits_cancels_both(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    handle, child_id, _ = await _child_waiting(temporal_env, settings, model_server, run_id)
+    answer = await handle.execute_update(AgentRunWorkflow.cancel, {"reason": "user left"})
+    assert answer.status == "CANCELED"
+    child = temporal_env.client.get_workflow_handle(child_id)
+    for h in (handle, child):
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(h.result(), 30)
+        assert (await h.describe()).status == WorkflowExecutionStatus.CANCELED
+    parent_row, child_row = await repo.get_run(run_id), await repo.get_run(child_id)
+    assert (parent_row.status, child_row.status) == ("CANCELED", "CANCELED")
+    # The child's waiting call and the parent's delegate call both got a result.
+    (asked,) = await run_tool_calls(repo, child_id)
+    assert asked.is_error and (asked.result or "").startswith("cancelled:")
+    (delegate,) = await run_tool_calls(repo, run_id)
+    assert delegate.is_error and (delegate.result or "").startswith("cancelled:")
+    finished = [
+        e
+        for e in await repo.read_events(run_id, 0, limit=1000)
+        if e.type == EventType.SUBRUN_FINISHED
+    ]
+    assert [e.data["status"] for e in finished] == ["CANCELED"]
+
+
+async def test_a_failed_child_is_an_error_result_and_the_parent_goes_on(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    prompt = f"orchestrate {run_id}"
+    task = f"this one breaks ({uuid.uuid4()})"
+    model_server.script(
+        prompt,
+        [Reply(tool_calls=[_delegate(task, "call_bad")]), Reply(text="The researcher failed.")],
+    )
+    model_server.script(task, [Fault("http", 400, "Invalid value for 'messages'.")])
+    inp = _input(run_id, prompt, tools=[], subagents={"researcher": RESEARCHER})
+    result = await (await _start(temporal_env, settings, inp)).result()
+    assert result.status == "DONE" and result.final_text == "The researcher failed."
+    child_id = child_run_id(run_id, "researcher", "call_bad")
+    child = await repo.get_run(child_id)
+    assert child.status == "FAILED" and "Invalid value for 'messages'." in (child.error or "")
+    (delegate,) = await run_tool_calls(repo, run_id)
+    assert delegate.is_error and delegate.status == "error"
+    assert (delegate.result or "").startswith(
+        f"error: delegate_to_researcher: the sub-agent's run {child_id} failed"
+    )
+    assert "Invalid value for 'messages'." in (delegate.result or "")
+    # The model saw that error as the call's result.
+    (_, second) = model_server.requests_for(prompt)
+    tool_message = next(m for m in second.body["messages"] if m["role"] == "tool")
+    assert tool_message["content"] == delegate.result
+    finished = [
+        e
+        for e in await repo.read_events(run_id, 0, limit=1000)
+        if e.type == EventType.SUBRUN_FINISHED
+    ]
+    assert [e.data["status"] for e in finished] == ["FAILED"]
+    assert result.usage == (await _usage_of(repo, run_id)).add(await _usage_of(repo, child_id))
+
+
+async def test_fanout_and_depth_limits_give_error_results(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    prompt = f"orchestrate {run_id}"
+    tasks = [f"part {i} ({uuid.uuid4()})" for i in range(3)]
+    model_server.script(
+        prompt,
+        [
+            Reply(tool_calls=[_delegate(t, f"call_{i}") for i, t in enumerate(tasks)]),
+            Reply(text="Two of three."),
+        ],
+    )
+    # The first child (depth 1 of max_depth 1) has no delegate tool; one it calls anyway is
+    # an error result, not a crash.
+    model_server.script(
+        tasks[0],
+        [Reply(tool_calls=[_delegate("deeper", "call_deep")]), Reply(text="answer 0")],
+    )
+    model_server.script(tasks[1], [Reply(text="answer 1")])
+    model_server.script(tasks[2], [Reply(text="answer 2")])
+    config = {
+        "tools": [],
+        "max_fanout": 2,
+        "subagents": {"researcher": {**RESEARCHER, "subagents": ["researcher"]}},
+    }
+    result = await (await _start(temporal_env, settings, _input(run_id, prompt, **config))).result()
+    assert result.status == "DONE"
+    calls = {c.tool_call_id: c for c in await run_tool_calls(repo, run_id)}
+    assert (calls["call_0"].result, calls["call_1"].result) == ("answer 0", "answer 1")
+    assert calls["call_2"].is_error
+    assert "at most 2 sub-runs at once (max_fanout)" in (calls["call_2"].result or "")
+    assert model_server.requests_for(tasks[2]) == []
+    with pytest.raises(Exception, match="no run"):
+        await repo.get_run(child_run_id(run_id, "researcher", "call_2"))
+
+    first = child_run_id(run_id, "researcher", "call_0")
+    (deep,) = await run_tool_calls(repo, first)
+    assert deep.is_error and "not enabled" in (deep.result or "")
+    offered = model_server.requests_for(tasks[0])[0].body["tools"]
+    assert [t["function"]["name"] for t in offered] == ["calculator"]
+    assert (await repo.get_run(first)).config["subagents"] is None
+
+
+async def test_two_levels_deep_within_max_depth(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    prompt = f"orchestrate {run_id}"
+    task, subtask = f"plan ({uuid.uuid4()})", f"detail ({uuid.uuid4()})"
+    model_server.script(
+        prompt, [Reply(tool_calls=[_delegate(task, "c1", "planner")]), Reply(text="top")]
+    )
+    model_server.script(
+        task, [Reply(tool_calls=[_delegate(subtask, "c2", "coder")]), Reply(text="middle")]
+    )
+    model_server.script(subtask, [Reply(text="bottom")])
+    subagents = {
+        "planner": {"system_prompt": "plan", "tools": [], "subagents": ["coder"]},
+        "coder": {"system_prompt": "code", "tools": []},
+    }
+    inp = _input(run_id, prompt, tools=[], max_depth=2, subagents=subagents)
+    result = await (await _start(temporal_env, settings, inp)).result()
+    assert (result.status, result.final_text) == ("DONE", "top")
+    child = child_run_id(run_id, "planner", "c1")
+    grandchild = child_run_id(child, "coder", "c2")
+    assert (await repo.get_run(grandchild)).parent_run_id == child
+    assert [c.result for c in await run_tool_calls(repo, child)] == ["bottom"]
+    assert [c.result for c in await run_tool_calls(repo, run_id)] == ["middle"]
+    # The planner (depth 1) is offered only the coder; the coder (depth 2) nothing.
+    (planner_request, *_) = model_server.requests_for(task)
+    assert [t["function"]["name"] for t in planner_request.body["tools"]] == ["delegate_to_coder"]
+    assert "tools" not in model_server.requests_for(subtask)[0].body
+    started = [
+        e.data
+        for e in await repo.read_events(child, 0, limit=1000)
+        if e.type == EventType.SUBRUN_STARTED
+    ]
+    assert [(d["subrun_id"], d["depth"]) for d in started] == [(grandchild, 2)]
+    usages = [await _usage_of(repo, r) for r in (run_id, child, grandchild)]
+    assert result.usage == usages[0].add(usages[1]).add(usages[2])

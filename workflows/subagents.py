@@ -172,7 +172,8 @@ class SubAgentSteps(RunState):
                 await self._uninterrupted(
                     asyncio.ensure_future(self._child_ended(inp, call, child.run_id, err))
                 )
-                raise
+                # As a cancelled step ends: the run's cancel path, not a failure of the run.
+                raise asyncio.CancelledError(rules.error_message(err)) from err
             why = await self._child_ended(inp, call, child.run_id, err)
             return await self._subrun_error(inp, call, why)
         self._add_child_usage(result.usage)

@@ -5,6 +5,7 @@ agentrun.AgentRun whose answer is the call's result."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -22,6 +23,7 @@ from agentrun.settings import Settings
 from agentrun.store import Repository
 from agentrun.testing.offline_model import Fault, OfflineModelServer, Reply, ToolCallSpec
 from tests.store_helpers import run_tool_calls
+from tests.test_cli import agentrun, cli_env
 from workflows.agent import AgentRunWorkflow
 
 RESEARCHER = {
@@ -220,6 +222,15 @@ async def test_a_child_waiting_for_approval_shows_in_the_parent_and_is_decided_o
     ]
     assert waiting[0].data["arguments_sha256"] == pending.arguments_sha256
 
+    # The CLI's status of the parent says what it waits on.
+    shown = json.loads((await agentrun(cli_env(settings), "status", run_id, "--json")).out)
+    assert [
+        (w["run_id"], [c["tool_call_id"] for c in w["calls"]]) for w in shown["waiting_on"]
+    ] == [(child_id, ["c_ask"])]
+    child_shown = json.loads((await agentrun(cli_env(settings), "status", child_id, "--json")).out)
+    assert child_shown["parent_run_id"] == run_id
+    assert [p["tool_call_id"] for p in child_shown["pending"]] == ["c_ask"]
+
     # Decided on the child, with the usual update; the parent then goes on by itself.
     child = temporal_env.client.get_workflow_handle(child_id)
     await child.execute_update(
@@ -233,6 +244,7 @@ async def test_a_child_waiting_for_approval_shows_in_the_parent_and_is_decided_o
     assert (await handle.query(AgentRunWorkflow.status)).waiting_on == []
 
 
+@pytest.mark.parametrize("how", ["update", "temporal"])
 async def test_cancelling_the_parent_while_its_child_waits_cancels_both(
     temporal_env: WorkflowEnvironment,
     settings: Settings,
@@ -240,10 +252,14 @@ async def test_cancelling_the_parent_while_its_child_waits_cancels_both(
     repo: Repository,
     model_server: OfflineModelServer,
     run_id: str,
+    how: str,
 ) -> None:
     handle, child_id, _ = await _child_waiting(temporal_env, settings, model_server, run_id)
-    answer = await handle.execute_update(AgentRunWorkflow.cancel, {"reason": "user left"})
-    assert answer.status == "CANCELED"
+    if how == "update":
+        answer = await handle.execute_update(AgentRunWorkflow.cancel, {"reason": "user left"})
+        assert answer.status == "CANCELED"
+    else:  # the Web UI's button, `temporal workflow cancel`
+        await handle.cancel()
     child = temporal_env.client.get_workflow_handle(child_id)
     for h in (handle, child):
         with pytest.raises(WorkflowFailureError):
@@ -393,3 +409,25 @@ async def test_two_levels_deep_within_max_depth(
     assert [(d["subrun_id"], d["depth"]) for d in started] == [(grandchild, 2)]
     usages = [await _usage_of(repo, r) for r in (run_id, child, grandchild)]
     assert result.usage == usages[0].add(usages[1]).add(usages[2])
+
+
+async def test_a_child_cancelled_on_its_own_is_an_error_result_for_the_parent(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    handle, child_id, _ = await _child_waiting(temporal_env, settings, model_server, run_id)
+    child = temporal_env.client.get_workflow_handle(child_id)
+    await child.execute_update(
+        AgentRunWorkflow.cancel, {"reason": "not this", "requested_by": "ops"}
+    )
+    result = await handle.result()
+    assert (result.status, result.final_text) == ("DONE", "Parent done.")
+    assert (await repo.get_run(child_id)).status == "CANCELED"
+    (delegate,) = await run_tool_calls(repo, run_id)
+    assert delegate.is_error and "was cancelled: cancelled by ops: not this" in (
+        delegate.result or ""
+    )

@@ -88,10 +88,14 @@ class SubAgentSteps(RunState):
             return await self._subrun_error(inp, call, refusal)
         self._children[child.run_id] = agent_of(call.name)
         try:
-            return await self._await_child(inp, call, child)
-        finally:
-            self._children.pop(child.run_id, None)
-            await self._drop_waits_via(child.run_id)
+            result = await self._await_child(inp, call, child)
+        except GeneratorExit:  # evicted from the worker's cache: no workflow calls any more
+            raise
+        except BaseException:
+            await self._forget_child(child.run_id)
+            raise
+        await self._forget_child(child.run_id)
+        return result
 
     def _child_input(
         self, inp: StartRunInput, call: ToolCallRequest
@@ -295,7 +299,9 @@ class SubAgentSteps(RunState):
         except Exception as exc:  # the parent has closed: nobody to tell
             workflow.logger.info("could not tell the parent run about waits: %s", exc)
 
-    async def _drop_waits_via(self, child_id: str) -> None:
+    async def _forget_child(self, child_id: str) -> None:
+        """The child has ended: it and the waits it told of are gone (and the parent told)."""
+        self._children.pop(child_id, None)
         gone = [rid for rid, n in self._waiting_on.items() if n.via == child_id]
         for rid in gone:
             notice = self._waiting_on.pop(rid)

@@ -4,6 +4,8 @@ parent terminated under its child, a child id already taken, a sub-agent the wor
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 
 import pytest
@@ -18,6 +20,7 @@ from agentrun.protocol.statuses import Decision
 from agentrun.settings import Settings
 from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
+from tests.conftest import next_event
 from tests.store_helpers import run_tool_calls
 from tests.test_subagents import _delegate, _input, _start, _until
 from workflows.agent import AgentRunWorkflow
@@ -172,3 +175,44 @@ async def test_a_subagent_the_worker_refuses_refuses_the_parent_at_open(
         await (await _start(temporal_env, settings, inp)).result()
     assert "sub-agent 'researcher': unknown tool(s) nosuch" in str(info.value.cause)
     assert await repo.find_run(run_id) is None
+
+
+async def test_agentrun_run_shows_sub_runs_and_how_to_approve_their_calls(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    from tests.test_cli import agentrun, cli_env, spawn
+
+    prompt, task = f"orchestrate {run_id}", f"ask first ({uuid.uuid4()})"
+    model_server.script(prompt, [Reply(tool_calls=[_delegate(task, "c1")]), Reply(text="Fine.")])
+    model_server.script(
+        task,
+        [
+            Reply(tool_calls=[ToolCallSpec("calculator", {"expression": "2*3"}, id="c2")]),
+            Reply(text="6"),
+        ],
+    )
+    config = {
+        "tools": [],
+        "approval_overrides": {"delegate_to_researcher": "auto"},
+        "subagents": {"researcher": {"tools": ["calculator"], "approval": "require_all"}},
+    }
+    env = cli_env(settings)
+    follower = await spawn(
+        env, "run", prompt, "--run-id", run_id, "--no-input", "--config", json.dumps(config)
+    )
+    child = child_run_id(run_id, "researcher", "c1")
+    await next_event(repo, run_id, EventType.SUBRUN_WAITING)
+    approved = await agentrun(env, "approve", child, "c2", "--by", "cli")
+    assert approved.code == 0, approved.err
+    out, err = await asyncio.wait_for(follower.communicate(), 90)
+    text = out.decode()
+    assert follower.returncode == 0, (text, err.decode())
+    assert f"sub-agent researcher started run {child}" in text
+    assert f"waiting on sub-run {child} for approval of calculator" in text
+    assert f"agentrun approve {child} c2" in text
+    assert f"run {child} ended DONE" in text

@@ -77,7 +77,8 @@ async def check_config(config: AgentConfig, repo: Repository, task_queue: str) -
         )
     # A worker's own tools are known by name only here: check the rest against the built-ins.
     custom = known - set(registry.names)
-    builtin_only = strip_delegates(config).model_copy(
+    config = strip_delegates(config)  # sub-agents' tools are checked by the worker at open
+    builtin_only = config.model_copy(
         update={
             "tools": None if config.tools is None else [n for n in config.tools if n not in custom],
             "approval_overrides": {

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.policy import InvalidConfig, resolve_policy, workspace_for
 from activities.sandbox import Redactor, Sandbox, SandboxConfig
+from activities.subagent_tools import subrun_answer
 from activities.tools import RetryableToolError, ToolContext, ToolError, ToolRegistry
 from agentrun.contracts import (
     RESULT_CAP,
@@ -110,7 +111,10 @@ class ToolActivities:
 
     @activity.defn(name=Activity.RECORD_TOOL_OUTCOME)
     async def record_tool_outcome(self, inp: ToolOutcomeInput) -> ToolResult:
-        return await self._record_outcome(inp, inp.text, inp.is_error)
+        text = inp.text
+        if inp.text_of_run is not None:  # a sub-agent's answer, whole (activities.subagent_tools)
+            text = await subrun_answer(self.repo, inp.run_id, inp.text_of_run, inp.text)
+        return await self._record_outcome(inp, text, inp.is_error)
 
     @activity.defn(name=Activity.EXECUTE_TOOL)
     async def execute_tool(self, inp: ExecuteToolInput) -> ToolResult:

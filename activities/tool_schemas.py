@@ -7,6 +7,7 @@ from typing import Any
 
 from activities.tools import ToolRegistry
 from agentrun.contracts import AgentConfig
+from agentrun.contracts.subagents import delegate_schema
 
 __all__ = ["tool_schemas"]
 
@@ -23,7 +24,10 @@ def tool_schemas(
     client = {c.name: c for c in config.client_tools}
     schemas = []
     for name in names:
-        if name in client:
+        delegate = delegate_schema(config, name)
+        if delegate is not None:
+            schemas.append(delegate)
+        elif name in client:
             c = client[name]
             schemas.append(
                 {

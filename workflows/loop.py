@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         StartRunInput,
         ToolCallRequest,
+        ToolKind,
         ToolResult,
         Usage,
         WaitKind,
@@ -43,13 +44,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows.closing import ClosingSteps
     from workflows.rules import Outcome
     from workflows.state import TEMPORAL_CANCEL
+    from workflows.subagents import SubAgentSteps
     from workflows.waiting import WaitSteps
 
 
 T = TypeVar("T")
 
 
-class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps, CarrySteps):
+class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps, CarrySteps, SubAgentSteps):
     """One agent run's loop and steps (the workflow type is AgentRunWorkflow)."""
 
     async def _run(self, inp: StartRunInput) -> RunResult:
@@ -170,6 +172,7 @@ class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps, CarrySteps):
             await self._request_waits(
                 inp, [c for c, skip in zip(calls, plan, strict=True) if skip is None]
             )
+            await self._tell_parent_waits(inp)  # a sub-agent's run: its parent shows them
             self._raise_if_cancelled()
             tasks = [
                 asyncio.create_task(self._handle_call(inp, c, skip))
@@ -199,11 +202,15 @@ class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps, CarrySteps):
             outcome = rules.client_result(wait.result, inp.config.approval_timeout_s)
             return await self._record_outcome(inp, call, outcome)
         recorded = await self._decision(inp, call, wait)
+        await self._tell_parent_waits(inp)
         if recorded.decision == Decision.REJECT:
             return await self._record_outcome(inp, call, rules.rejected(recorded))
         return await self._run_tool(inp, call.model_copy(update={"arguments": recorded.arguments}))
 
     async def _run_tool(self, inp: StartRunInput, call: ToolCallRequest) -> ToolResult:
+        info = self._tools.get(call.name)
+        if info and info.kind == ToolKind.SUBAGENT and workflow.patched(steps.PATCH_SUBAGENTS):
+            return await self._run_subagent(inp, call)  # workflows/subagents.py
         try:
             return await steps.run_tool(inp, self._turn, call, self._tools.get(call.name))
         except ActivityError as err:

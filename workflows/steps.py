@@ -61,6 +61,7 @@ PATCH_CLOSE_CANCELED = "cancelled-runs-close-as-canceled"
 PATCH_REFUSAL_FAILED = "refused-runs-publish-failed"
 PATCH_KEEP_CANCEL = "a-temporal-cancel-is-never-dropped"
 PATCH_CONTINUE_AS_NEW = "long-runs-continue-as-new"
+PATCH_SUBAGENTS = "sub-agents-run-as-child-workflows"
 
 # The reason on the cancel request a run cancelled by update or signal sends for itself.
 CLOSE_REASON = "the run was cancelled by its cancel update or signal (its record says by whom)"
@@ -75,6 +76,7 @@ def start_open_run(inp: StartRunInput) -> workflow.ActivityHandle[OpenedRun]:
             prompt=inp.prompt,
             config=inp.config,
             tenant=inp.tenant,
+            parent_run_id=inp.parent.run_id if inp.parent else None,
         ),
         **BOOKKEEPING,
         summary="open run",

@@ -3,6 +3,7 @@ tools), the limits, the Strict mechanism (tolerant read, strict make) and the ru
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -129,6 +130,54 @@ class McpServerChoice(Strict):
         return {"server": data} if isinstance(data, str) else data
 
 
+# A sub-agent's name: its tool `delegate_to_<name>` stays within what model APIs accept (64).
+SUBAGENT_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,48}$"
+DELEGATE_PREFIX = "delegate_to_"
+
+
+class SubAgentSpec(Strict):
+    """A named sub-agent (README Sub-agents): the model sees a tool `delegate_to_<name>` taking
+    {"task": text}, and a call runs the task as a child run with these settings. Unset fields
+    are the parent run's."""
+
+    description: str = Field(default="", max_length=4_000)
+    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=MAX_PROMPT_CHARS)
+    tools: list[str] | None = Field(default=None, description="Unset: the parent's tools.")
+    model: str | None = None
+    max_turns: int | None = Field(default=None, ge=1, le=MAX_TURNS_LIMIT)
+    max_tool_calls: int | None = Field(default=None, ge=0, le=1000)
+    approval: ApprovalPreset | None = None
+    approval_allow: list[str] | None = None
+    approval_overrides: dict[str, ToolApproval] | None = None
+    subagents: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Sub-agents (of the same config) this one may delegate to, within max_depth.",
+    )
+
+    @field_validator("description", "system_prompt")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_text(value, info, always=False)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        problem = None if value is None or info.mode == "json" else model_name_problem(value)
+        if problem:
+            raise ValueError(f"the model name {problem}")
+        return value
+
+
+class SubRunParent(BaseModel):
+    """A child run's link to its parent (set by the parent's workflow, never by a caller)."""
+
+    run_id: str
+    tool_call_id: str
+    agent: str
+    depth: int = Field(default=1, ge=1)
+
+
 class AgentConfig(Strict):
     """How one run behaves. Everything has a default; a caller sets only what it needs."""
 
@@ -210,6 +259,11 @@ class AgentConfig(Strict):
         max_length=32,
         description="MCP servers (or some of their tools) this run may use (README MCP tools).",
     )
+    subagents: dict[str, SubAgentSpec] | None = Field(
+        default=None, max_length=16, description="Named sub-agents (README Sub-agents)."
+    )
+    max_depth: int = Field(default=1, ge=1, le=4, description="Levels of sub-runs below a run.")
+    max_fanout: int = Field(default=4, ge=1, le=16, description="Sub-runs of one run at once.")
 
     @field_validator("system_prompt", "workspace")
     @classmethod
@@ -244,12 +298,39 @@ class AgentConfig(Strict):
             raise ValueError(f"mcp_servers names {', '.join(twice)} more than once")
         return self
 
+    @model_validator(mode="after")
+    def _subagents_named(self, info: ValidationInfo) -> AgentConfig:
+        problems = [] if info.mode == "json" else subagent_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def first_token_timeout_s(self) -> float:
         """The wait for the first chunk that applies."""
         if self.model_first_token_timeout_s is not None:
             return min(self.model_first_token_timeout_s, self.model_timeout_s)
         return min(DEFAULT_FIRST_TOKEN_TIMEOUT_S, self.model_timeout_s)
+
+
+def subagent_problems(config: AgentConfig) -> list[str]:
+    """What is wrong with a config's sub-agents: names, clashes, references."""
+    subs = config.subagents or {}
+    problems = []
+    for name, spec in subs.items():
+        if not re.fullmatch(SUBAGENT_NAME_PATTERN, name):
+            problems.append(
+                f"sub-agent name {name!r} must be 1-48 letters, digits, '_' or '-' "
+                f"(its tool is {DELEGATE_PREFIX}<name>)"
+            )
+        unknown = [n for n in spec.subagents if n not in subs]
+        if unknown:
+            problems.append(f"sub-agent {name!r} names unknown sub-agent(s): {', '.join(unknown)}")
+    taken = set(config.tools or ()) | {c.name for c in config.client_tools}
+    clash = sorted(DELEGATE_PREFIX + n for n in subs if DELEGATE_PREFIX + n in taken)
+    if clash:
+        problems.append(f"tool name(s) {', '.join(clash)} clash with sub-agents' tools")
+    return problems
 
 
 class StartRunInput(Strict):
@@ -269,6 +350,9 @@ class StartRunInput(Strict):
         description="Set by the run's own continue-as-new only (README Long runs): what its "
         "next execution takes over instead of opening the run again.",
     )
+    parent: SubRunParent | None = Field(
+        default=None, description="Set on a sub-agent's run by its parent run."
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -287,6 +371,7 @@ def storage_problems(inp: StartRunInput | OpenRunInput) -> list[str]:
     decoded without the client-side validation (see the module docstring)."""
     problems = []
     config = inp.config
+    subs = (config.subagents or {}).items()
     texts: list[tuple[str, Any]] = [
         ("prompt", inp.prompt),
         ("system_prompt", config.system_prompt),
@@ -294,6 +379,7 @@ def storage_problems(inp: StartRunInput | OpenRunInput) -> list[str]:
         *((f"client tool {c.name} description", c.description) for c in config.client_tools),
         *((f"client tool {c.name} parameters", c.parameters) for c in config.client_tools),
         *(("a webhook url", w.url) for w in config.webhooks or ()),
+        *((f"sub-agent {n} text", [s.description, s.system_prompt]) for n, s in subs),
     ]
     for what, value in texts:
         problem = _nested_text_problem(value)

@@ -41,6 +41,8 @@ class OpenRunInput(BaseModel):
     config: AgentConfig
     # None: the default tenant (and what a workflow from before tenants sends).
     tenant: str | None = None
+    # A sub-agent's run: the run that started it (runs.parent_run_id).
+    parent_run_id: str | None = None
 
 
 class SessionBudget(BaseModel):
@@ -61,6 +63,8 @@ class OpenedRun(BaseModel):
     tools: list[ToolInfo] = Field(default_factory=list)
     # None: the session has no budget (and every run opened before budgets existed).
     session_budget: SessionBudget | None = None
+    # With sub-agents: the folder the run's tools work in, which its sub-runs share.
+    workspace: str | None = None
 
 
 class ResumeRunInput(BaseModel):
@@ -151,6 +155,7 @@ class OutcomeKind(enum.StrEnum):
     NO_CLIENT_RESULT = "no_client_result"  # the caller sent none in time
     FAILED = "failed"  # the tool's own retries are spent
     ABANDONED = "abandoned"  # the run left the batch (cancelled or failed) before it ran
+    SUBRUN = "subrun"  # a sub-agent's answer (or why there is none)
 
 
 class ToolOutcomeInput(BaseModel):
@@ -164,6 +169,9 @@ class ToolOutcomeInput(BaseModel):
     kind: OutcomeKind
     text: str
     is_error: bool = True
+    text_of_run: str | None = Field(
+        default=None, description="A child run whose whole final text is the result instead."
+    )
 
 
 class ToolResult(BaseModel):

@@ -130,6 +130,8 @@ class Run(Base):
     tenant: Mapped[str] = mapped_column(
         String(100), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
     )
+    # A sub-agent's run: the run whose tool call started it (migration 0008).
+    parent_run_id: Mapped[str | None] = mapped_column(String(200), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

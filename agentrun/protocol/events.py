@@ -35,6 +35,9 @@ class EventType(enum.StrEnum):
     TOOL_DECIDED = "tool.decided"
     TOOL_DECISION_INVALID = "tool.decision_invalid"
     BUDGET_EXCEEDED = "budget.exceeded"
+    SUBRUN_STARTED = "subrun.started"
+    SUBRUN_WAITING = "subrun.waiting"
+    SUBRUN_FINISHED = "subrun.finished"
 
 
 class EventData(BaseModel):
@@ -217,6 +220,34 @@ class BudgetExceededData(EventData):
     unpriced_calls: int = 0
 
 
+class SubRunStartedData(EventData):
+    TYPE = EventType.SUBRUN_STARTED
+    ABOUT = "a `delegate_to_<agent>` call started the child run `subrun_id` (its own event log)"
+    tool_call_id: str
+    agent: str
+    subrun_id: str
+    depth: int
+
+
+class SubRunWaitingData(ToolWaitData):
+    TYPE = EventType.SUBRUN_WAITING
+    ABOUT = (
+        "waiting on sub-run `subrun_id` for approval of `name` (`tool_call_id`): decide it on "
+        "that run (`decide_tool_call`)"
+    )
+    subrun_id: str
+
+
+class SubRunFinishedData(EventData):
+    TYPE = EventType.SUBRUN_FINISHED
+    ABOUT = "the child run `subrun_id` ended (`status`; `error` says why it gave no answer)"
+    tool_call_id: str
+    agent: str
+    subrun_id: str
+    status: str
+    error: str | None = None
+
+
 PAYLOADS: dict[EventType, type[EventData]] = {
     cls.TYPE: cls
     for cls in (
@@ -233,6 +264,9 @@ PAYLOADS: dict[EventType, type[EventData]] = {
         ToolDecidedData,
         ToolDecisionInvalidData,
         BudgetExceededData,
+        SubRunStartedData,
+        SubRunWaitingData,
+        SubRunFinishedData,
     )
 }
 assert set(PAYLOADS) == set(EventType), "every event type has exactly one payload model"
@@ -310,6 +344,21 @@ class BudgetExceededEvent(_Event):
     data: BudgetExceededData
 
 
+class SubRunStartedEvent(_Event):
+    type: Literal[EventType.SUBRUN_STARTED]
+    data: SubRunStartedData
+
+
+class SubRunWaitingEvent(_Event):
+    type: Literal[EventType.SUBRUN_WAITING]
+    data: SubRunWaitingData
+
+
+class SubRunFinishedEvent(_Event):
+    type: Literal[EventType.SUBRUN_FINISHED]
+    data: SubRunFinishedData
+
+
 class UnknownEvent(_Event):
     """An event of a type this code does not know (written by a newer version)."""
 
@@ -330,7 +379,10 @@ Event = Annotated[
     | ToolResultRequestedEvent
     | ToolDecidedEvent
     | ToolDecisionInvalidEvent
-    | BudgetExceededEvent,
+    | BudgetExceededEvent
+    | SubRunStartedEvent
+    | SubRunWaitingEvent
+    | SubRunFinishedEvent,
     Field(discriminator="type"),
 ]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)

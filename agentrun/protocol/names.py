@@ -26,6 +26,8 @@ class Update(enum.StrEnum):
 class Signal(enum.StrEnum):
     TOOL_DECISION = "tool_decision"
     CANCEL = "cancel"
+    # From a sub-agent's run to its parent: which of its calls wait for approval now.
+    SUBRUN_WAITS = "subrun_waits"
 
 
 class Query(enum.StrEnum):

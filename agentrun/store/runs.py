@@ -100,6 +100,7 @@ async def open_run(
     workflow_run_id: str | None = None,
     model_endpoint: str | None = None,
     tenant: str = DEFAULT_TENANT,
+    parent_run_id: str | None = None,
 ) -> Run:
     """Create the run (claiming its session), its user message and the QUEUED event in one
     transaction. A repeat by the same workflow execution (a retried step) returns the run as
@@ -137,6 +138,7 @@ async def open_run(
             "status": RunStatus.QUEUED.value,
             "workflow_run_id": workflow_run_id,
             "tenant": tenant,
+            **({"parent_run_id": parent_run_id} if parent_run_id else {}),
         },
         Run.id,
     )

@@ -19,6 +19,7 @@ from openai import AsyncOpenAI
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.compaction import Compactor
 from activities.context import load_context
 from activities.heartbeats import Beat, beating, db_only_attempts
 from activities.model_errors import DatabaseUnavailableError, db_error_text, is_transient_db_error
@@ -148,6 +149,10 @@ class ModelActivities(TurnRecording):
                     key=event_key(EventType.STREAM_RESET, inp.turn, attempt),
                 ),
             )
+        summary = None
+        if config.context_strategy == "summarize":
+            compactor = Compactor(self.repo, self.client, self._db)
+            summary = await compactor.summary_for(inp, config, attempt)
         messages = await self._db(
             "read the context",
             lambda: load_context(
@@ -156,6 +161,7 @@ class ModelActivities(TurnRecording):
                 inp.session_id,
                 inp.run_id,
                 config.context_token_budget,
+                summary,
             ),
         )
         tools = tool_schemas(self.registry, inp.tools, config)

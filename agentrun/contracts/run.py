@@ -123,6 +123,21 @@ class AgentConfig(Strict):
     max_turns: int = Field(default=8, ge=1, le=200)
     max_tool_calls: int = Field(default=16, ge=0, le=1000)
     context_token_budget: int = Field(default=24_000, ge=256, le=2_000_000)
+    context_strategy: Literal["trim", "summarize"] = Field(
+        default="trim",
+        description="Over the budget: trim drops the oldest messages; summarize has the model "
+        "summarise them (README Compaction), trimming only if that fails.",
+    )
+    summary_model: str | None = Field(
+        default=None, description="Model that writes summaries; the run's model when unset."
+    )
+    summary_keep_share: float = Field(
+        default=0.5,
+        ge=0.1,
+        le=0.9,
+        description="Share of the budget kept verbatim (newest messages) when summarising.",
+    )
+    summary_timeout_s: float = Field(default=120, gt=0, le=3600)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
     workspace: str | None = Field(
@@ -170,7 +185,7 @@ class AgentConfig(Strict):
     def _storable(cls, value: Any, info: ValidationInfo) -> Any:
         return _check_text(value, info, always=False)
 
-    @field_validator("model")
+    @field_validator("model", "summary_model")
     @classmethod
     def _model_name(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or info.mode == "json":

@@ -33,6 +33,9 @@ class EventType(enum.StrEnum):
     TOOL_RESULT_REQUESTED = "tool.result_requested"
     TOOL_DECIDED = "tool.decided"
     TOOL_DECISION_INVALID = "tool.decision_invalid"
+    CONTEXT_COMPACTED = "context.compacted"
+    CONTEXT_COMPACTION_FAILED = "context.compaction_failed"
+    SESSION_DELETED = "session.deleted"
 
 
 class EventData(BaseModel):
@@ -185,6 +188,39 @@ class ToolDecisionInvalidData(EventData):
     error_type: str | None = None
 
 
+class ContextCompactedData(EventData):
+    TYPE = EventType.CONTEXT_COMPACTED
+    ABOUT = (
+        "the session's oldest messages (up to message id `covers_to_id`, `messages` of them) "
+        "were summarised by `model` before `turn`; later turns send the summary instead"
+    )
+    turn: int
+    covers_to_id: int
+    messages: int
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ContextCompactionFailedData(EventData):
+    TYPE = EventType.CONTEXT_COMPACTION_FAILED
+    ABOUT = "summarising before `turn` failed (`error`); that turn's context is trimmed instead"
+    turn: int
+    attempt: int
+    error: str
+
+
+class SessionDeletedData(EventData):
+    TYPE = EventType.SESSION_DELETED
+    ABOUT = (
+        "the tombstone: the run's session was deleted at `deleted_at`; its text is erased, "
+        "usage figures are kept"
+    )
+    session_id: str
+    deleted_at: datetime
+    by: str | None = None
+
+
 PAYLOADS: dict[EventType, type[EventData]] = {
     cls.TYPE: cls
     for cls in (
@@ -200,6 +236,9 @@ PAYLOADS: dict[EventType, type[EventData]] = {
         ToolResultRequestedData,
         ToolDecidedData,
         ToolDecisionInvalidData,
+        ContextCompactedData,
+        ContextCompactionFailedData,
+        SessionDeletedData,
     )
 }
 assert set(PAYLOADS) == set(EventType), "every event type has exactly one payload model"
@@ -272,6 +311,21 @@ class ToolDecisionInvalidEvent(_Event):
     data: ToolDecisionInvalidData
 
 
+class ContextCompactedEvent(_Event):
+    type: Literal[EventType.CONTEXT_COMPACTED]
+    data: ContextCompactedData
+
+
+class ContextCompactionFailedEvent(_Event):
+    type: Literal[EventType.CONTEXT_COMPACTION_FAILED]
+    data: ContextCompactionFailedData
+
+
+class SessionDeletedEvent(_Event):
+    type: Literal[EventType.SESSION_DELETED]
+    data: SessionDeletedData
+
+
 class UnknownEvent(_Event):
     """An event of a type this code does not know (written by a newer version)."""
 
@@ -291,7 +345,10 @@ Event = Annotated[
     | ToolApprovalRequestedEvent
     | ToolResultRequestedEvent
     | ToolDecidedEvent
-    | ToolDecisionInvalidEvent,
+    | ToolDecisionInvalidEvent
+    | ContextCompactedEvent
+    | ContextCompactionFailedEvent
+    | SessionDeletedEvent,
     Field(discriminator="type"),
 ]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)

@@ -119,6 +119,10 @@ async def open_run(
     # A session's tenant never changes once it is made, so no lock is needed to compare it.
     if session.tenant != tenant:
         raise SessionNotFoundError(session_id)
+    if session.deleted_at is not None:
+        from agentrun.store.forget import SessionDeletedError
+
+        raise SessionDeletedError(session_id)
     existing = await db.get(Run, run_id)
     if existing is not None:
         if existing.session_id != session_id:

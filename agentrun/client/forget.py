@@ -97,10 +97,11 @@ async def _cancel(client: Client, run_id: str, by: str | None, wait_s: float) ->
     except RunNotFound:
         return False
     deadline = time.monotonic() + wait_s
-    handle = client.get_workflow_handle(run_id)
+    # Closed in visibility too: the server deletes a history only after its close is recorded
+    # there, and retries a deletion that came first with a long backoff.
+    query = f"WorkflowId = '{run_id}' AND ExecutionStatus = 'Running'"
     while time.monotonic() < deadline:
-        desc = await handle.describe()
-        if desc.close_time is not None:
+        if not [wf async for wf in client.list_workflows(query)]:
             return True
         await asyncio.sleep(0.2)
     raise TimeoutError(f"run {run_id!r} did not stop within {wait_s:g}s of its cancel")

@@ -55,7 +55,7 @@ __all__ = [
 
 # The run.status fields that may hold conversation text (the prompt, a failure's message).
 ERASED_STATUS_FIELDS = ("prompt", "error")
-TOMBSTONE_KEY = "session.deleted"
+TOMBSTONE_KEY = "tombstone"  # the one session.deleted event of a run (stored: never change)
 DELIVERY_ERASED = "not sent: the session was deleted"
 
 

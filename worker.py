@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 
 from activities.errors import NonRetryableDataErrors
 from activities.model import ModelActivities
+from activities.retention import RetentionActivities
 from activities.runs import RunActivities
 from activities.tool_exec import ToolActivities
 from activities.tools import ToolRegistry, default_registry
@@ -31,6 +32,7 @@ from agentrun.converter import data_converter
 from agentrun.db.migrate import upgrade
 from agentrun.deployment import deployment_config, promote_on_start
 from agentrun.process import exit_process
+from agentrun.retention import sync_retention_schedule
 from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import StackError, require_search_attributes
 from agentrun.store import Repository
@@ -84,6 +86,7 @@ def build_worker(
             model.model_turn,
             tools.execute_tool,
             tools.record_tool_outcome,
+            RetentionActivities(repo, client).delete_idle_sessions,
             *extra_activities,
         ],
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -177,6 +180,7 @@ async def run_worker(
                 settings.model_endpoint,
             )
             await promote_on_start(client, settings)
+            await sync_retention_schedule(client, settings)
             if on_polling is not None:
                 on_polling(settings)
             if ready is not None:

@@ -10,18 +10,26 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select, text
-from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
+from temporalio.client import Client, ScheduleActionStartWorkflow
+from temporalio.service import RPCError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.retention import RetentionActivities
 from agentrun.client import RunNotFound, decide, describe_run
+from agentrun.contracts import AgentConfig
+from agentrun.contracts.retention import RetentionBatchInput, RetentionInput
 from agentrun.db.models import LlmCall, Run
 from agentrun.protocol.events import EventType, parse_event
+from agentrun.protocol.names import RETENTION_WORKFLOW_NAME
 from agentrun.protocol.statuses import Decision, RunStatus
+from agentrun.retention import sync_retention_schedule
 from agentrun.settings import Settings
 from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
@@ -29,6 +37,7 @@ from tests.conftest import next_event, start_input
 from tests.http_support import bearer, start
 from tests.test_cli import agentrun, cli_env
 from workflows.agent import AgentRunWorkflow
+from workflows.retention import SessionRetentionWorkflow
 
 pytest_plugins = ["tests.http_fixtures"]
 
@@ -229,3 +238,83 @@ async def test_http_delete_refuses_an_active_run_unless_cancelled(
         "/v1/runs", json={"prompt": "hello", "session_id": session}, headers=bearer(keys.full)
     )
     assert again.status_code == 404 and "was deleted" in again.json()["detail"], again.text
+
+
+# -- retention ------------------------------------------------------------------------------
+
+
+async def _session_with_run(repo: Repository, mark: str, *, done: bool, age_days: float) -> str:
+    session, run = f"s-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
+    await repo.open_run(
+        run_id=run, session_id=session, model="m", config=AgentConfig(), prompt=f"{mark} hi"
+    )
+    if done:
+        await repo.set_run_status(run, RunStatus.DONE)
+    async with repo.transaction() as db:
+        ago = text("now() - make_interval(secs => :s)")
+        secs = {"s": age_days * 86400, "id": session}
+        await db.execute(text(f"UPDATE sessions SET created_at = {ago.text} WHERE id = :id"), secs)
+        await db.execute(
+            text(
+                f"UPDATE runs SET created_at = {ago.text}, updated_at = {ago.text} "
+                "WHERE session_id = :id"
+            ),
+            secs,
+        )
+    return session
+
+
+async def test_retention_deletes_only_sessions_idle_past_the_cutoff(
+    temporal_env: WorkflowEnvironment, repo: Repository
+) -> None:
+    old, recent, busy = (f"mk{uuid.uuid4().hex}" for _ in range(3))
+    old_s = await _session_with_run(repo, old, done=True, age_days=40)
+    await _session_with_run(repo, recent, done=True, age_days=10)
+    busy_s = await _session_with_run(repo, busy, done=False, age_days=40)
+    activities = RetentionActivities(repo, temporal_env.client)
+    cutoff = datetime.now(UTC) - timedelta(days=30)
+    result = await ActivityEnvironment().run(
+        activities.delete_idle_sessions, RetentionBatchInput(idle_before=cutoff, limit=1000)
+    )
+    assert old_s in result.deleted and busy_s not in result.deleted + result.skipped
+    assert await marker_hits(repo, old) == set()
+    assert await marker_hits(repo, recent) == {"messages.content", "run_events.data"}
+    assert "messages.content" in await marker_hits(repo, busy)
+    again = await ActivityEnvironment().run(
+        activities.delete_idle_sessions, RetentionBatchInput(idle_before=cutoff, limit=1000)
+    )
+    assert old_s not in again.deleted  # deleted sessions are not idle sessions
+
+
+async def test_the_retention_schedule_follows_the_setting(
+    temporal_env: WorkflowEnvironment, settings: Settings, worker: Worker
+) -> None:
+    client = temporal_env.client
+    on = settings.model_copy(update={"session_retention_days": 30.0})
+    sid = await sync_retention_schedule(client, on)
+    assert sid is not None
+    desc = await client.get_schedule_handle(sid).describe()
+    action = desc.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    assert action.workflow == RETENTION_WORKFLOW_NAME and action.task_queue == settings.task_queue
+    # Again with another value: the same schedule, updated (idempotent at every worker start).
+    shorter = on.model_copy(update={"session_retention_days": 7.0})
+    assert await sync_retention_schedule(client, shorter) == sid
+    desc = await client.get_schedule_handle(sid).describe()
+    action = desc.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    [arg] = action.args
+    converter = client.data_converter.payload_converter
+    assert converter.from_payloads([arg], [RetentionInput])[0].idle_days == 7.0  # type: ignore[list-item]
+    # The workflow the schedule starts runs on the workers.
+    summary = await client.execute_workflow(
+        SessionRetentionWorkflow.run,
+        RetentionInput(idle_days=3650),
+        id=f"retention-{uuid.uuid4()}",
+        task_queue=settings.task_queue,
+    )
+    assert summary.batches == 1 and summary.deleted == 0
+    # Unset: the schedule is removed.
+    assert await sync_retention_schedule(client, settings) is None
+    with pytest.raises(RPCError):
+        await client.get_schedule_handle(sid).describe()

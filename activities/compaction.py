@@ -237,7 +237,8 @@ def _plan(
 
     The newest units that fit in summary_keep_share of the budget (after the current run's
     messages) stay verbatim; the units before them are summarised, never a tool call without
-    its results. Material is at most one budget's worth: the rest is left to a later turn."""
+    its results. Material is about one budget's worth (to the next prompt): the rest is left
+    to a later turn."""
     start = next(
         (i for i, m in enumerate(messages) if m.run_id == run_id and m.role == "user"),
         len(messages),
@@ -263,6 +264,9 @@ def _plan(
     cap = config.context_token_budget
     while cut < keep_from and (cut == 0 or material + _tokens(units[cut][1]) <= cap):
         material += _tokens(units[cut][1])
+        cut += 1
+    # Past the cap up to the next prompt: what stays must open with a user message.
+    while cut < keep_from and units[cut][0].role != "user":
         cut += 1
     if cut == 0:
         return None

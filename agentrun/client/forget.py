@@ -66,7 +66,10 @@ async def delete_session(
         live = await live_runs(db, session_id)
     if live and not cancel_active:
         raise SessionActive(session_id, live)
-    cancelled = [r for r in live if await _cancel(client, r, by, wait_s)]
+    try:
+        cancelled = [r for r in live if await _cancel(client, r, by, wait_s)]
+    except TimeoutError:
+        raise SessionActive(session_id, live) from None
     try:
         async with repo.transaction() as db:
             erased = await erase_session(db, session_id, tenant, by=by)

@@ -25,13 +25,14 @@ from activities.retention import RetentionActivities
 from agentrun.client import RunNotFound, decide, describe_run
 from agentrun.contracts import AgentConfig
 from agentrun.contracts.retention import RetentionBatchInput, RetentionInput
-from agentrun.db.models import LlmCall, Run
+from agentrun.db.models import DEFAULT_TENANT, LlmCall, Run
 from agentrun.protocol.events import EventType, parse_event
 from agentrun.protocol.names import RETENTION_WORKFLOW_NAME
 from agentrun.protocol.statuses import Decision, RunStatus
 from agentrun.retention import sync_retention_schedule
 from agentrun.settings import Settings
 from agentrun.store import Repository
+from agentrun.store.forget import SessionDeletedError, erase_session
 from agentrun.testing.offline_model import OfflineModelServer, Reply, ToolCallSpec
 from tests.conftest import next_event, start_input
 from tests.http_support import bearer, start
@@ -318,3 +319,37 @@ async def test_the_retention_schedule_follows_the_setting(
     assert await sync_retention_schedule(client, settings) is None
     with pytest.raises(RPCError):
         await client.get_schedule_handle(sid).describe()
+
+
+async def test_a_run_opening_while_its_session_is_deleted_is_refused(repo: Repository) -> None:
+    mark = f"mk{uuid.uuid4().hex}"
+    session = await _session_with_run(repo, mark, done=True, age_days=0)
+    second = f"run-{uuid.uuid4()}"
+    async with repo.transaction() as db:
+        await erase_session(db, session, DEFAULT_TENANT)
+        # The open waits for the session row the deletion holds (at the insert of the session
+        # or at its lock, wherever it gets first).
+        opening = asyncio.create_task(
+            repo.open_run(
+                run_id=second, session_id=session, model="m", config=AgentConfig(), prompt=mark
+            )
+        )
+        deadline = time.monotonic() + 20
+        while not await _waits_for_a_lock(repo, session):
+            assert time.monotonic() < deadline and not opening.done(), opening
+            await asyncio.sleep(0.05)
+    with pytest.raises(SessionDeletedError, match="was deleted"):
+        await asyncio.wait_for(opening, 20)
+    assert await repo.find_run(second) is None
+    assert await marker_hits(repo, mark) == set()
+
+
+async def _waits_for_a_lock(repo: Repository, session: str) -> bool:
+    async with repo.session() as db:
+        found = await db.execute(
+            text(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%sessions%' AND datname = current_database()"
+            )
+        )
+        return found.first() is not None

@@ -120,15 +120,16 @@ async def open_run(
     if session.tenant != tenant:
         raise SessionNotFoundError(session_id)
     if session.deleted_at is not None:
-        from agentrun.store.forget import SessionDeletedError
-
-        raise SessionDeletedError(session_id)
+        raise _deleted(session_id)
     existing = await db.get(Run, run_id)
     if existing is not None:
         if existing.session_id != session_id:
             raise ValueError(f"run {run_id!r} already exists in session {existing.session_id!r}")
         return await _reopen(db, run_id, workflow_run_id)
     refuse_if_held(session_id, await session_holder(db, session_id, lock=True), run_id)
+    # Again under the lock: a deletion may have committed while this waited for it.
+    if (await db.execute(select(Session.deleted_at).where(Session.id == session_id))).scalar():
+        raise _deleted(session_id)
     await db.execute(update(Session).where(Session.id == session_id).values(active_run_id=run_id))
     run, created = await insert_once(
         db,
@@ -167,6 +168,12 @@ async def open_run(
         queued.model_endpoint = model_endpoint
     await append_locked(db, run, [EventIn.of(queued, key=QUEUED_EVENT_KEY)])
     return run
+
+
+def _deleted(session_id: str) -> SessionNotFoundError:
+    from agentrun.store.forget import SessionDeletedError  # forget.py imports this module
+
+    return SessionDeletedError(session_id)
 
 
 async def _reopen(db: AsyncSession, run_id: str, workflow_run_id: str | None) -> Run:

@@ -25,7 +25,7 @@ from activities.retention import RetentionActivities
 from agentrun.client import RunNotFound, decide, describe_run
 from agentrun.contracts import AgentConfig
 from agentrun.contracts.retention import RetentionBatchInput, RetentionInput
-from agentrun.db.models import DEFAULT_TENANT, LlmCall, Run
+from agentrun.db.models import DEFAULT_TENANT, LlmCall, Run, WebhookDelivery
 from agentrun.protocol.events import EventType, parse_event
 from agentrun.protocol.names import RETENTION_WORKFLOW_NAME
 from agentrun.protocol.statuses import Decision, RunStatus
@@ -169,6 +169,21 @@ async def test_cli_delete_erases_every_text_and_keeps_usage(
         decided_by=f"person {mark}",
     )
     assert (await handle.result()).status == RunStatus.DONE
+    # A webhook delivery of the session that was never sent (its payload holds text).
+    delivery = f"d-{uuid.uuid4().hex}"
+    async with repo.transaction() as db:
+        db.add(
+            WebhookDelivery(
+                id=delivery,
+                tenant=DEFAULT_TENANT,
+                url="https://hooks.example.com/in",
+                run_id=first,
+                session_id=session,
+                event_seq=1,
+                event_type="run.finished",
+                payload={"final_text": f"four, {mark}"},
+            )
+        )
     before = await marker_hits(repo, mark)
     assert {
         "messages.content",
@@ -179,6 +194,7 @@ async def test_cli_delete_erases_every_text_and_keeps_usage(
         "runs.config",
         "runs.final_text",
         "run_events.data",
+        "webhook_deliveries.payload",
     } <= before, before
     spent = await usage(repo, [first, second])
     assert spent[0] == 4 and spent[1] > 0
@@ -196,6 +212,9 @@ async def test_cli_delete_erases_every_text_and_keeps_usage(
     await assert_forgotten(temporal_env.client, repo, mark, [first, second])
     assert await usage(repo, [first, second]) == spent
     assert (await repo.get_session(session)).deleted_at is not None
+    async with repo.session() as db:
+        row = await db.get(WebhookDelivery, delivery)
+        assert row is not None and (row.status, row.payload) == ("failed", {})
     # Deleting again changes nothing and says so as a success; an unknown id is not found.
     again = await agentrun(env, "sessions", "delete", session, "--yes", "--json")
     assert again.code == 0 and json.loads(again.out)["messages_erased"] == 0, again

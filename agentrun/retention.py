@@ -5,6 +5,7 @@ not (the setting of the workers that start last wins; give every worker the same
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from temporalio.client import (
@@ -26,6 +27,7 @@ from agentrun.protocol.names import RETENTION_WORKFLOW_NAME
 from agentrun.settings import Settings
 
 EVERY = timedelta(hours=1)
+log = logging.getLogger("agentrun.retention")
 
 
 def schedule_id(task_queue: str) -> str:
@@ -57,8 +59,10 @@ async def sync_retention_schedule(client: Client, settings: Settings) -> str | N
         try:
             await handle.delete()
         except RPCError as exc:
+            # Retention is off: a server without schedules, or one that refuses, must not keep
+            # the worker from starting.
             if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
+                log.warning("could not remove the retention schedule %s: %s", sid, exc.message)
         return None
     schedule = retention_schedule(settings)
     try:

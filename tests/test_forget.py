@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from activities.retention import RetentionActivities
 from agentrun.client import RunNotFound, decide, describe_run
+from agentrun.client.forget import delete_session
 from agentrun.contracts import AgentConfig
 from agentrun.contracts.retention import RetentionBatchInput, RetentionInput
 from agentrun.db.models import DEFAULT_TENANT, LlmCall, Run, WebhookDelivery
@@ -372,3 +373,16 @@ async def _waits_for_a_lock(repo: Repository, session: str) -> bool:
             )
         )
         return found.first() is not None
+
+
+async def test_a_run_whose_workflow_is_gone_does_not_hold_the_session(
+    temporal_env: WorkflowEnvironment, repo: Repository
+) -> None:
+    # Opened in the store only: no workflow drives it (as after a terminate), so it would
+    # never end; the deletion records it FAILED, as a new run on the session would, and goes on.
+    mark = f"mk{uuid.uuid4().hex}"
+    session = await _session_with_run(repo, mark, done=False, age_days=0)
+    done = await delete_session(temporal_env.client, repo, session)
+    [run_id] = done.run_ids
+    assert done.cancelled == [] and (await repo.get_run(run_id)).status == RunStatus.FAILED
+    assert await marker_hits(repo, mark) == set()

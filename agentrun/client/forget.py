@@ -16,24 +16,27 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.client.calls import cancel_run
 from agentrun.client.errors import AgentRunError, RunNotFound, SessionNotFound
-from agentrun.db.models import DEFAULT_TENANT, Session
+from agentrun.contracts.run import ID_PATTERN
+from agentrun.db.models import DEFAULT_TENANT, RunStatus, Session
 from agentrun.store import NotFoundError, Repository
 from agentrun.store.forget import SessionActiveError, erase_session, live_runs
 
 __all__ = ["DeletedSession", "SessionActive", "delete_session"]
 
 CANCEL_REASON = "the session is being deleted"
+_ID = re.compile(ID_PATTERN)
 
 
 class SessionActive(AgentRunError, SessionActiveError):
@@ -64,6 +67,7 @@ async def delete_session(
     await _owned(repo, session_id, tenant)
     async with repo.session() as db:
         live = await live_runs(db, session_id)
+    live = [r for r in live if await _still_going(client, repo, r)]
     if live and not cancel_active:
         raise SessionActive(session_id, live)
     try:
@@ -90,6 +94,27 @@ async def _owned(repo: Repository, session_id: str, tenant: str) -> Session:
         raise SessionNotFound(session_id) from None
 
 
+async def _still_going(client: Client, repo: Repository, run_id: str) -> bool:
+    """False for a run whose workflow ended without recording its end (terminated, timed out,
+    gone): it is recorded FAILED first, as a new run on its session would record it."""
+    try:
+        desc = await client.get_workflow_handle(run_id).describe()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        status_name = "NOT_FOUND"
+    else:
+        if desc.status in (None, WorkflowExecutionStatus.RUNNING):
+            return True
+        status_name = desc.status.name
+    await repo.set_run_status(
+        run_id,
+        RunStatus.FAILED,
+        error=f"the run's workflow ended without recording it ({status_name})",
+    )
+    return False
+
+
 async def _cancel(client: Client, run_id: str, by: str | None, wait_s: float) -> bool:
     """Cancel a run and wait (bounded) for its workflow to close; True if it was cancelled."""
     try:
@@ -113,8 +138,11 @@ async def _cancel(client: Client, run_id: str, by: str | None, wait_s: float) ->
 async def _delete_histories(client: Client, run_id: str, result: DeletedSession) -> None:
     executions: list[str | None] = []
     try:
-        async for wf in client.list_workflows(f"WorkflowId = '{run_id}'"):
-            executions.append(wf.run_id)
+        # Ids of the id pattern need no quoting; any other is deleted by its exact id only.
+        if _ID.match(run_id):
+            async for wf in client.list_workflows(f"WorkflowId = '{run_id}'"):
+                if wf.id == run_id:
+                    executions.append(wf.run_id)
     except RPCError as exc:
         result.history_errors.append(f"{run_id}: listing its executions failed: {exc.message}")
     # The latest execution also by workflow id alone, in case visibility lags behind.

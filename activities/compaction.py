@@ -26,8 +26,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.context import SUMMARY_KIND, _tokens, _units, head_of, visible
-from agentrun.contracts import AgentConfig, ModelTurnInput
-from agentrun.db.models import Message, Run
+from agentrun.contracts import AgentConfig, ModelTurnInput, ModelTurnResult, Usage
+from agentrun.db.models import LlmCall, Message, Run
 from agentrun.protocol.events import (
     ContextCompactedData,
     ContextCompactionFailedData,
@@ -39,7 +39,7 @@ from agentrun.store.engine import insert_once
 from agentrun.store.events import EventIn, append_locked, lock_run
 from agentrun.store.turns import insert_llm_call
 
-__all__ = ["Compactor", "summary_key"]
+__all__ = ["Compactor", "summary_key", "with_summary_usage"]
 
 T = TypeVar("T")
 Db = Callable[[str, Callable[[], Awaitable[T]]], Awaitable[T]]
@@ -216,6 +216,30 @@ class Compactor:
             event = ContextCompactionFailedData(turn=inp.turn, attempt=attempt, error=error)
             key = event_key(EventType.CONTEXT_COMPACTION_FAILED, inp.turn, attempt)
             await append_locked(db, run, [EventIn.of(event, key=key)])
+
+
+async def with_summary_usage(
+    repo: Repository, run_id: str, turn: int, result: ModelTurnResult
+) -> ModelTurnResult:
+    """The turn's result with the usage of the summary made before it (if any) added: the
+    run's usage (its status query, budgets) counts summary calls as the record does."""
+    async with repo.session() as db:
+        rows = await db.execute(
+            select(LlmCall.prompt_tokens, LlmCall.completion_tokens).where(
+                LlmCall.run_id == run_id,
+                LlmCall.turn == -turn,
+                LlmCall.status == LlmCallStatus.OK.value,
+            )
+        )
+        calls = rows.all()
+    if not calls:
+        return result
+    extra = Usage(
+        prompt_tokens=sum(p or 0 for p, _ in calls),
+        completion_tokens=sum(c or 0 for _, c in calls),
+        llm_calls=len(calls),
+    )
+    return result.model_copy(update={"usage": result.usage.add(extra)})
 
 
 async def _add_tokens(db: AsyncSession, run_id: str, prompt: int, completion: int) -> None:

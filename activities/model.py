@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.compaction import Compactor
+from activities.compaction import Compactor, with_summary_usage
 from activities.context import load_context
 from activities.heartbeats import Beat, beating, db_only_attempts
 from activities.model_errors import DatabaseUnavailableError, db_error_text, is_transient_db_error
@@ -116,12 +116,14 @@ class ModelActivities(TurnRecording):
         recorded = await self._db(
             "look up the turn", lambda: self.repo.find_turn(inp.run_id, inp.turn)
         )
+        config = await self._config(inp)
         if recorded is not None:
             message, call = recorded
-            return turn_result(
-                inp.turn, message.content or "", message.tool_calls or [], call, True
+            return await self._with_summary(
+                inp,
+                config,
+                turn_result(inp.turn, message.content or "", message.tool_calls or [], call, True),
             )
-        config = await self._config(inp)
         await self._db(
             "mark lost attempts",
             lambda: self.repo.mark_lost_attempts(
@@ -166,7 +168,18 @@ class ModelActivities(TurnRecording):
         )
         tools = tool_schemas(self.registry, inp.tools, config)
         beat.model_called = True
-        return await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
+        result = await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
+        return await self._with_summary(inp, config, result)
+
+    async def _with_summary(
+        self, inp: ModelTurnInput, config: AgentConfig, result: ModelTurnResult
+    ) -> ModelTurnResult:
+        if config.context_strategy != "summarize":
+            return result
+        return await self._db(
+            "read the summary's usage",
+            lambda: with_summary_usage(self.repo, inp.run_id, inp.turn, result),
+        )
 
     async def _stream_turn(
         self,

@@ -14,6 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.context import SUMMARY_HEADING
+from agentrun.client import run_status
 from agentrun.contracts import RunResult
 from agentrun.db.models import LlmCall, Message
 from agentrun.protocol.events import EventType
@@ -119,6 +120,10 @@ async def test_summary_recorded_once_and_carried(
     summary_call = next(c for c in run3 if c.turn == -1)
     assert (summary_call.prompt_tokens or 0) > 0
     assert results[2].usage.prompt_tokens >= (summary_call.prompt_tokens or 0)
+    # The workflow's own usage (its status query, what budgets read) counts it too.
+    live = await run_status(temporal_env.client, f"run-{tag}-3")
+    assert live.usage.prompt_tokens == results[2].usage.prompt_tokens
+    assert live.usage.completion_tokens == results[2].usage.completion_tokens
 
     # The summariser saw the tool call with its result; run 4 was sent the summary, not the
     # messages it covers, and every request kept its tool pairs whole.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -139,15 +140,25 @@ async def test_summary_recorded_once_and_carried(
             _pairs_whole(request.body["messages"])
 
 
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (Fault("http", 400, "summaries are off today"), "summaries are off today"),
+        (Reply(text=""), "no text"),
+    ],
+    ids=["model-error", "empty-answer"],
+)
 async def test_failed_summary_falls_back_to_trimming(
     temporal_env: WorkflowEnvironment,
     settings: Settings,
     worker: Worker,
     repo: Repository,
     model_server: OfflineModelServer,
+    answer: Any,
+    error: str,
 ) -> None:
     tag, session = f"t{uuid.uuid4().hex[:10]}", f"s-{uuid.uuid4()}"
-    model_server.script(f"User: {tag}", [Fault("http", 400, "summaries are off today")])
+    model_server.script(f"User: {tag}", [answer])
     for i in range(1, 4):
         model_server.script(f"{tag} q{i}", [Reply(text=f"a{i} {FILLER}")])
     results = await _chat(temporal_env, settings, session, tag, 3, **CONFIG)
@@ -157,7 +168,7 @@ async def test_failed_summary_falls_back_to_trimming(
     assert not [m for m in messages if m.kind == "summary"]
     events = await repo.read_events(f"run-{tag}-3", 0)
     failed = [e for e in events if e.type == EventType.CONTEXT_COMPACTION_FAILED.value]
-    assert len(failed) == 1 and "summaries are off today" in failed[0].data["error"]
+    assert len(failed) == 1 and error in failed[0].data["error"]
     async with repo.session() as db:
         rows = await db.execute(
             select(LlmCall).where(LlmCall.run_id == f"run-{tag}-3", LlmCall.turn == -1)

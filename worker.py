@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 from activities.errors import NonRetryableDataErrors
 from activities.mcp_tools import McpTools
 from activities.model import ModelActivities
+from activities.retention import RetentionActivities
 from activities.runs import RunActivities
 from activities.tool_exec import ToolActivities
 from activities.tools import ToolRegistry, default_registry
@@ -34,6 +35,7 @@ from agentrun.deployment import deployment_config, promote_on_start
 from agentrun.mcp.config import McpConfigError, servers_of
 from agentrun.mcp.pool import McpPool
 from agentrun.process import exit_process
+from agentrun.retention import sync_retention_schedule
 from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import StackError, require_search_attributes
 from agentrun.store import Repository
@@ -95,6 +97,7 @@ def build_worker(
             tools.execute_tool,
             tools.record_tool_outcome,
             mcp.list_mcp_tools,
+            RetentionActivities(repo, client).delete_idle_sessions,
             *extra_activities,
         ],
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -190,6 +193,7 @@ async def run_worker(
                 settings.model_endpoint,
             )
             await promote_on_start(client, settings)
+            await sync_retention_schedule(client, settings)
             if on_polling is not None:
                 on_polling(settings)
             if ready is not None:

@@ -213,6 +213,15 @@ class Settings(BaseSettings):
     def _prices(cls, value: object) -> object:
         return parse_prices(value)
 
+    # Retention (README "Deleting sessions"): sessions idle longer than this many days are
+    # deleted by a Temporal schedule the workers keep in step with it; unset: no retention.
+    session_retention_days: Annotated[
+        float | None, Field(gt=0, validation_alias=_env("AGENTRUN_SESSION_RETENTION_DAYS"))
+    ] = None
+    session_retention_batch: Annotated[
+        int, Field(ge=1, le=10_000, validation_alias=_env("AGENTRUN_SESSION_RETENTION_BATCH"))
+    ] = 100
+
     @field_validator("approval_floor", mode="before")
     @classmethod
     def _floor_json(cls, value: object) -> object:

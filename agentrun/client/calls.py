@@ -32,6 +32,7 @@ from agentrun.client.errors import (
     RunEnded,
     RunNotFound,
     SessionBusy,
+    SessionDeleted,
     SessionNotFound,
     error_from,
 )
@@ -166,6 +167,8 @@ async def _check_session(repo: Repository, session_id: str, run_id: str, tenant:
         return
     if session.tenant != tenant:
         raise SessionNotFound(session_id)
+    if session.deleted_at is not None:
+        raise SessionDeleted(session_id)
     holder = await repo.session_holder(session_id)
     if holder is not None and holder != run_id:
         raise SessionBusy(session_id, holder)

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentrun.contracts.usage import Usage
 from agentrun.protocol.statuses import ApprovalPreset, RunStatus, ToolApproval
 from agentrun.protocol.webhooks import MAX_URL_CHARS, WebhookEvent, url_problem
 from agentrun.text import check_text as _check_text
@@ -191,6 +192,21 @@ class AgentConfig(Strict):
     max_turns: int = Field(default=8, ge=1, le=MAX_TURNS_LIMIT)
     max_tool_calls: int = Field(default=16, ge=0, le=1000)
     context_token_budget: int = Field(default=24_000, ge=256, le=2_000_000)
+    context_strategy: Literal["trim", "summarize"] = Field(
+        default="trim",
+        description="Over the budget: trim drops the oldest messages; summarize has the model "
+        "summarise them (README Compaction), trimming only if that fails.",
+    )
+    summary_model: str | None = Field(
+        default=None, description="Model that writes summaries; the run's model when unset."
+    )
+    summary_keep_share: float = Field(
+        default=0.5,
+        ge=0.1,
+        le=0.9,
+        description="Share of the budget kept verbatim (newest messages) when summarising.",
+    )
+    summary_timeout_s: float = Field(default=120, gt=0, le=3600)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
     workspace: str | None = Field(
@@ -270,7 +286,7 @@ class AgentConfig(Strict):
     def _storable(cls, value: Any, info: ValidationInfo) -> Any:
         return _check_text(value, info, always=False)
 
-    @field_validator("model")
+    @field_validator("model", "summary_model")
     @classmethod
     def _model_name(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or info.mode == "json":
@@ -390,46 +406,6 @@ def storage_problems(inp: StartRunInput | OpenRunInput) -> list[str]:
         if problem:
             problems.append(f"the model name {problem}")
     return problems
-
-
-class Usage(BaseModel):
-    """What a run (or a turn) used. Sums are exact (Usage.add is the one way to sum).
-
-    `cost_usd` is the exact cost of the priced model calls (a Decimal; a string in JSON),
-    None while no call was priced. A model call that reported tokens but has no known price
-    is counted in `unpriced_calls` instead: a sum is the cost of its known part plus how many
-    calls are not in it, never a guessed zero. `cached_tokens` are part of `prompt_tokens`,
-    `reasoning_tokens` part of `completion_tokens`. Fields after `turns` were added later and
-    default, so older histories decode."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    llm_calls: int = 0
-    tool_calls: int = 0
-    turns: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost_usd: Decimal | None = None
-    unpriced_calls: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, other: Usage) -> Usage:
-        costs = [c for c in (self.cost_usd, other.cost_usd) if c is not None]
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            llm_calls=self.llm_calls + other.llm_calls,
-            tool_calls=self.tool_calls + other.tool_calls,
-            turns=self.turns + other.turns,
-            cached_tokens=self.cached_tokens + other.cached_tokens,
-            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
-            # Decimal addition is exact for these sizes (28 significant digits by default).
-            cost_usd=sum(costs, Decimal(0)) if costs else None,
-            unpriced_calls=self.unpriced_calls + other.unpriced_calls,
-        )
 
 
 class RunResult(BaseModel):

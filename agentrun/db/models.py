@@ -96,6 +96,9 @@ class Session(Base):
     # The session's budget (migration 0006; README "Cost and budgets"): None, no limit.
     max_cost_usd: Mapped[Decimal | None] = mapped_column(Numeric)
     max_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # Set when the session was deleted (agentrun/store/forget.py): its text is erased, the
+    # row stays as the tombstone and refuses new runs (migration 0010).
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_sessions_tenant_created_at", "tenant", "created_at"),)
 
@@ -153,6 +156,10 @@ class Message(Base):
     tool_call_id: Mapped[str | None] = mapped_column(String(200))
     name: Mapped[str | None] = mapped_column(String(200))
     token_estimate: Mapped[int] = mapped_column(Integer, default=0)
+    # None: a conversation message. "summary": a compaction summary (activities/compaction.py)
+    # standing, in later contexts, for the session's messages up to covers_to_id (0010).
+    kind: Mapped[str | None] = mapped_column(String(16))
+    covers_to_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
     __table_args__ = (Index("ix_messages_session_id_id", "session_id", "id"),)

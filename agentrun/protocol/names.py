@@ -15,6 +15,8 @@ NOTIFY_CHANNEL = "agentrun_events"
 # workers' dispatcher when NOTIFY on this channel says the outbox has new rows.
 WEBHOOK_WORKFLOW_NAME = "agentrun.WebhookDelivery"
 WEBHOOK_NOTIFY_CHANNEL = "agentrun_webhooks"
+# Started by the retention schedule (agentrun/retention.py), one per task queue.
+RETENTION_WORKFLOW_NAME = "agentrun.SessionRetention"
 
 
 class Update(enum.StrEnum):
@@ -50,6 +52,7 @@ class Activity(enum.StrEnum):
     DELIVER_WEBHOOK = "agentrun.deliver_webhook"
     RECORD_WEBHOOK_FAILURE = "agentrun.record_webhook_failure"
     LIST_MCP_TOOLS = "agentrun.list_mcp_tools"
+    DELETE_IDLE_SESSIONS = "agentrun.delete_idle_sessions"
 
 
 class SearchAttribute(enum.StrEnum):

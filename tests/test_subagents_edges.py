@@ -216,3 +216,42 @@ async def test_agentrun_run_shows_sub_runs_and_how_to_approve_their_calls(
     assert f"waiting on sub-run {child} for approval of calculator" in text
     assert f"agentrun approve {child} c2" in text
     assert f"run {child} ended DONE" in text
+
+
+async def test_deleting_the_parents_session_erases_its_sub_runs_too(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    """A sub-run's session holds the task its parent wrote: forgetting the parent's session
+    forgets it as well (text gone from every column, usage kept, tombstones in both)."""
+    from agentrun.client.forget import delete_session
+    from agentrun.contracts.subagents import child_run_id
+    from tests.test_forget import marker_hits
+    from tests.test_subagents import RESEARCHER, _delegate, _input, _start
+
+    marker = f"forget-me-{uuid.uuid4()}"
+    prompt, task = f"orchestrate {run_id}", f"multiply six by seven {marker}"
+    model_server.script(
+        prompt,
+        [Reply(tool_calls=[_delegate(task, "call_f1")]), Reply(text="Done with it.")],
+    )
+    model_server.script(task, [Reply(text=f"6 times 7 is 42 ({marker}).")])
+    inp = _input(run_id, prompt, tools=[], subagents={"researcher": RESEARCHER})
+    assert (await (await _start(temporal_env, settings, inp)).result()).status == "DONE"
+    child_id = child_run_id(run_id, "researcher", "call_f1")
+    child_tokens = (await repo.get_run(child_id)).completion_tokens
+    assert child_tokens > 0 and await marker_hits(repo, marker)
+
+    deleted = await delete_session(temporal_env.client, repo, inp.session_id)
+    assert set(deleted.run_ids) == {run_id, child_id}
+    assert await marker_hits(repo, marker) == set()
+    child = await repo.get_run(child_id)
+    assert child.completion_tokens == child_tokens  # usage stays
+    async with repo.session() as db:
+        from agentrun.db.models import Session
+
+        assert (await db.get(Session, child.session_id)).deleted_at is not None

@@ -31,7 +31,7 @@ from agentrun.client.errors import AgentRunError, RunNotFound, SessionNotFound
 from agentrun.contracts.run import ID_PATTERN
 from agentrun.db.models import DEFAULT_TENANT, RunStatus, Session
 from agentrun.store import NotFoundError, Repository
-from agentrun.store.forget import SessionActiveError, erase_session, live_runs
+from agentrun.store.forget import SessionActiveError, erase_session_tree, live_runs
 
 __all__ = ["DeletedSession", "SessionActive", "delete_session"]
 
@@ -76,7 +76,7 @@ async def delete_session(
         raise SessionActive(session_id, live) from None
     try:
         async with repo.transaction() as db:
-            erased = await erase_session(db, session_id, tenant, by=by)
+            erased = await erase_session_tree(db, session_id, tenant, by=by)
     except SessionActiveError as exc:  # a run was started meanwhile
         raise SessionActive(session_id, exc.run_ids) from None
     result = DeletedSession(

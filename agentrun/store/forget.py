@@ -142,6 +142,31 @@ async def erase_session(
     return ErasedSession(session_id, run_ids, deleted_at, gone.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def erase_session_tree(
+    db: AsyncSession, session_id: str, tenant: str, *, by: str | None = None
+) -> ErasedSession:
+    """erase_session, and the same for the sessions of its runs' sub-runs (a sub-agent's run
+    has a session of its own, holding the task its parent gave it), all in one transaction.
+    The answer names every run erased; `messages` counts all of them."""
+    erased = await erase_session(db, session_id, tenant, by=by)
+    run_ids, messages, parents = list(erased.run_ids), erased.messages, erased.run_ids
+    while parents:
+        children = (
+            await db.execute(
+                select(Run.session_id)
+                .where(Run.parent_run_id.in_(parents), Run.tenant == tenant)
+                .distinct()
+            )
+        ).scalars()
+        parents = []
+        for child_session in sorted(set(children) - {session_id}):
+            child = await erase_session(db, child_session, tenant, by=by)
+            run_ids += child.run_ids
+            messages += child.messages
+            parents += child.run_ids
+    return ErasedSession(session_id, run_ids, erased.deleted_at, messages)
+
+
 async def _erase_runs(db: AsyncSession, run_ids: list[str]) -> None:
     if not run_ids:
         return

@@ -210,7 +210,8 @@ def test_no_function_outside_tests_is_over_80_lines() -> None:
 def test_event_types_are_written_only_in_the_events_module() -> None:
     found = event_type_literals()
     assert not found, (
-        f"{len(found)} event-type literal(s) outside agentrun/protocol/event_base.py (the EventType enum); use "
+        f"{len(found)} event-type literal(s) outside agentrun/protocol/event_base.py (the "
+        "EventType enum); use "
         "agentrun.protocol.events.EventType:\n" + "\n".join(found)
     )
 

@@ -11,7 +11,6 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     # Passed through, not re-imported in the sandbox: the workflow needs the methods'
     # definitions (name, argument and result types) only, never their I/O.
-    from activities.mcp_tools import McpTools
     from activities.model import ModelActivities
     from activities.runs import RunActivities
     from activities.tool_exec import ToolActivities
@@ -41,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         WaitKind,
     )
     from agentrun.protocol.events import EventType
+    from agentrun.protocol.names import Activity
     from workflows.options import (
         BOOKKEEPING,
         CLOSE_REQUEST,
@@ -80,9 +80,12 @@ def start_open_run(inp: StartRunInput) -> workflow.ActivityHandle[OpenedRun]:
 
 
 async def list_mcp_tools(inp: StartRunInput) -> list[ToolInfo]:
-    return await workflow.execute_activity_method(
-        McpTools.list_mcp_tools,
+    # By name: the activity's module imports the mcp client, which clients of runs (they
+    # import this module) have no need to load.
+    return await workflow.execute_activity(
+        Activity.LIST_MCP_TOOLS,
         ListMcpToolsInput(run_id=inp.run_id, config=inp.config),
+        result_type=list[ToolInfo],
         **LIST_MCP_TOOLS,
         summary="list MCP tools",
     )

@@ -60,6 +60,9 @@ SEPARATOR = "__"
 # What model APIs accept as a function name (OpenAI, Anthropic, Gemini agree on this).
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 RUN_CACHE_RUNS = 1024
+# The recorded list rides in the run's history (OpenedRun.tools, the schemas edits are checked
+# against) and in every model request: bounded well under Temporal's 2 MB payload limit.
+MAX_LIST_CHARS = 500_000
 Record = Callable[[ExecuteToolInput, str, bool], Awaitable[ToolResult]]
 
 _schemas: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
@@ -215,6 +218,13 @@ class McpTools:
             except InvalidMcpConfig as exc:
                 raise _refuse(str(exc)) from None
         self._check_names(rows, inp.config)
+        size = len(json.dumps(rows, default=str))
+        if size > MAX_LIST_CHARS:
+            raise _refuse(
+                f"the chosen MCP tools take {size // 1000} KB (descriptions and schemas), more "
+                f"than a run carries ({MAX_LIST_CHARS // 1000} KB): choose fewer with the "
+                "server's `tools` in mcp_servers"
+            )
         async with self.repo.transaction() as db:
             recorded = await store.record(db, inp.run_id, rows)
         return [_info(r) for r in recorded]

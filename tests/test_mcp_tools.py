@@ -18,6 +18,7 @@ from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities import mcp_tools
 from activities.mcp_tools import McpTools
 from activities.tools import default_registry
 from agentrun.client import DecisionRefused
@@ -396,6 +397,7 @@ async def test_a_run_naming_an_unknown_server_or_tool_fails_with_the_reason(
     repo: Repository,
     mcp_worker: None,
     run_id: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with pytest.raises(WorkflowFailureError) as err:
         await run_to_end(temporal_env, settings, run_id, "hi", mcp_servers=["nowhere"])
@@ -420,6 +422,11 @@ async def test_a_run_naming_an_unknown_server_or_tool_fails_with_the_reason(
             approval_overrides={"notes__save_note": "auto"},
         )
     assert "would run notes__save_note without approval" in str(err.value.cause)
+    # A list too big to carry in the run is refused, naming the way out.
+    monkeypatch.setattr(mcp_tools, "MAX_LIST_CHARS", 1_000)
+    with pytest.raises(WorkflowFailureError) as err:
+        await run_to_end(temporal_env, settings, f"{run_id}-4", "hi", mcp_servers=["notes"])
+    assert "choose fewer with the server's `tools`" in str(err.value.cause)
 
 
 async def test_a_cancelled_run_cancels_its_call_on_the_server(

@@ -204,8 +204,15 @@ class McpTools:
         if recorded:  # listed before (a retry): the run keeps its first list
             return [_info(r) for r in recorded]
         rows: list[dict[str, Any]] = []
+        tenant: str | None = None
         for choice in inp.config.mcp_servers or []:
             server = self._server(choice.server)
+            if server.tenants is not None:
+                tenant = tenant or (await self.repo.get_run(inp.run_id)).tenant
+                if tenant not in server.tenants:
+                    raise _refuse(
+                        f"MCP server {choice.server!r} is not offered to tenant {tenant!r}"
+                    )
             activity.heartbeat(f"listing {choice.server}")
             try:
                 listed = await self.pool.list_tools(choice.server)

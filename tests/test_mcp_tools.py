@@ -73,6 +73,7 @@ def servers(
         "quick": stdio_server("quick", log, hold, approval="auto", timeout_s=1),
         "fragile": stdio_server("fragile", log, hold, approval="auto", max_attempts=1),
         "leaky": stdio_server("leaky", log, approval="auto", env=secret),
+        "private": stdio_server("private", log, tenants=["acme"]),
     }
 
 
@@ -422,6 +423,10 @@ async def test_a_run_naming_an_unknown_server_or_tool_fails_with_the_reason(
             approval_overrides={"notes__save_note": "auto"},
         )
     assert "would run notes__save_note without approval" in str(err.value.cause)
+    # A server the operator offers to some tenants only.
+    with pytest.raises(WorkflowFailureError) as err:
+        await run_to_end(temporal_env, settings, f"{run_id}-5", "hi", mcp_servers=["private"])
+    assert "MCP server 'private' is not offered to tenant 'default'" in str(err.value.cause)
     # A list too big to carry in the run is refused, naming the way out.
     monkeypatch.setattr(mcp_tools, "MAX_LIST_CHARS", 1_000)
     with pytest.raises(WorkflowFailureError) as err:

@@ -31,6 +31,7 @@ from activities.tool_exec import (
     HEARTBEAT_EVERY_S,
     _as_result,
     _heartbeat_every,
+    _tolerant_config,
     storable,
 )
 from activities.tools import ToolRegistry
@@ -203,12 +204,13 @@ class McpTools:
             recorded = await store.read(db, inp.run_id)
         if recorded:  # listed before (a retry): the run keeps its first list
             return [_info(r) for r in recorded]
+        run = await self.repo.get_run(inp.run_id)
+        config = inp.config or _tolerant_config(run.config)
         rows: list[dict[str, Any]] = []
-        tenant: str | None = None
-        for choice in inp.config.mcp_servers or []:
+        for choice in config.mcp_servers or []:
             server = self._server(choice.server)
             if server.tenants is not None:
-                tenant = tenant or (await self.repo.get_run(inp.run_id)).tenant
+                tenant = run.tenant
                 if tenant not in server.tenants:
                     raise _refuse(
                         f"MCP server {choice.server!r} is not offered to tenant {tenant!r}"
@@ -221,10 +223,10 @@ class McpTools:
                     self.redact(str(exc)), type=ErrorType.MCP_UNAVAILABLE
                 ) from None
             try:
-                rows.extend(self._rows(choice, server, listed, inp.config))
+                rows.extend(self._rows(choice, server, listed, config))
             except InvalidMcpConfig as exc:
                 raise _refuse(str(exc)) from None
-        self._check_names(rows, inp.config)
+        self._check_names(rows, config)
         size = len(json.dumps(rows, default=str))
         if size > MAX_LIST_CHARS:
             raise _refuse(

@@ -22,7 +22,7 @@ from activities import mcp_tools
 from activities.mcp_tools import McpTools
 from activities.tools import default_registry
 from agentrun.client import DecisionRefused
-from agentrun.contracts import AgentConfig, ListMcpToolsInput
+from agentrun.contracts import ListMcpToolsInput
 from agentrun.db.models import RunMcpTool
 from agentrun.mcp.config import McpServerConfig
 from agentrun.mcp.pool import McpPool
@@ -386,7 +386,7 @@ async def test_a_tool_list_that_changes_mid_run_does_not_change_the_run(
     # The list step run again (a retry, another worker) gets the recorded list back.
     again = await ActivityEnvironment().run(
         McpTools(repo, pool, default_registry(), {}).list_mcp_tools,
-        ListMcpToolsInput(run_id=run_id, config=AgentConfig(mcp_servers=["notes"])),
+        ListMcpToolsInput(run_id=run_id),
     )
     assert sorted(t.name for t in again) == sorted(await recorded(repo, run_id))
     assert "notes__extra" not in {t.name for t in again}

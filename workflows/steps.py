@@ -84,7 +84,7 @@ async def list_mcp_tools(inp: StartRunInput) -> list[ToolInfo]:
     # import this module) have no need to load.
     return await workflow.execute_activity(
         Activity.LIST_MCP_TOOLS,
-        ListMcpToolsInput(run_id=inp.run_id, config=inp.config),
+        ListMcpToolsInput(run_id=inp.run_id),
         result_type=list[ToolInfo],
         **LIST_MCP_TOOLS,
         summary="list MCP tools",

@@ -79,6 +79,10 @@ def start_open_run(inp: StartRunInput) -> workflow.ActivityHandle[OpenedRun]:
     )
 
 
+# ToolInfo.source of the tools list_mcp_tools answers (activities/mcp_tools.MCP_SOURCE).
+MCP_SOURCE = "mcp"
+
+
 async def list_mcp_tools(inp: StartRunInput) -> list[ToolInfo]:
     # By name: the activity's module imports the mcp client, which clients of runs (they
     # import this module) have no need to load.

@@ -22,7 +22,6 @@ from temporalio.exceptions import ApplicationError
 from activities.compaction import Compactor, with_summary_usage
 from activities.context import load_context
 from activities.heartbeats import Beat, beating, db_only_attempts
-from activities.mcp_tools import mcp_schemas
 from activities.model_errors import DatabaseUnavailableError, db_error_text, is_transient_db_error
 from activities.model_record import TurnRecording, turn_result
 from activities.streaming import DeltaWriter, StreamedTurn, read_stream
@@ -174,11 +173,7 @@ class ModelActivities(TurnRecording):
                 summary,
             ),
         )
-        mcp = (
-            await self._db("read the run's MCP tools", lambda: mcp_schemas(self.repo, inp.run_id))
-            if config.mcp_servers
-            else None
-        )
+        mcp = await self._mcp_schemas(inp.run_id) if config.mcp_servers else None
         tools = tool_schemas(self.registry, inp.tools, config, mcp)
         beat.model_called = True
         result = await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
@@ -193,6 +188,12 @@ class ModelActivities(TurnRecording):
             "read the summary's usage",
             lambda: with_summary_usage(self.repo, inp.run_id, inp.turn, result),
         )
+
+    async def _mcp_schemas(self, run_id: str) -> dict[str, dict[str, Any]]:
+        # Imported here: the mcp client is loaded by workers that run MCP tools only.
+        from activities.mcp_tools import mcp_schemas
+
+        return await self._db("read the run's MCP tools", lambda: mcp_schemas(self.repo, run_id))
 
     async def _stream_turn(
         self,

@@ -23,6 +23,7 @@ from starter.commands.serve import ApiState
 from starter.commands.start import start_and_follow
 from starter.connect import settings_or_exit, temporal
 from starter.exits import EXIT_OK, EXIT_USAGE, CliError
+from starter.mcp_check import mcp_servers_or_exit
 from starter.output import console, exit_for, print_json, web_ui_link
 
 
@@ -167,6 +168,7 @@ async def _worker_polling(client: Client, task_queue: str) -> bool:
 
 async def cmd_dev(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
+    mcp_servers_or_exit(settings)  # its worker's MCP servers: refused before anything starts
     stop = stop_requested()
     async with embedded_stack(
         settings,
@@ -255,6 +257,7 @@ def _demo_workspace(settings: Settings) -> Path:
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
+    mcp_servers_or_exit(settings)  # its worker's MCP servers: refused before anything starts
     interactive = sys.stdin.isatty() and not args.yes and not args.json
     if not interactive and not args.yes and not settings.uses_offline_model:
         # Approvals are only given for the user against the offline model, whose tool calls

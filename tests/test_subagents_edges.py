@@ -216,3 +216,31 @@ async def test_agentrun_run_shows_sub_runs_and_how_to_approve_their_calls(
     assert f"waiting on sub-run {child} for approval of calculator" in text
     assert f"agentrun approve {child} c2" in text
     assert f"run {child} ended DONE" in text
+
+
+async def test_a_child_refused_at_open_is_an_error_result(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    # Another tenant holds a session under the child's id: the child is refused (it never
+    # widens into that tenant's session), writes nothing, and the parent reads why.
+    child = child_run_id(run_id, "researcher", "c1")
+    squatter = f"squat {uuid.uuid4()}"
+    model_server.script(squatter, [Reply(text="mine")])
+    other = _input(f"other-{uuid.uuid4()}", squatter, tools=[]).model_copy(
+        update={"session_id": child, "tenant": "other"}
+    )
+    await (await _start(temporal_env, settings, other)).result()
+    prompt = f"orchestrate {run_id}"
+    model_server.script(prompt, [Reply(tool_calls=[_delegate("x", "c1")]), Reply(text="No.")])
+    inp = _input(run_id, prompt, tools=[], subagents={"researcher": {}})
+    result = await (await _start(temporal_env, settings, inp)).result()
+    assert result.status == "DONE"
+    assert await repo.find_run(child) is None
+    (delegate,) = await run_tool_calls(repo, run_id)
+    assert delegate.is_error and f"the sub-agent's run {child} failed" in (delegate.result or "")
+    assert "no session" in (delegate.result or "")

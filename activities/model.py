@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.context import load_context
 from activities.heartbeats import Beat, beating, db_only_attempts
+from activities.mcp_tools import mcp_schemas
 from activities.model_errors import DatabaseUnavailableError, db_error_text, is_transient_db_error
 from activities.model_record import TurnRecording, turn_result
 from activities.streaming import DeltaWriter, StreamedTurn, read_stream
@@ -31,6 +32,7 @@ from agentrun.contracts import (
     ModelTurnInput,
     ModelTurnResult,
 )
+from agentrun.pricing import Pricing
 from agentrun.protocol.events import EventType, MessageDeltaData, StreamResetData
 from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import LlmCallStatus
@@ -56,6 +58,7 @@ class ModelActivities(TurnRecording):
         self.settings = settings
         self.registry = registry
         self._client = client
+        self.pricing = Pricing(settings.prices)
         self._configs: OrderedDict[str, AgentConfig] = OrderedDict()
 
     def client(self) -> AsyncOpenAI:
@@ -117,8 +120,11 @@ class ModelActivities(TurnRecording):
         )
         if recorded is not None:
             message, call = recorded
+            used = await self._db(
+                "read the turn's usage", lambda: self.repo.turn_usage(inp.run_id, inp.turn)
+            )
             return turn_result(
-                inp.turn, message.content or "", message.tool_calls or [], call, True
+                inp.turn, message.content or "", message.tool_calls or [], call, True, used
             )
         config = await self._config(inp)
         await self._db(
@@ -158,7 +164,12 @@ class ModelActivities(TurnRecording):
                 config.context_token_budget,
             ),
         )
-        tools = tool_schemas(self.registry, inp.tools, config)
+        mcp = (
+            await self._db("read the run's MCP tools", lambda: mcp_schemas(self.repo, inp.run_id))
+            if config.mcp_servers
+            else None
+        )
+        tools = tool_schemas(self.registry, inp.tools, config, mcp)
         beat.model_called = True
         return await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
 

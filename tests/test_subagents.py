@@ -21,6 +21,7 @@ from agentrun.protocol.events import EventType
 from agentrun.protocol.statuses import Decision
 from agentrun.settings import Settings
 from agentrun.store import Repository
+from agentrun.store.usage import run_usage
 from agentrun.testing.offline_model import Fault, OfflineModelServer, Reply, ToolCallSpec
 from tests.store_helpers import run_tool_calls
 from tests.test_cli import agentrun, cli_env
@@ -56,14 +57,8 @@ async def _start(
 
 
 async def _usage_of(repo: Repository, run_id: str) -> Usage:
-    run = await repo.get_run(run_id)
-    return Usage(
-        prompt_tokens=run.prompt_tokens,
-        completion_tokens=run.completion_tokens,
-        llm_calls=run.llm_call_count,
-        tool_calls=run.tool_call_count,
-        turns=run.turns,
-    )
+    # The run's record as the ledger sums it (tokens, calls, cost and unpriced calls).
+    return run_usage(await repo.get_run(run_id))
 
 
 async def _event_types(repo: Repository, run_id: str) -> list[str]:

@@ -42,6 +42,7 @@ from agentrun.protocol.http import (
 from agentrun.protocol.names import SA_MODEL, SA_SESSION_ID
 from agentrun.protocol.statuses import RunStatus, Scope, ToolCallStatus, WaitKind
 from agentrun.store.tenancy import IdempotencyMismatch
+from agentrun.store.usage import run_usage
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
@@ -204,13 +205,7 @@ def _summary(run: Run) -> RunSummaryView:
         created_at=run.created_at,
         finished_at=run.finished_at,
         links=links(run.id),
-        usage=UsageView(
-            prompt_tokens=run.prompt_tokens,
-            completion_tokens=run.completion_tokens,
-            llm_calls=run.llm_call_count,
-            tool_calls=run.tool_call_count,
-            turns=run.turns,
-        ),
+        usage=UsageView(**run_usage(run).model_dump()),
     )
 
 

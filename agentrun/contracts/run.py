@@ -4,6 +4,7 @@ tools), the limits, the Strict mechanism (tolerant read, strict make) and the ru
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import (
@@ -22,11 +23,16 @@ from agentrun.text import model_name_problem
 from agentrun.text import nested_text_problem as _nested_text_problem
 
 if TYPE_CHECKING:
+    from agentrun.contracts.carry import RunCarry
     from agentrun.contracts.steps import OpenRunInput
 
 MAX_PROMPT_CHARS = 100_000
+# A run's turns at most: a long run continues-as-new (continue_as_new_after_turns) to keep each
+# execution's history small, but its record and its event log grow with every turn.
+MAX_TURNS_LIMIT = 1_000
 DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
 RESULT_TEXT_LIMIT = 4_000
+MAX_BUDGET_USD = Decimal(10**9)
 # The most characters of a tool's result that are recorded and sent to the model: a server
 # tool's output is cut there, a client-side result longer than this is refused.
 RESULT_CAP = 64_000
@@ -111,6 +117,19 @@ class RunWebhook(Strict):
         return value
 
 
+class McpServerChoice(Strict):
+    """An MCP server (declared on the workers, README "MCP tools") a run may use; `tools`
+    narrows it to some of its tools (their names on the server), all of them when unset."""
+
+    server: str = Field(pattern=r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$", max_length=30)
+    tools: list[str] | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"server": data} if isinstance(data, str) else data
+
+
 # A sub-agent's name: its tool `delegate_to_<name>` stays within what model APIs accept (64).
 SUBAGENT_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,48}$"
 DELEGATE_PREFIX = "delegate_to_"
@@ -125,7 +144,7 @@ class SubAgentSpec(Strict):
     system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=MAX_PROMPT_CHARS)
     tools: list[str] | None = Field(default=None, description="Unset: the parent's tools.")
     model: str | None = None
-    max_turns: int | None = Field(default=None, ge=1, le=200)
+    max_turns: int | None = Field(default=None, ge=1, le=MAX_TURNS_LIMIT)
     max_tool_calls: int | None = Field(default=None, ge=0, le=1000)
     approval: ApprovalPreset | None = None
     approval_allow: list[str] | None = None
@@ -169,7 +188,7 @@ class AgentConfig(Strict):
     tools: list[str] | None = Field(
         default=None, description="Built-in tool names to offer; all of them when unset."
     )
-    max_turns: int = Field(default=8, ge=1, le=200)
+    max_turns: int = Field(default=8, ge=1, le=MAX_TURNS_LIMIT)
     max_tool_calls: int = Field(default=16, ge=0, le=1000)
     context_token_budget: int = Field(default=24_000, ge=256, le=2_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -213,6 +232,33 @@ class AgentConfig(Strict):
         max_length=8,
         description="Extra webhook URLs for this run's events (README Webhooks).",
     )
+    max_cost_usd: Decimal | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_BUDGET_USD,
+        description="Stop the run (FAILED, BudgetExceeded) once its model calls cost this "
+        "many US dollars; checked before every model turn and tool batch (README Cost and "
+        'budgets). A decimal string such as "0.50" is exact.',
+    )
+    max_total_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        le=10**12,
+        description="Stop the run once its model calls used this many tokens (prompt + "
+        "completion, every attempt).",
+    )
+    continue_as_new_after_turns: int | None = Field(
+        default=100,
+        ge=1,
+        le=MAX_TURNS_LIMIT,
+        description="The run's workflow continues-as-new after this many turns of one "
+        "execution (README Long runs); None: only when Temporal suggests it.",
+    )
+    mcp_servers: list[McpServerChoice] | None = Field(
+        default=None,
+        max_length=32,
+        description="MCP servers (or some of their tools) this run may use (README MCP tools).",
+    )
     subagents: dict[str, SubAgentSpec] | None = Field(
         default=None, max_length=16, description="Named sub-agents (README Sub-agents)."
     )
@@ -242,6 +288,14 @@ class AgentConfig(Strict):
                 f"model_first_token_timeout_s ({first:g}) must not exceed model_timeout_s "
                 f"({self.model_timeout_s:g})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _mcp_servers_once(self) -> AgentConfig:
+        names = [c.server for c in self.mcp_servers or ()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"mcp_servers names {', '.join(twice)} more than once")
         return self
 
     @model_validator(mode="after")
@@ -291,6 +345,11 @@ class StartRunInput(Strict):
         pattern=TENANT_PATTERN,
         description="The tenant the run and its session belong to; None: the default tenant.",
     )
+    carry: RunCarry | None = Field(
+        default=None,
+        description="Set by the run's own continue-as-new only (README Long runs): what its "
+        "next execution takes over instead of opening the run again.",
+    )
     parent: SubRunParent | None = Field(
         default=None, description="Set on a sub-agent's run by its parent run."
     )
@@ -334,19 +393,42 @@ def storage_problems(inp: StartRunInput | OpenRunInput) -> list[str]:
 
 
 class Usage(BaseModel):
+    """What a run (or a turn) used. Sums are exact (Usage.add is the one way to sum).
+
+    `cost_usd` is the exact cost of the priced model calls (a Decimal; a string in JSON),
+    None while no call was priced. A model call that reported tokens but has no known price
+    is counted in `unpriced_calls` instead: a sum is the cost of its known part plus how many
+    calls are not in it, never a guessed zero. `cached_tokens` are part of `prompt_tokens`,
+    `reasoning_tokens` part of `completion_tokens`. Fields after `turns` were added later and
+    default, so older histories decode."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     llm_calls: int = 0
     tool_calls: int = 0
     turns: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal | None = None
+    unpriced_calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     def add(self, other: Usage) -> Usage:
+        costs = [c for c in (self.cost_usd, other.cost_usd) if c is not None]
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             llm_calls=self.llm_calls + other.llm_calls,
             tool_calls=self.tool_calls + other.tool_calls,
             turns=self.turns + other.turns,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            # Decimal addition is exact for these sizes (28 significant digits by default).
+            cost_usd=sum(costs, Decimal(0)) if costs else None,
+            unpriced_calls=self.unpriced_calls + other.unpriced_calls,
         )
 
 

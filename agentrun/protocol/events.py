@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -33,6 +34,7 @@ class EventType(enum.StrEnum):
     TOOL_RESULT_REQUESTED = "tool.result_requested"
     TOOL_DECIDED = "tool.decided"
     TOOL_DECISION_INVALID = "tool.decision_invalid"
+    BUDGET_EXCEEDED = "budget.exceeded"
     SUBRUN_STARTED = "subrun.started"
     SUBRUN_WAITING = "subrun.waiting"
     SUBRUN_FINISHED = "subrun.finished"
@@ -115,7 +117,11 @@ class ToolResultData(EventData):
 
 class LlmUsageData(EventData):
     TYPE = EventType.LLM_USAGE
-    ABOUT = "tokens and timings of the turn's successful model call"
+    ABOUT = (
+        "tokens, timings and cost of the turn's successful model call (`cost_usd` an exact "
+        "decimal string, absent when the model has no known price; `cached_tokens` are part "
+        "of `prompt_tokens`, `reasoning_tokens` of `completion_tokens`)"
+    )
     turn: int
     attempt: int
     model: str
@@ -123,6 +129,11 @@ class LlmUsageData(EventData):
     completion_tokens: int = 0
     latency_ms: int | None = None
     time_to_first_token_ms: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: Decimal | None = Field(
+        default=None, description="Exact US dollars as a string; absent: no price known."
+    )
 
 
 class ErrorData(EventData):
@@ -188,6 +199,27 @@ class ToolDecisionInvalidData(EventData):
     error_type: str | None = None
 
 
+class BudgetExceededData(EventData):
+    TYPE = EventType.BUDGET_EXCEEDED
+    ABOUT = (
+        "the run reached a budget and stops (FAILED, error type BudgetExceeded) before its "
+        "next model turn or tool batch: `budget` run or session, `limit` max_cost_usd or "
+        "max_total_tokens, the `limit_value` and the `used` figure (decimal strings), and the "
+        "run's and (for a session budget) the session's `cost_usd` and `total_tokens` so far"
+    )
+    budget: str
+    limit: str
+    limit_value: str
+    used: str
+    turn: int
+    before: str = Field(description="`model_turn` or `tool_batch`: what did not happen.")
+    run_cost_usd: str | None = None
+    run_total_tokens: int = 0
+    session_cost_usd: str | None = None
+    session_total_tokens: int | None = None
+    unpriced_calls: int = 0
+
+
 class SubRunStartedData(EventData):
     TYPE = EventType.SUBRUN_STARTED
     ABOUT = "a `delegate_to_<agent>` call started the child run `subrun_id` (its own event log)"
@@ -231,6 +263,7 @@ PAYLOADS: dict[EventType, type[EventData]] = {
         ToolResultRequestedData,
         ToolDecidedData,
         ToolDecisionInvalidData,
+        BudgetExceededData,
         SubRunStartedData,
         SubRunWaitingData,
         SubRunFinishedData,
@@ -306,6 +339,11 @@ class ToolDecisionInvalidEvent(_Event):
     data: ToolDecisionInvalidData
 
 
+class BudgetExceededEvent(_Event):
+    type: Literal[EventType.BUDGET_EXCEEDED]
+    data: BudgetExceededData
+
+
 class SubRunStartedEvent(_Event):
     type: Literal[EventType.SUBRUN_STARTED]
     data: SubRunStartedData
@@ -341,6 +379,7 @@ Event = Annotated[
     | ToolResultRequestedEvent
     | ToolDecidedEvent
     | ToolDecisionInvalidEvent
+    | BudgetExceededEvent
     | SubRunStartedEvent
     | SubRunWaitingEvent
     | SubRunFinishedEvent,

@@ -46,8 +46,10 @@ class Activity(enum.StrEnum):
     EXECUTE_TOOL = "agentrun.execute_tool"
     RECORD_TOOL_OUTCOME = "agentrun.record_tool_outcome"
     REQUEST_CANCEL = "agentrun.request_cancel"
+    RESUME_RUN = "agentrun.resume_run"
     DELIVER_WEBHOOK = "agentrun.deliver_webhook"
     RECORD_WEBHOOK_FAILURE = "agentrun.record_webhook_failure"
+    LIST_MCP_TOOLS = "agentrun.list_mcp_tools"
 
 
 class SearchAttribute(enum.StrEnum):
@@ -103,3 +105,6 @@ class ErrorType(enum.StrEnum):
     INVALID_CONFIG = "InvalidConfig"
     INVALID_INPUT = "InvalidInput"
     APPROVAL_TIMEOUT = "ApprovalTimeout"
+    # a run that reached its own or its session's budget (README "Cost and budgets")
+    BUDGET_EXCEEDED = "BudgetExceeded"
+    MCP_UNAVAILABLE = "McpUnavailable"  # an MCP server could not be reached (retried)

@@ -167,6 +167,15 @@ async def open_run(
     return run
 
 
+async def resume_run(db: AsyncSession, run_id: str, first_execution_run_id: str) -> Run:
+    """The run, taken over by a later execution of the workflow chain that opened it (its
+    continue-as-new: same workflow id, a new Temporal run id). The chain is named by its first
+    execution's run id, the one that opened the run and is stored as its owner: a run that
+    ended raises RunEndedError and one opened by another chain (a closed run id started again)
+    RunOwnedError, both writing nothing; an unknown run raises NotFoundError."""
+    return await _reopen(db, run_id, first_execution_run_id)
+
+
 async def _reopen(db: AsyncSession, run_id: str, workflow_run_id: str | None) -> Run:
     run = await lock_run(db, run_id)
     if RunStatus(run.status).terminal:

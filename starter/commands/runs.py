@@ -190,7 +190,9 @@ def _print_status(view: dict[str, Any]) -> None:
         (
             "usage",
             f"{u['prompt_tokens']}+{u['completion_tokens']} tokens, {u['llm_calls']} model "
-            f"calls, {u['tool_calls']} tool calls",
+            f"calls, {u['tool_calls']} tool calls"
+            + (f", ${u['cost_usd']}" if u.get("cost_usd") is not None else "")
+            + (f", {u['unpriced_calls']} unpriced calls" if u.get("unpriced_calls") else ""),
         )
     )
     for p in view["pending"]:

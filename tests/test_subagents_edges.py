@@ -244,3 +244,24 @@ async def test_a_child_refused_at_open_is_an_error_result(
     (delegate,) = await run_tool_calls(repo, run_id)
     assert delegate.is_error and f"the sub-agent's run {child} failed" in (delegate.result or "")
     assert "no session" in (delegate.result or "")
+
+
+async def test_a_child_runs_within_what_is_left_of_its_parents_budget(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    from tests.store_helpers import run_llm_calls
+
+    prompt, task = f"orchestrate {run_id}", f"cheap ({uuid.uuid4()})"
+    model_server.script(prompt, [Reply(tool_calls=[_delegate(task, "c1")]), Reply(text="ok")])
+    model_server.script(task, [Reply(text="done")])
+    inp = _input(run_id, prompt, tools=[], max_total_tokens=100_000, subagents={"researcher": {}})
+    assert (await (await _start(temporal_env, settings, inp)).result()).status == "DONE"
+    first = (await run_llm_calls(repo, run_id))[0]
+    spent = (first.prompt_tokens or 0) + (first.completion_tokens or 0)
+    child = await repo.get_run(child_run_id(run_id, "researcher", "c1"))
+    assert spent > 0 and child.config["max_total_tokens"] == 100_000 - spent

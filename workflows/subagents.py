@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         agent_of,
         child_config,
         child_run_id,
+        child_within_budget,
         parse_task,
     )
     from agentrun.protocol.events import (
@@ -144,12 +145,17 @@ class SubAgentSteps(RunState):
             return None, f"{call.name}: {problem}"
         run_id = child_run_id(inp.run_id, agent, call.id)
         workspace = self._opened.workspace if self._opened else None
+        child_cfg, spent = child_within_budget(
+            child_config(config, agent, workspace, depth), config, self._usage
+        )
+        if child_cfg is None:
+            return None, f"{call.name}: not run: {spent}"
         try:
             child = StartRunInput(
                 run_id=run_id,
                 session_id=run_id,
                 prompt=task,
-                config=child_config(config, agent, workspace, depth),
+                config=child_cfg,
                 tenant=inp.tenant,
                 parent=SubRunParent(
                     run_id=inp.run_id, tool_call_id=call.id, agent=agent, depth=depth

@@ -18,6 +18,7 @@ from agentrun.contracts.run import (
     ID_PATTERN,
     MAX_PROMPT_CHARS,
     AgentConfig,
+    Usage,
     subagent_problems,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "agent_of",
     "child_config",
     "child_run_id",
+    "child_within_budget",
     "delegate_name",
     "delegate_schema",
     "parse_task",
@@ -186,3 +188,23 @@ def child_config(
             "subagents": nested or None,
         }
     )
+
+
+def child_within_budget(
+    child: AgentConfig, parent: AgentConfig, used: Usage
+) -> tuple[AgentConfig | None, str]:
+    """The child's config with the run budgets (max_cost_usd, max_total_tokens) cut to what is
+    left of the parent's after `used` (children running at once share it: the parent checks
+    its own after each batch); or None and why, when nothing is left."""
+    update: dict[str, Any] = {}
+    if parent.max_cost_usd is not None:
+        left = parent.max_cost_usd - (used.cost_usd or 0)
+        if left <= 0:
+            return None, f"the run's budget max_cost_usd {parent.max_cost_usd} is spent"
+        update["max_cost_usd"] = left
+    if parent.max_total_tokens is not None:
+        left_tokens = parent.max_total_tokens - used.total_tokens
+        if left_tokens <= 0:
+            return None, f"the run's budget max_total_tokens {parent.max_total_tokens} is spent"
+        update["max_total_tokens"] = left_tokens
+    return (child.model_copy(update=update) if update else child), ""

@@ -13,14 +13,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agentrun.contracts.people import PendingCall
-from agentrun.contracts.run import (
-    DELEGATE_PREFIX,
-    ID_PATTERN,
-    MAX_PROMPT_CHARS,
-    AgentConfig,
-    Usage,
-    subagent_problems,
-)
+from agentrun.contracts.run import ID_PATTERN, MAX_PROMPT_CHARS, AgentConfig, Usage
+from agentrun.contracts.subagent_names import DELEGATE_PREFIX, subagent_problems
 
 __all__ = [
     "DELEGATE_PARAMETERS",
@@ -158,8 +152,11 @@ def child_config(
         delegate_name(n) for n in parent.subagents or {}
     }
 
+    servers = spec.mcp_servers if spec.mcp_servers is not None else parent.mcp_servers
+    mcp = tuple(f"{c.server}__" for c in servers or ())
+
     def keeps(name: str) -> bool:
-        if name in own_delegates:
+        if name in own_delegates or (mcp and name.startswith(mcp)):
             return True
         return name not in parents_only and (own is None or name in own)
 
@@ -185,6 +182,7 @@ def child_config(
             "approval_allow": allow,
             "approval_overrides": overrides,
             "client_tools": [],
+            "mcp_servers": servers,
             "subagents": nested or None,
         }
     )

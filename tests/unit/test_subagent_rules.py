@@ -261,3 +261,18 @@ def test_a_continued_run_keeps_what_its_sub_runs_used() -> None:
     after = RunState()
     restore(after, carry)
     assert after._subrun_usage == before._subrun_usage
+
+
+def test_a_child_uses_the_parents_mcp_servers_unless_its_own_are_named() -> None:
+    parent = config(
+        tools=[],
+        mcp_servers=["notes", "search"],
+        approval_overrides={"notes__add": "needs_approval", "search__find": "needs_approval"},
+        subagents={"a": {}, "b": {"mcp_servers": [{"server": "search", "tools": ["find"]}]}},
+    )
+    a = child_config(parent, "a", None, 1)
+    assert [c.server for c in a.mcp_servers or []] == ["notes", "search"]
+    assert sorted(a.approval_overrides) == ["notes__add", "search__find"]
+    b = child_config(parent, "b", None, 1)
+    assert [(c.server, c.tools) for c in b.mcp_servers or []] == [("search", ["find"])]
+    assert list(b.approval_overrides) == ["search__find"]

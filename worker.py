@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.errors import NonRetryableDataErrors
@@ -34,6 +35,8 @@ from agentrun.process import exit_process
 from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import StackError, require_search_attributes
 from agentrun.store import Repository
+from agentrun.telemetry import tracing
+from agentrun.telemetry.worker import ApprovalsGauge, MetricsPortError, process_port, worker_runtime
 from agentrun.testing.offline_model import OfflineModelServer
 from agentrun.worker_processes import ChildFailed, supervise
 from workflows import ALL_WORKFLOWS, SANDBOX_RUNNER, WEBHOOK_WORKFLOWS
@@ -46,11 +49,14 @@ MAX_CONCURRENT_DELIVERIES = 20
 MAX_PROCESSES = 64
 
 
-async def connect_client(settings: Settings) -> Client:
+async def connect_client(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
+        # Tracing (when OTEL_* asks for it) on the client; the workers built on it inherit it.
+        interceptors=tracing.client_interceptors(),
+        runtime=runtime,
     )
 
 
@@ -66,6 +72,7 @@ def build_worker(
     extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> Worker:
     registry = registry or default_registry()
+    tracing.set_capture_content(settings.otel_capture_content)
     runs = RunActivities(repo, settings, registry)
     model = ModelActivities(repo, settings, registry)
     tools = ToolActivities(repo, registry, settings=settings)
@@ -147,7 +154,9 @@ async def run_worker(
             offline.base_url,
         )
     try:
-        client = await connect_client(settings)
+        tracing.configure_tracing("agentrun-worker")
+        runtime = worker_runtime(settings)  # /metrics on AGENTRUN_METRICS_PORT, or None
+        client = await connect_client(settings, runtime)
         # Runs cannot upsert attributes the namespace does not know: refuse to start rather
         # than take runs that would stall (Temporal Cloud: register them by hand, README).
         await require_search_attributes(client)
@@ -183,7 +192,8 @@ async def run_worker(
                 ready.set()
             # Each worker process starts the deliveries of the webhook outbox.
             async with WebhookDispatcher(client, repo, webhooks.task_queue):
-                await stop.wait()
+                async with ApprovalsGauge(repo, runtime):
+                    await stop.wait()
             log.info("shutting down: finishing in-flight tasks")
     finally:
         await repo.close()
@@ -232,8 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format=f"%(asctime)s %(levelname)s {index}%(name)s: %(message)s"
     )
     try:
-        settings = load_settings(**overrides)
-    except SettingsError as exc:
+        settings = process_port(load_settings(**overrides), args.process_index)
+    except (SettingsError, MetricsPortError) as exc:
         sys.exit(f"agentrun-worker: {exc}")
 
     async def _main() -> None:

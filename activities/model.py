@@ -36,6 +36,7 @@ from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import LlmCallStatus
 from agentrun.settings import Settings
 from agentrun.store import Repository, event_key
+from agentrun.telemetry.genai import ModelCall, model_call
 
 CONFIG_CACHE_RUNS = 1024
 T = TypeVar("T")
@@ -160,7 +161,8 @@ class ModelActivities(TurnRecording):
         )
         tools = tool_schemas(self.registry, inp.tools, config)
         beat.model_called = True
-        return await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
+        with model_call(inp.model, self.settings.model_endpoint, messages, attempt) as seen:
+            return await self._stream_turn(inp, config, attempt, len(spent), messages, tools, seen)
 
     async def _stream_turn(
         self,
@@ -170,6 +172,7 @@ class ModelActivities(TurnRecording):
         spent: int,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
+        call: ModelCall | None = None,
     ) -> ModelTurnResult:
         async def write_delta(text: str) -> None:
             await self._db(
@@ -181,6 +184,8 @@ class ModelActivities(TurnRecording):
 
         writer = DeltaWriter(write_delta, config.flush_interval_ms / 1000)
         turn = StreamedTurn()
+        if call is not None:
+            call.watch(turn, writer)
         stream: Any = None
         try:
             stream = await self._open_stream(inp, config, messages, tools)

@@ -32,6 +32,8 @@ from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import Decision
 from agentrun.settings import Settings
 from agentrun.store import Repository
+from agentrun.telemetry import metrics
+from agentrun.telemetry.genai import tool_call, tool_label
 
 # Heartbeats tell Temporal the worker is alive (a lost worker's tool is retried within the
 # heartbeat timeout, not after start-to-close) and carry cancellation to the tool.
@@ -105,6 +107,7 @@ class ToolActivities:
 
     @activity.defn(name=Activity.RECORD_TOOL_OUTCOME)
     async def record_tool_outcome(self, inp: ToolOutcomeInput) -> ToolResult:
+        metrics.tool_call(metrics.meter(), tool_label(self.registry, inp.call.name), inp.kind.value)
         return await self._record_outcome(inp, inp.text, inp.is_error)
 
     @activity.defn(name=Activity.EXECUTE_TOOL)
@@ -133,7 +136,9 @@ class ToolActivities:
         workspace = await self._check(inp, row)
         if isinstance(workspace, str):
             return await self._record(inp, workspace, is_error=True)
-        result, is_error = await self._run(inp, row.attempts, workspace)
+        with tool_call(tool_label(self.registry, call.name), call.id, call.arguments) as t:
+            result, is_error = await self._run(inp, row.attempts, workspace)
+            t.done(result, is_error)
         return await self._record(inp, result, is_error)
 
     async def _check(self, inp: ExecuteToolInput, row: ToolCall) -> Path | str:

@@ -135,6 +135,7 @@ class ToolActivities:
             )
         workspace = await self._check(inp, row)
         if isinstance(workspace, str):
+            metrics.tool_call(metrics.meter(), tool_label(self.registry, call.name), "refused")
             return await self._record(inp, workspace, is_error=True)
         with tool_call(tool_label(self.registry, call.name), call.id, call.arguments) as t:
             result, is_error = await self._run(inp, row.attempts, workspace)

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from agentrun.client import RunHandle, connect, start_run
+from agentrun.protocol.events import EventType
 from agentrun.protocol.statuses import RunStatus
 from agentrun.settings import Settings
 from agentrun.stack import free_port
@@ -79,11 +80,8 @@ async def _recorded(repo: Repository, run_ids: list[str]) -> dict[str, Any]:
         ).one()
         deltas = (
             await conn.execute(
-                text(
-                    "SELECT count(*) FROM run_events WHERE run_id = ANY(:ids) "
-                    "AND type = 'message.delta'"
-                ),
-                {"ids": run_ids},
+                text("SELECT count(*) FROM run_events WHERE run_id = ANY(:ids) AND type = :delta"),
+                {"ids": run_ids, "delta": EventType.MESSAGE_DELTA.value},
             )
         ).scalar()
     return {"input": calls[0], "output": calls[1], "deltas": deltas}
@@ -137,7 +135,7 @@ async def test_worker_metrics_move_by_what_the_runs_did(
             config={"tools": ["bash"], "approval_overrides": {"bash": "needs_approval"}},
         )
         run_ids.append(handle.id)
-        await next_event(repo, handle.id, "tool.approval_requested")
+        await next_event(repo, handle.id, EventType.TOOL_APPROVAL_REQUESTED)
         assert await gauge.refresh() == waiting_before + 1
         assert value(await scrape(url), "agentrun_approvals_waiting") == waiting_before + 1
         await handle.decide("call_b", "reject", reason="not today")
@@ -261,7 +259,7 @@ async def test_the_api_serves_metrics_with_its_sse_followers(
         assert await until(lambda: _equals(followers, 1))
         async with worker:
             async for sse in source.aiter_sse():
-                if sse.event == "run.status" and '"DONE"' in sse.data:
+                if sse.event == EventType.RUN_STATUS and '"DONE"' in sse.data:
                     break
             assert (await RunHandle(client, run["run_id"]).result()).status == RunStatus.DONE
     assert await until(lambda: _equals(followers, 0))
@@ -269,3 +267,21 @@ async def test_the_api_serves_metrics_with_its_sse_followers(
 
 async def _equals(read: Callable[[], Awaitable[float]], expected: float) -> bool:
     return await read() == expected
+
+
+async def test_dev_serves_the_worker_metrics_and_prints_where(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from tests.test_cli_errors import stack_env
+
+    proc = await spawn(stack_env(settings, tmp_path), "dev", "--json", "--no-api")
+    try:
+        ready = await json_line(proc)
+        assert ready["event"] == "ready"
+        url = ready["metrics"]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+        samples = await until(lambda: _scrape_or_none(url))
+        assert any(n.startswith("temporal_") for n, _, _ in samples)
+    finally:
+        done = await stop(proc)
+    assert done.code == 0, done.err

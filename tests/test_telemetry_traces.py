@@ -254,3 +254,26 @@ async def test_a_run_started_over_http_is_one_trace_from_the_request(
         or _parent_of(_parent_of(start, trace), trace) is request
     )
     assert _named(trace, "chat offline-scripted")
+
+
+async def test_every_history_replays_with_tracing_on(spans: InMemorySpanExporter) -> None:
+    """A fleet that turns tracing on (or off: tests/test_replay.py replays the traced
+    histories of tests/histories/v6-obs without it) keeps its runs in flight replaying."""
+    from temporalio.client import WorkflowHistory
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from tests.test_replay import HISTORIES
+    from workflows import ALL_WORKFLOWS, SANDBOX_RUNNER, WEBHOOK_WORKFLOWS
+
+    assert any(p.parent.name == "v6-obs" for p in HISTORIES)
+    replayer = Replayer(
+        workflows=[*ALL_WORKFLOWS, *WEBHOOK_WORKFLOWS],
+        data_converter=pydantic_data_converter,
+        workflow_runner=SANDBOX_RUNNER,
+        interceptors=tracing.client_interceptors(),
+    )
+    for path in HISTORIES:
+        await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
+    # Replaying makes no spans (the interceptor skips them while replaying).
+    assert not spans.get_finished_spans()

@@ -154,6 +154,13 @@ class Settings(BaseSettings):
         parse_keys(value.get_secret_value())  # raises ValueError without echoing a key
         return value
 
+    @model_validator(mode="after")
+    def _otel_variables(self) -> Settings:
+        from agentrun.telemetry.tracing import check_env
+
+        check_env()  # the OTEL_* values agentrun acts on: a bad one stops start-up as ours do
+        return self
+
     @field_validator("build_id", "metrics_port", mode="before")
     @classmethod
     def _empty_build_id(cls, value: object) -> object:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TRACER_NAME",
     "TracingConfigError",
+    "check_env",
     "client_interceptors",
     "configure_tracing",
     "shutdown_tracing",
@@ -53,6 +54,28 @@ def tracing_requested(env: Mapping[str, str] | None = None) -> bool:
     if exporters == "none":
         return False
     return any(env.get(name, "").strip() for name in _TRIGGERS)
+
+
+_EXPORTERS = ("otlp", "console", "none")
+_PROTOCOLS = ("http/protobuf", "grpc")
+
+
+def check_env(env: Mapping[str, str] | None = None) -> None:
+    """Refuse OTEL_* values agentrun cannot act on, naming the variable (settings call this,
+    so a bad value stops a process at start-up, as a bad AGENTRUN_* one does)."""
+    env = os.environ if env is None else env
+    for name in env.get("OTEL_TRACES_EXPORTER", "").lower().split(","):
+        if name.strip() and name.strip() not in _EXPORTERS:
+            raise TracingConfigError(
+                f"OTEL_TRACES_EXPORTER: {name.strip()!r} is not supported; use otlp, console or "
+                "none"
+            )
+    for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = env.get(var, "").strip()
+        if value and value not in _PROTOCOLS:
+            raise TracingConfigError(
+                f"{var}: {value!r} is not supported; use http/protobuf or grpc"
+            )
 
 
 def _exporters(env: Mapping[str, str]) -> list[Any]:

@@ -277,3 +277,35 @@ async def test_every_history_replays_with_tracing_on(spans: InMemorySpanExporter
         await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
     # Replaying makes no spans (the interceptor skips them while replaying).
     assert not spans.get_finished_spans()
+
+
+async def test_the_cli_starts_the_trace_its_worker_continues(
+    spans: InMemorySpanExporter,
+    traced: Client,
+    settings: Settings,
+    repo: Repository,
+    model_server: OfflineModelServer,
+) -> None:
+    """`agentrun run` in its own process, tracing from OTEL_* (console exporter): its start span
+    is flushed before the CLI leaves (os._exit), and the worker's spans are in its trace."""
+    import re
+
+    from tests.test_cli import agentrun, cli_env
+
+    run_id = f"run-{uuid.uuid4()}"
+    prompt = f"cli trace {run_id}"
+    model_server.script(prompt, [Reply(text="Traced from the CLI.")])
+    env = cli_env(settings, OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="cli-under-test")
+    async with build_worker(traced, settings, repo, graceful_shutdown=timedelta(seconds=1)):
+        done = await agentrun(env, "run", prompt, "--run-id", run_id, "--tools", "", "--json")
+    assert done.code == 0, done.err
+    found = re.search(
+        r'"name": "StartWorkflow:agentrun\.AgentRun",\s*"context": \{\s*'
+        r'"trace_id": "0x([0-9a-f]+)"',
+        done.out,
+    )
+    assert found, done.out[-2000:]
+    assert '"service.name": "cli-under-test"' in done.out
+    trace = _of_run(spans, run_id)
+    assert format(trace[0].context.trace_id, "032x") == found.group(1)
+    assert _named(trace, "chat offline-scripted")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from agentrun.telemetry import metrics, tracing
 
 __all__ = ["ModelCall", "ToolCallTelemetry", "error_kind", "model_call", "tool_call", "tool_label"]
 
+log = logging.getLogger("agentrun.telemetry")
 PROVIDER = "openai"  # the wire protocol every endpoint agentrun calls speaks
 _KINDS = {
     "ModelTimeout": "timeout",
@@ -67,6 +69,12 @@ class ModelCall:
         self.turn, self.writer = turn, writer
 
     def _finish(self, exc: BaseException | None) -> None:
+        try:
+            self._record(exc)
+        except Exception:  # telemetry never fails a model turn
+            log.warning("could not record the model call's telemetry", exc_info=True)
+
+    def _record(self, exc: BaseException | None) -> None:
         turn, usage = self.turn, getattr(self.turn, "usage", None)
         input_tokens = getattr(usage, "prompt_tokens", None)
         output_tokens = getattr(usage, "completion_tokens", None)
@@ -196,7 +204,8 @@ def tool_call(tool: str, call_id: str, arguments: str) -> Iterator[ToolCallTelem
                 try:
                     yield t
                 except BaseException as exc:
-                    _record_error(span, _tool_kind(exc), exc)
+                    # The tool's own message may quote what it read: only with capture on.
+                    _record_error(span, _tool_kind(exc), exc, tracing.capture_content())
                     raise
     except BaseException as exc:
         metrics.tool_call(metrics.meter(), tool, _tool_kind(exc))
@@ -216,17 +225,17 @@ def _tool_kind(exc: BaseException) -> str:
     return error_kind(exc)
 
 
-def _record_error(span: Any, kind: str, exc: BaseException | None) -> None:
+def _record_error(span: Any, kind: str, exc: BaseException | None, message: bool = True) -> None:
     from opentelemetry.trace import Status, StatusCode
 
     span.set_attribute("error.type", kind)
     span.set_status(Status(StatusCode.ERROR, kind))
     if exc is not None and not isinstance(exc, asyncio.CancelledError):
-        # The exception's class and message (an endpoint's error text; never the request).
-        span.add_event(
-            "exception",
-            {"exception.type": type(exc).__name__, "exception.message": str(exc)[:1000]},
-        )
+        # The class, and the message where it is the endpoint's error text (never a request).
+        attrs = {"exception.type": type(exc).__name__}
+        if message:
+            attrs["exception.message"] = str(exc)[:1000]
+        span.add_event("exception", attrs)
 
 
 def _server(endpoint: str | None) -> dict[str, Any]:

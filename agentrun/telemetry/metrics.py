@@ -11,10 +11,12 @@ Names (Prometheus, counters get `_total`): see METRIC_NAMES and the README "Obse
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
 from temporalio.common import MetricMeter
@@ -37,6 +39,7 @@ __all__ = [
     "tool_call",
 ]
 
+log = logging.getLogger("agentrun.telemetry")
 TOKENS = "agentrun_model_tokens"
 COST = "agentrun_model_cost_usd"
 MODEL_CALLS = "agentrun_model_calls"
@@ -78,6 +81,22 @@ MAX_MODEL_LABELS = 100
 _models: set[str] = set()
 
 
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _never_raises(fn: F) -> F:
+    """Metrics never fail the activity that records them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception:
+            log.warning("could not record metric %s", fn.__name__, exc_info=True)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def model_label(model: str) -> str:
     if model in _models:
         return model
@@ -111,6 +130,7 @@ def meter() -> MetricMeter:
         return MetricMeter.noop
 
 
+@_never_raises
 def model_call(
     m: MetricMeter,
     model: str,
@@ -151,6 +171,7 @@ def model_call(
     stream_commits(m, model, commits)
 
 
+@_never_raises
 def stream_commits(m: MetricMeter, model: str, commits: int) -> None:
     if commits:
         m.create_counter(STREAM_COMMITS, "Streamed text commits (message.delta)").add(
@@ -158,12 +179,14 @@ def stream_commits(m: MetricMeter, model: str, commits: int) -> None:
         )
 
 
+@_never_raises
 def tool_call(m: MetricMeter, tool: str, outcome: str) -> None:
     m.create_counter(TOOL_CALLS, "Tool calls by tool and outcome").add(
         1, {"tool": tool, "outcome": outcome}
     )
 
 
+@_never_raises
 def run_status_changed(m: MetricMeter, status: str) -> None:
     """A run's status moved (the store's write changed it): counted when it is final, so a
     retried activity or a late write never counts a run twice."""
@@ -171,6 +194,7 @@ def run_status_changed(m: MetricMeter, status: str) -> None:
         m.create_counter(RUNS_FINISHED, "Runs by final status").add(1, {"status": status})
 
 
+@_never_raises
 def decision_recorded(m: MetricMeter, row: Any, asked: datetime) -> None:
     """A decision on a tool call, if this call recorded it (its decided_at, stamped by this
     process, is not before `asked`): how long the call waited, from its record to its
@@ -184,6 +208,7 @@ def decision_recorded(m: MetricMeter, row: Any, asked: datetime) -> None:
     )
 
 
+@_never_raises
 def set_approvals_waiting(
     m: MetricMeter, count: int, labels: Mapping[str, str] | None = None
 ) -> None:

@@ -162,7 +162,11 @@ class ModelActivities(TurnRecording):
         tools = tool_schemas(self.registry, inp.tools, config)
         beat.model_called = True
         with model_call(inp.model, self.settings.model_endpoint, messages, attempt) as seen:
-            return await self._stream_turn(inp, config, attempt, len(spent), messages, tools, seen)
+            result = await self._stream_turn(
+                inp, config, attempt, len(spent), messages, tools, seen
+            )
+            seen.cost_usd = getattr(result.usage, "cost_usd", None)  # priced by issue 14 item 3
+            return result
 
     async def _stream_turn(
         self,

@@ -285,3 +285,18 @@ async def test_dev_serves_the_worker_metrics_and_prints_where(
     finally:
         done = await stop(proc)
     assert done.code == 0, done.err
+
+
+async def test_the_approvals_gauge_refreshes_in_the_background(repo: Repository) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    runtime = prometheus_runtime("127.0.0.1", port)
+    expected = await ApprovalsGauge(repo, None).refresh()  # the database's own count
+
+    async def shown() -> bool:
+        samples = await scrape(url)
+        return any(n == "agentrun_approvals_waiting" and v == expected for n, _, v in samples)
+
+    assert not await shown()  # nothing until the worker's gauge runs
+    async with ApprovalsGauge(repo, runtime, every_s=0.05):
+        assert await until(shown)

@@ -191,9 +191,7 @@ def test_each_worker_process_gets_its_own_port(settings: Settings) -> None:
 async def test_worker_processes_serve_metrics_on_consecutive_ports(
     settings: Settings, model_server: OfflineModelServer, tmp_path: Path
 ) -> None:
-    port = free_port()
-    while free_port() == port + 1:  # pragma: no cover - the next port must be free too
-        port = free_port()
+    port = _two_free_ports()
     env = worker_env(settings, tmp_path, model_server)
     env["AGENTRUN_METRICS_PORT"] = str(port)
     proc = await spawn(env, "worker", "--processes", "2", "--json")
@@ -206,6 +204,21 @@ async def test_worker_processes_serve_metrics_on_consecutive_ports(
     finally:
         done = await stop(proc, signal.SIGTERM)
     assert done.code == 0, done.err
+
+
+def _two_free_ports() -> int:
+    """A free port whose next one is free too (bounded tries)."""
+    import socket
+
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
 
 
 async def _scrape_or_none(url: str) -> Samples | None:

@@ -232,7 +232,8 @@ def _dev_ready(
         console.print(f"  HTTP API   [yellow]not started: {api.problem}[/]")
     if worker is not None and worker.settings is not None and worker.task is not None:
         api_metrics = f", API {api.url}/metrics" if api is not None and api.url else ""
-        console.print(f"  Metrics    worker {metrics_url(worker.settings)}{api_metrics}")
+        url = metrics_url(worker.settings)
+        console.print(f"  Metrics    worker {url}{api_metrics}", soft_wrap=True)
     if worker is None:
         console.print("Press Ctrl-C to stop.")
     else:

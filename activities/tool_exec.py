@@ -107,8 +107,11 @@ class ToolActivities:
 
     @activity.defn(name=Activity.RECORD_TOOL_OUTCOME)
     async def record_tool_outcome(self, inp: ToolOutcomeInput) -> ToolResult:
-        metrics.tool_call(metrics.meter(), tool_label(self.registry, inp.call.name), inp.kind.value)
-        return await self._record_outcome(inp, inp.text, inp.is_error)
+        result = await self._record_outcome(inp, inp.text, inp.is_error)
+        if not result.replayed:  # a retried activity whose outcome is recorded counts once
+            label = tool_label(self.registry, inp.call.name)
+            metrics.tool_call(metrics.meter(), label, inp.kind.value)
+        return result
 
     @activity.defn(name=Activity.EXECUTE_TOOL)
     async def execute_tool(self, inp: ExecuteToolInput) -> ToolResult:

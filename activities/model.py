@@ -38,6 +38,7 @@ from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import LlmCallStatus
 from agentrun.settings import Settings
 from agentrun.store import Repository, event_key
+from agentrun.telemetry.genai import ModelCall, model_call
 
 CONFIG_CACHE_RUNS = 1024
 T = TypeVar("T")
@@ -176,7 +177,11 @@ class ModelActivities(TurnRecording):
         mcp = await self._mcp_schemas(inp.run_id) if config.mcp_servers else None
         tools = tool_schemas(self.registry, inp.tools, config, mcp)
         beat.model_called = True
-        result = await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
+        with model_call(inp.model, self.settings.model_endpoint, messages, attempt) as seen:
+            result = await self._stream_turn(
+                inp, config, attempt, len(spent), messages, tools, seen
+            )
+            seen.cost_usd = result.usage.cost_usd
         return await self._with_summary(inp, config, result)
 
     async def _with_summary(
@@ -203,6 +208,7 @@ class ModelActivities(TurnRecording):
         spent: int,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
+        call: ModelCall | None = None,
     ) -> ModelTurnResult:
         async def write_delta(text: str) -> None:
             await self._db(
@@ -214,6 +220,8 @@ class ModelActivities(TurnRecording):
 
         writer = DeltaWriter(write_delta, config.flush_interval_ms / 1000)
         turn = StreamedTurn()
+        if call is not None:
+            call.watch(turn, writer)
         stream: Any = None
         try:
             stream = await self._open_stream(inp, config, messages, tools)

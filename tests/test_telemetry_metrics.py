@@ -163,7 +163,7 @@ async def test_worker_metrics_move_by_what_the_runs_did(
     assert got("agentrun_tool_calls_total", tool="bash", outcome="rejected") == 1
     assert got("agentrun_tool_calls_total") == 2
     assert got("agentrun_stream_commits_total") == db["deltas"] > 0
-    # Unknown prices record nothing (the cost ledger's price lands with issue 14 item 3).
+    # Unknown prices record nothing (a priced model: test_the_cost_metric_adds_up_to_the_ledger).
     assert got("agentrun_model_cost_usd_count") == 0
     row = await repo.get_tool_call(run_ids[2], "call_b")
     assert row.decided_at is not None
@@ -313,3 +313,38 @@ async def test_the_approvals_gauge_refreshes_in_the_background(repo: Repository)
     assert not await shown()  # nothing until the worker's gauge runs
     async with ApprovalsGauge(repo, runtime, every_s=0.05):
         assert await until(shown)
+
+
+async def test_the_cost_metric_adds_up_to_the_ledger(
+    settings: Settings, repo: Repository, model_server: OfflineModelServer
+) -> None:
+    """A priced model's calls move agentrun_model_cost_usd by what the ledger recorded."""
+    from tests.test_cost_ledger import PRICED_MODEL, reported, two_turns
+
+    port = free_port()
+    runtime = prometheus_runtime("127.0.0.1", port)
+    url = f"http://127.0.0.1:{port}/metrics"
+    client = await connect_client(settings, runtime)
+    tq = settings.task_queue
+    prompt = f"priced {uuid.uuid4().hex}"
+    model_server.script(prompt, two_turns(prompt, reported(1200, 80, 400), reported(1500, 20)))
+    worker = build_worker(client, settings, repo, graceful_shutdown=timedelta(seconds=1))
+    async with worker:
+        config = {"tools": ["calculator"], "model": PRICED_MODEL}
+        handle = await start_run(client, tq, prompt, config=config)
+        assert (await handle.result()).status == RunStatus.DONE
+    after = await scrape(url)
+    async with repo.session() as db:
+        costs = (
+            await db.execute(
+                text("SELECT cost_usd FROM llm_calls WHERE run_id = :r ORDER BY turn"),
+                {"r": handle.id},
+            )
+        ).scalars()
+        recorded = list(costs)
+    assert len(recorded) == 2 and all(c is not None and c > 0 for c in recorded)
+    labels = {"task_queue": tq, "model": PRICED_MODEL}
+    assert value(after, "agentrun_model_cost_usd_count", **labels) == 2
+    assert value(after, "agentrun_model_cost_usd_sum", **labels) == pytest.approx(
+        float(sum(recorded)), rel=1e-9
+    )

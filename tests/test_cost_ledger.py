@@ -258,3 +258,38 @@ async def test_agentrun_usage_prints_the_ledger(
     ):
         bad = await agentrun(env, "usage", *args)
         assert bad.code == code and says in bad.err and "Traceback" not in bad.err, bad.err
+
+
+async def test_a_retried_turn_counts_the_usage_its_failed_attempt_reported(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    from agentrun.testing.offline_model import Fault
+
+    prompt = f"retried {run_id}"
+    lost, kept = reported(900, 300, cached=128), reported(1000, 50)
+    # The whole stream, its usage chunk included, then a malformed chunk: the attempt fails
+    # after the endpoint reported what it used.
+    model_server.script(
+        prompt, [Fault("malformed", after_chunks=10_000, usage=lost), Reply(text="Ok.", usage=kept)]
+    )
+    result = await execute(
+        temporal_env, settings, start_input(run_id, prompt, model=PRICED_MODEL, tools=[])
+    )
+    assert result.status == "DONE"
+    calls = await run_llm_calls(repo, run_id)
+    assert [(c.status, c.prompt_tokens) for c in calls] == [("error", 900), ("ok", 1000)]
+    both = their_price(PRICED_MODEL, lost) + their_price(PRICED_MODEL, kept)
+    assert [c.cost_usd for c in calls] == [
+        their_price(PRICED_MODEL, lost),
+        their_price(PRICED_MODEL, kept),
+    ]
+    assert result.usage.cost_usd == both and result.usage.total_tokens == 2250
+    assert (await repo.get_run(run_id)).cost_usd == both
+    # The workflow's own figure, the one its budgets are checked against, counts it too.
+    view = await temporal_env.client.get_workflow_handle(run_id).query(AgentRunWorkflow.status)
+    assert view.usage.cost_usd == both and view.usage.total_tokens == 2250

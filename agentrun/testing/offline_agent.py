@@ -46,6 +46,9 @@ class Fault:
     after_chunks: int = 3
     stall_s: float = 60.0
     code: str | None = None
+    # The usage chunk a stream reports before it fails (with after_chunks past the reply's
+    # chunks): a failed attempt whose usage the endpoint did report.
+    usage: dict[str, Any] | None = None
 
 
 Step = Reply | Fault

@@ -125,6 +125,29 @@ class UsageView(_Response):
     )
 
 
+class UsageRowView(_Response):
+    """One group of GET /v1/usage: a model, a day, a session or a run id, and its figures."""
+
+    key: str
+    llm_calls: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_usd: Decimal | None
+    unpriced_calls: int
+    unpriced_models: list[str]
+
+
+class UsagePage(_Response):
+    by: str
+    session_id: str | None
+    since: datetime | None
+    rows: list[UsageRowView]
+    total: UsageRowView
+
+
 class PendingCallView(_Response):
     tool_call_id: str
     name: str

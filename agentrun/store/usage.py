@@ -48,6 +48,22 @@ class UsageRow:
         return self.prompt_tokens + self.completion_tokens
 
 
+def total_of(rows: Sequence[UsageRow]) -> UsageRow:
+    """The rows added up (exactly; cost None while no row was priced)."""
+    total = UsageRow(key="total")
+    for r in rows:
+        total.llm_calls += r.llm_calls
+        total.prompt_tokens += r.prompt_tokens
+        total.cached_tokens += r.cached_tokens
+        total.completion_tokens += r.completion_tokens
+        total.reasoning_tokens += r.reasoning_tokens
+        total.unpriced_calls += r.unpriced_calls
+        if r.cost_usd is not None:
+            total.cost_usd = (total.cost_usd or Decimal(0)) + r.cost_usd
+        total.unpriced_models = sorted({*total.unpriced_models, *r.unpriced_models})
+    return total
+
+
 def _tokens_reported() -> Any:
     return (LlmCall.prompt_tokens.is_not(None)) | (LlmCall.completion_tokens.is_not(None))
 

@@ -64,26 +64,6 @@ def _row_json(row: Any) -> dict[str, Any]:
     }
 
 
-def _total(rows: list[Any]) -> Any:
-    from agentrun.store.usage import UsageRow
-
-    total = UsageRow(key="total")
-    for r in rows:
-        for name in (
-            "llm_calls",
-            "prompt_tokens",
-            "cached_tokens",
-            "completion_tokens",
-            "reasoning_tokens",
-            "unpriced_calls",
-        ):
-            setattr(total, name, getattr(total, name) + getattr(r, name))
-        if r.cost_usd is not None:
-            total.cost_usd = (total.cost_usd or Decimal(0)) + r.cost_usd
-        total.unpriced_models = sorted({*total.unpriced_models, *r.unpriced_models})
-    return total
-
-
 async def cmd_usage(args: argparse.Namespace) -> int:
     _check_id("--session", args.session)
     since = parse_since(args.since) if args.since else None
@@ -95,7 +75,9 @@ async def cmd_usage(args: argparse.Namespace) -> int:
             except LookupError:
                 raise CliError(f"no session {args.session!r}", EXIT_NOT_FOUND) from None
         rows = await repo.usage_by(args.by, session_id=args.session, since=since)
-    total = _total(rows)
+    from agentrun.store.usage import total_of
+
+    total = total_of(rows)
     if args.json:
         print_json(
             {

@@ -205,3 +205,10 @@ async def test_agentrun_budget_refuses_bad_input_and_changes_nothing(
     assert cleared.json_lines()[0]["max_cost_usd"] is None
     missing = await agentrun(env, "budget", f"s-{uuid.uuid4()}")
     assert missing.code == 4 and "no session" in missing.err
+    # An operator sets the budget of another tenant's session: its tenant stays.
+    theirs = f"s-{uuid.uuid4()}"
+    await repo.set_session_budget(theirs, None, 10, tenant="tenant-b")
+    done = await agentrun(env, "budget", theirs, "--max-total-tokens", "20")
+    assert done.code == 0, done.err
+    kept = await repo.get_session(theirs)
+    assert (kept.tenant, kept.max_total_tokens) == ("tenant-b", 20)

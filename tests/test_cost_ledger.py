@@ -149,6 +149,9 @@ async def test_an_unknown_model_costs_null_with_a_warning_and_a_price_setting_pr
     # The session's rollup: the priced part, and the one call that is not in it.
     used = await repo.session_usage(session)
     assert (used.cost_usd, used.unpriced_calls, used.prompt_tokens) == (Decimal("0.00044"), 1, 2000)
+    (row,) = await repo.usage_by("model", session_id=session)
+    assert (row.key, row.llm_calls, row.unpriced_calls) == (model, 2, 1)
+    assert row.cost_usd == Decimal("0.00044") and row.unpriced_models == [model]
 
 
 async def test_a_failed_attempt_counts_what_it_reported_in_the_turn_and_the_rollups(

@@ -131,6 +131,7 @@ def _budget_args(args: argparse.Namespace) -> tuple[Decimal | None, int | None]:
 
 
 async def cmd_budget(args: argparse.Namespace) -> int:
+    from agentrun.db.models import DEFAULT_TENANT
     from agentrun.store.usage import check_session_budget
 
     _check_id("session", args.session_id)
@@ -159,6 +160,9 @@ async def cmd_budget(args: argparse.Namespace) -> int:
                 args.session_id,
                 cost if cost is not None else keep_cost,
                 tokens if tokens is not None else keep_tokens,
+                # The operator's command: a session of any tenant keeps its tenant; a new one
+                # is the default tenant's (the CLI's runs).
+                tenant=session.tenant if session is not None else DEFAULT_TENANT,
             )
         used = await repo.session_usage(args.session_id)
     assert session is not None

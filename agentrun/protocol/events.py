@@ -215,6 +215,7 @@ class BudgetExceededData(EventData):
     session_cost_usd: str | None = None
     session_total_tokens: int | None = None
     unpriced_calls: int = 0
+    unmetered_calls: int = 0
 
 
 PAYLOADS: dict[EventType, type[EventData]] = {

@@ -123,6 +123,9 @@ class UsageView(_Response):
     unpriced_calls: int = Field(
         default=0, description="Model calls with tokens but no known price (not in cost_usd)."
     )
+    unmetered_calls: int = Field(
+        default=0, description="Successful model calls whose endpoint reported no usage."
+    )
 
 
 class UsageRowView(_Response):
@@ -138,6 +141,9 @@ class UsageRowView(_Response):
     cost_usd: Decimal | None
     unpriced_calls: int
     unpriced_models: list[str]
+    unmetered_calls: int = Field(
+        default=0, description="Successful calls whose endpoint reported no usage at all."
+    )
 
 
 class UsagePage(_Response):

@@ -61,6 +61,7 @@ def _row_json(row: Any) -> dict[str, Any]:
         "cost_usd": None if row.cost_usd is None else str(row.cost_usd),
         "unpriced_calls": row.unpriced_calls,
         "unpriced_models": row.unpriced_models,
+        "unmetered_calls": row.unmetered_calls,
     }
 
 
@@ -112,6 +113,13 @@ async def cmd_usage(args: argparse.Namespace) -> int:
             f"{total.unpriced_calls} call(s) have no known price (models: "
             f"{', '.join(total.unpriced_models)}): their cost is not in the figures; set "
             "AGENTRUN_PRICES to price them.",
+            markup=False,
+            soft_wrap=True,
+        )
+    if total.unmetered_calls:
+        console.print(
+            f"{total.unmetered_calls} successful call(s) reported no usage: their tokens and "
+            "cost are unknown (does the endpoint honour stream_options.include_usage?).",
             markup=False,
             soft_wrap=True,
         )

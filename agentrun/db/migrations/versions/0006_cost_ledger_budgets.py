@@ -37,7 +37,6 @@ def upgrade() -> None:
     op.add_column("runs", _count("cached_tokens"))
     op.add_column("runs", _count("reasoning_tokens"))
     op.add_column("runs", _count("unpriced_calls"))
-    op.add_column("runs", _count("unmetered_calls"))
     op.add_column("sessions", sa.Column("max_cost_usd", sa.Numeric(), nullable=True))
     op.add_column("sessions", sa.Column("max_total_tokens", sa.BigInteger(), nullable=True))
 
@@ -45,9 +44,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("sessions", "max_total_tokens")
     op.drop_column("sessions", "max_cost_usd")
-    for name in ("unmetered_calls", "unpriced_calls", "reasoning_tokens", "cached_tokens"):
-        op.drop_column("runs", name)
-    for name in ("cost_usd",):
+    for name in ("unpriced_calls", "reasoning_tokens", "cached_tokens", "cost_usd"):
         op.drop_column("runs", name)
     op.drop_index("ix_llm_calls_created_at", table_name="llm_calls")
     for name in ("reasoning_tokens", "cached_tokens", "cost_usd"):

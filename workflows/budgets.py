@@ -30,20 +30,17 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.runs import RunActivities
     from agentrun.contracts import (
         AgentConfig,
-        AppendEventInput,
         OutcomeKind,
         SessionBudget,
         StartRunInput,
         ToolCallRequest,
         Usage,
     )
-    from agentrun.protocol.events import BudgetExceededData, EventType
+    from agentrun.protocol.events import BudgetExceededData
     from agentrun.protocol.names import ErrorType
-    from agentrun.store.events import event_key
-    from workflows.options import BOOKKEEPING
+    from workflows import steps
     from workflows.rules import Outcome
     from workflows.state import RunState
 
@@ -162,15 +159,5 @@ class BudgetSteps(RunState):
         data = exceeded_event(found, before, turn, self._usage, session)
         outcome = Outcome(OutcomeKind.ABANDONED, f"not run: {found.message}")
         await asyncio.gather(*(self._record_outcome(inp, c, outcome) for c in calls))
-        await workflow.execute_local_activity_method(
-            RunActivities.append_event,
-            AppendEventInput(
-                run_id=inp.run_id,
-                type=EventType.BUDGET_EXCEEDED,
-                data=data.model_dump(mode="json"),
-                key=event_key(EventType.BUDGET_EXCEEDED),
-            ),
-            **BOOKKEEPING,
-            summary="budget exceeded",
-        )
+        await steps.record_budget_exceeded(inp.run_id, data.model_dump(mode="json"))
         raise ApplicationError(found.message, type=ErrorType.BUDGET_EXCEEDED, non_retryable=True)

@@ -6,6 +6,8 @@ runs in flight and tests/histories/ depend on them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -39,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         WaitKind,
     )
     from agentrun.protocol.events import EventType
+    from agentrun.store.events import event_key
     from workflows.options import (
         BOOKKEEPING,
         CLOSE_REQUEST,
@@ -146,6 +149,21 @@ async def record_invalid_decision(run_id: str, d: ToolDecision, refusal: Refusal
         ),
         **BOOKKEEPING,
         summary="record invalid decision",
+    )
+
+
+async def record_budget_exceeded(run_id: str, data: dict[str, Any]) -> int:
+    """The run's budget.exceeded event (workflows/budgets.py), once per run."""
+    return await workflow.execute_local_activity_method(
+        RunActivities.append_event,
+        AppendEventInput(
+            run_id=run_id,
+            type=EventType.BUDGET_EXCEEDED,
+            data=data,
+            key=event_key(EventType.BUDGET_EXCEEDED),
+        ),
+        **BOOKKEEPING,
+        summary="budget exceeded",
     )
 
 

@@ -9,7 +9,8 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.policy import check_workspace, resolve_policy
+from activities.policy import check_workspace
+from activities.subagent_tools import run_tools, subruns_workspace
 from activities.tools import ToolRegistry
 from agentrun.contracts import (
     AgentConfig,
@@ -20,6 +21,7 @@ from agentrun.contracts import (
     RecordedDecision,
     RequestCancelInput,
     RequestWaitInput,
+    ResumeRunInput,
     RunResult,
     SessionBudget,
     SetStatusInput,
@@ -34,6 +36,7 @@ from agentrun.protocol.events import payload as event_payload
 from agentrun.protocol.names import Activity, ErrorType
 from agentrun.settings import Settings
 from agentrun.store import (
+    NotFoundError,
     Repository,
     RunEndedError,
     RunOwnedError,
@@ -54,7 +57,7 @@ class RunActivities:
         would loosen the worker's policy or work outside its workspace root raises
         InvalidConfig, a ValueError."""
         check_workspace(config.workspace, self.settings.tool_workspace_root)
-        return resolve_policy(self.registry, config, self.settings.approval_floor).infos()
+        return run_tools(self.registry, config, self.settings.approval_floor)
 
     # "open run": registered under its first name, which runs in flight and histories use.
     @activity.defn(name=Activity.PREPARE_RUN)
@@ -99,7 +102,10 @@ class RunActivities:
             raise ApplicationError(
                 str(exc), type=ErrorType.INVALID_INPUT, non_retryable=True
             ) from exc
-        return OpenedRun(run_id=run.id, model=run.model, tools=tools, session_budget=budget)
+        workspace = subruns_workspace(inp.config, self.settings.tool_workspace_root, inp.session_id)
+        return OpenedRun(
+            run_id=run.id, model=run.model, tools=tools, session_budget=budget, workspace=workspace
+        )
 
     async def _open(self, inp: OpenRunInput, model: str) -> Run:
         return await self.repo.open_run(
@@ -115,6 +121,7 @@ class RunActivities:
             # OPENAI_BASE_URL differs can say so (model settings take effect in the worker).
             model_endpoint=self.settings.model_endpoint,
             tenant=inp.tenant or DEFAULT_TENANT,
+            parent_run_id=inp.parent_run_id,
         )
 
     async def _release_if_gone(self, holder: str) -> bool:
@@ -136,6 +143,19 @@ class RunActivities:
             error=f"the run's workflow ended without recording it ({status_name})",
         )
         return changed
+
+    @activity.defn(name=Activity.RESUME_RUN)
+    async def resume_run(self, inp: ResumeRunInput) -> None:
+        """The next execution of a run that continued-as-new takes the run over: refused, as
+        open_run refuses, when the run ended or another workflow chain of its id opened it."""
+        try:
+            await self.repo.resume_run(inp.run_id, inp.first_execution_run_id)
+        except RunEndedError as exc:
+            raise _refused(exc, ErrorType.RUN_ENDED) from exc
+        except RunOwnedError as exc:
+            raise _refused(exc, ErrorType.RUN_OWNED) from exc
+        except NotFoundError as exc:
+            raise _refused(exc, ErrorType.RUN_ENDED) from exc
 
     @activity.defn(name=Activity.REQUEST_WAITS)
     async def request_waits(self, inp: RequestWaitInput) -> bool:

@@ -176,6 +176,13 @@ def _read_commands(sub: Any) -> None:
     ls.add_argument("--limit", type=_at_least_one, default=50, help="at most this many (50)")
     _command(ls, "starter.commands.runs:cmd_ls")
 
+    tools = sub.add_parser("tools", help="built-in and MCP tools with their approval policies")
+    check = tools.add_subparsers(dest="tools_command").add_parser(
+        "check", help="connect to each declared MCP server: what it offers or why it failed"
+    )
+    _command(tools, "starter.commands.tools:cmd_tools")
+    _command(check, "starter.commands.tools:cmd_tools_check")
+
 
 def _webhook_commands(sub: Any) -> None:
     hooks = sub.add_parser(
@@ -260,6 +267,16 @@ def _cost_commands(sub: Any) -> None:
     _command(budget, "starter.commands.usage:cmd_budget")
 
 
+def _sessions_commands(sub: Any) -> None:
+    sessions = sub.add_parser("sessions", help="sessions: delete one (forget its conversation)")
+    actions = sessions.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
+    delete = actions.add_parser("delete", help="erase a session's text; usage stays (README)")
+    delete.add_argument("session_id")
+    delete.add_argument("--cancel-active", action="store_true", help="cancel its running run first")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _command(delete, "starter.commands.sessions:cmd_sessions_delete")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentrun",
@@ -276,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         _webhook_commands,
         _keys_commands,
         _cost_commands,
+        _sessions_commands,
         _demo_command,
     ):
         add(sub)

@@ -27,6 +27,7 @@ from agentrun.client import (
     new_id,
     start_run,
 )
+from agentrun.client.errors import SessionDeleted
 from agentrun.db.models import Run, ToolCall
 from agentrun.protocol.http import (
     CancelRunRequest,
@@ -149,6 +150,8 @@ async def _start(
         # An idempotent retry of a run that has ended since.
         run = await svc.repo.find_run(run_id)
         return _started(run_id, run.session_id if run else session_id, exc.status or "DONE")
+    except SessionDeleted as exc:
+        raise ApiProblem(404, str(exc), kind="not-found") from None
     except SessionNotFound:
         raise not_found("session", session_id) from None
     return _started(run_id, session_id, RunStatus.QUEUED)

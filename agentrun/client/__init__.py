@@ -18,6 +18,7 @@ a `Refused` subclass chosen by the `ApplicationError.type` the workflow raised
     calls     start, decide (update or signal), submit, cancel, status, result
     reading   follow a run's events (typed), list runs (one list query)
     handle    AgentRunClient and RunHandle
+    executions  a run's chain of Temporal executions and their histories (continue-as-new)
     errors    the exception hierarchy and error_from, the one mapping to it
 """
 
@@ -59,6 +60,7 @@ from agentrun.client.errors import (
     WrongWaitKind,
     error_from,
 )
+from agentrun.client.executions import run_histories
 from agentrun.client.handle import AgentRunClient, RunHandle
 from agentrun.client.reading import AnyEvent, RunSummary, follow, list_query, list_runs
 
@@ -97,6 +99,7 @@ __all__ = [
     "list_query",
     "list_runs",
     "new_id",
+    "run_histories",
     "run_result",
     "run_status",
     "signal_decision",

@@ -32,6 +32,7 @@ from agentrun.client.errors import (
     RunEnded,
     RunNotFound,
     SessionBusy,
+    SessionDeleted,
     SessionNotFound,
     error_from,
 )
@@ -116,7 +117,7 @@ async def start_run(
         await _check_not_ended(repo, inp.run_id, tenant)
         await _check_session(repo, inp.session_id, inp.run_id, tenant)
     try:
-        handle = await client.start_workflow(
+        await client.start_workflow(
             AgentRunWorkflow.run,
             inp,
             id=inp.run_id,
@@ -139,7 +140,9 @@ async def start_run(
         raise RunEnded(inp.run_id, status, start=True) from None
     from agentrun.client.handle import RunHandle
 
-    return RunHandle(client, inp.run_id, store=repo, workflow=handle)
+    # Not the handle start_workflow returns, which is pinned to this first execution: a run
+    # that continues-as-new (README Long runs) is reached by its workflow id alone.
+    return RunHandle(client, inp.run_id, store=repo)
 
 
 async def _check_not_ended(repo: Repository, run_id: str, tenant: str) -> None:
@@ -164,6 +167,8 @@ async def _check_session(repo: Repository, session_id: str, run_id: str, tenant:
         return
     if session.tenant != tenant:
         raise SessionNotFound(session_id)
+    if session.deleted_at is not None:
+        raise SessionDeleted(session_id)
     holder = await repo.session_holder(session_id)
     if holder is not None and holder != run_id:
         raise SessionBusy(session_id, holder)

@@ -7,6 +7,7 @@
     ├── RunNotStarted        no worker opened the run in time
     ├── SessionBusy          another run of the session has not ended (.active_run_id)
     ├── SessionNotFound      the session is another tenant's (.session_id)
+    │   └── SessionDeleted   ... or was deleted
     ├── RunFailed            the run's result is a failure (.error_type)
     │   ├── RunRefused       ... because it was refused at open (bad config, closed id,
     │   │                    another tenant's session); .reason_type says which
@@ -78,6 +79,16 @@ class SessionBusy(AgentRunError, SessionBusyError):
 class SessionNotFound(AgentRunError, SessionNotFoundError):
     """The session belongs to another tenant (`.session_id`): to this tenant it does not
     exist, and its id cannot be used for a new one either."""
+
+
+class SessionDeleted(SessionNotFound):
+    """The session was deleted (agentrun.client.forget): no run starts in it again."""
+
+    def __init__(self, session_id: str) -> None:
+        Exception.__init__(
+            self, f"session {session_id!r} was deleted; start the run in a new session"
+        )
+        self.session_id = session_id
 
 
 class RunFailed(AgentRunError):

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -49,6 +50,7 @@ __all__ = [
     "Message",
     "Run",
     "RunEvent",
+    "RunMcpTool",
     "RunStatus",
     "Session",
     "Tenant",
@@ -94,6 +96,9 @@ class Session(Base):
     # The session's budget (migration 0006; README "Cost and budgets"): None, no limit.
     max_cost_usd: Mapped[Decimal | None] = mapped_column(Numeric)
     max_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # Set when the session was deleted (agentrun/store/forget.py): its text is erased, the
+    # row stays as the tombstone and refuses new runs (migration 0010).
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_sessions_tenant_created_at", "tenant", "created_at"),)
 
@@ -130,6 +135,8 @@ class Run(Base):
     tenant: Mapped[str] = mapped_column(
         String(100), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
     )
+    # A sub-agent's run: the run whose tool call started it (migration 0008).
+    parent_run_id: Mapped[str | None] = mapped_column(String(200), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -151,6 +158,10 @@ class Message(Base):
     tool_call_id: Mapped[str | None] = mapped_column(String(200))
     name: Mapped[str | None] = mapped_column(String(200))
     token_estimate: Mapped[int] = mapped_column(Integer, default=0)
+    # None: a conversation message. "summary": a compaction summary (activities/compaction.py)
+    # standing, in later contexts, for the session's messages up to covers_to_id (0010).
+    kind: Mapped[str | None] = mapped_column(String(16))
+    covers_to_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
     __table_args__ = (Index("ix_messages_session_id_id", "session_id", "id"),)
@@ -239,6 +250,27 @@ class ToolCatalogEntry(Base):
     task_queue: Mapped[str] = mapped_column(String(200), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class RunMcpTool(Base):
+    """A tool of an MCP server as listed when its run opened (migration 0007): the run uses
+    this record, not the server's list of the moment, until it ends."""
+
+    __tablename__ = "run_mcp_tools"
+
+    run_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    server: Mapped[str] = mapped_column(String(64))
+    tool: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    input_schema: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    approval: Mapped[str] = mapped_column(String(32))
+    timeout_s: Mapped[float] = mapped_column(Float)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 
 class Tenant(Base):

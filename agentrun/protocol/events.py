@@ -10,39 +10,24 @@ reader keeps going. The README's event table is generated from these models (`ev
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from agentrun.protocol.event_base import EventData, EventType, ToolWaitData
+from agentrun.protocol.features import (
+    BudgetExceededData,
+    ContextCompactedData,
+    ContextCompactionFailedData,
+    SessionDeletedData,
+    SubRunFinishedData,
+    SubRunStartedData,
+    SubRunWaitingData,
+)
 from agentrun.protocol.statuses import Decision, RunStatus
-
-
-class EventType(enum.StrEnum):
-    RUN_STATUS = "run.status"
-    MESSAGE_DELTA = "message.delta"
-    STREAM_RESET = "stream.reset"
-    MESSAGE_COMPLETED = "message.completed"
-    TOOL_CALL = "tool.call"
-    TOOL_RESULT = "tool.result"
-    LLM_USAGE = "llm.usage"
-    ERROR = "error"
-    TOOL_APPROVAL_REQUESTED = "tool.approval_requested"
-    TOOL_RESULT_REQUESTED = "tool.result_requested"
-    TOOL_DECIDED = "tool.decided"
-    TOOL_DECISION_INVALID = "tool.decision_invalid"
-    BUDGET_EXCEEDED = "budget.exceeded"
-
-
-class EventData(BaseModel):
-    """A payload. Unknown fields (from a newer writer) are kept, not refused."""
-
-    model_config = ConfigDict(extra="allow")
-    TYPE: ClassVar[EventType]
-    ABOUT: ClassVar[str] = ""
 
 
 class RunStatusData(EventData):
@@ -153,19 +138,6 @@ def arguments_sha256(arguments: str) -> str:
     return hashlib.sha256(arguments.encode()).hexdigest()
 
 
-class ToolWaitData(EventData):
-    TYPE = EventType.TOOL_APPROVAL_REQUESTED
-    ABOUT = (
-        "a tool call waits for a person's decision (`decide_tool_call`); send "
-        "`arguments_sha256` back to bind the decision to these arguments"
-    )
-    tool_call_id: str
-    name: str
-    arguments: str
-    arguments_sha256: str
-    turn: int
-
-
 class ToolResultRequestedData(ToolWaitData):
     TYPE = EventType.TOOL_RESULT_REQUESTED
     ABOUT = "a client-side tool call waits for the caller's result (`submit_tool_result`)"
@@ -196,28 +168,6 @@ class ToolDecisionInvalidData(EventData):
     error_type: str | None = None
 
 
-class BudgetExceededData(EventData):
-    TYPE = EventType.BUDGET_EXCEEDED
-    ABOUT = (
-        "the run reached a budget and stops (FAILED, error type BudgetExceeded) before its "
-        "next model turn or tool batch: `budget` run or session, `limit` max_cost_usd or "
-        "max_total_tokens, the `limit_value` and the `used` figure (decimal strings), and the "
-        "run's and (for a session budget) the session's `cost_usd` and `total_tokens` so far"
-    )
-    budget: str
-    limit: str
-    limit_value: str
-    used: str
-    turn: int
-    before: str = Field(description="`model_turn` or `tool_batch`: what did not happen.")
-    run_cost_usd: str | None = None
-    run_total_tokens: int = 0
-    session_cost_usd: str | None = None
-    session_total_tokens: int | None = None
-    unpriced_calls: int = 0
-    unmetered_calls: int = 0
-
-
 PAYLOADS: dict[EventType, type[EventData]] = {
     cls.TYPE: cls
     for cls in (
@@ -234,6 +184,12 @@ PAYLOADS: dict[EventType, type[EventData]] = {
         ToolDecidedData,
         ToolDecisionInvalidData,
         BudgetExceededData,
+        SubRunStartedData,
+        SubRunWaitingData,
+        SubRunFinishedData,
+        ContextCompactedData,
+        ContextCompactionFailedData,
+        SessionDeletedData,
     )
 }
 assert set(PAYLOADS) == set(EventType), "every event type has exactly one payload model"
@@ -311,6 +267,36 @@ class BudgetExceededEvent(_Event):
     data: BudgetExceededData
 
 
+class SubRunStartedEvent(_Event):
+    type: Literal[EventType.SUBRUN_STARTED]
+    data: SubRunStartedData
+
+
+class SubRunWaitingEvent(_Event):
+    type: Literal[EventType.SUBRUN_WAITING]
+    data: SubRunWaitingData
+
+
+class SubRunFinishedEvent(_Event):
+    type: Literal[EventType.SUBRUN_FINISHED]
+    data: SubRunFinishedData
+
+
+class ContextCompactedEvent(_Event):
+    type: Literal[EventType.CONTEXT_COMPACTED]
+    data: ContextCompactedData
+
+
+class ContextCompactionFailedEvent(_Event):
+    type: Literal[EventType.CONTEXT_COMPACTION_FAILED]
+    data: ContextCompactionFailedData
+
+
+class SessionDeletedEvent(_Event):
+    type: Literal[EventType.SESSION_DELETED]
+    data: SessionDeletedData
+
+
 class UnknownEvent(_Event):
     """An event of a type this code does not know (written by a newer version)."""
 
@@ -331,7 +317,13 @@ Event = Annotated[
     | ToolResultRequestedEvent
     | ToolDecidedEvent
     | ToolDecisionInvalidEvent
-    | BudgetExceededEvent,
+    | BudgetExceededEvent
+    | SubRunStartedEvent
+    | SubRunWaitingEvent
+    | SubRunFinishedEvent
+    | ContextCompactedEvent
+    | ContextCompactionFailedEvent
+    | SessionDeletedEvent,
     Field(discriminator="type"),
 ]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)

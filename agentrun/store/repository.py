@@ -101,6 +101,7 @@ class Repository(TenantAccess, UsageAccess):
         workflow_run_id: str | None = None,
         model_endpoint: str | None = None,
         tenant: str = DEFAULT_TENANT,
+        parent_run_id: str | None = None,
     ) -> Run:
         """The run, its session claimed, its user message and QUEUED event (runs.open_run)."""
         async with self.transaction() as db:
@@ -114,7 +115,13 @@ class Repository(TenantAccess, UsageAccess):
                 workflow_run_id=workflow_run_id,
                 model_endpoint=model_endpoint,
                 tenant=tenant,
+                parent_run_id=parent_run_id,
             )
+
+    async def resume_run(self, run_id: str, first_execution_run_id: str) -> Run:
+        """The run, for a later execution of the chain that opened it (runs.resume_run)."""
+        async with self.transaction() as db:
+            return await runs.resume_run(db, run_id, first_execution_run_id)
 
     async def session_holder(self, session_id: str) -> str | None:
         """The run that holds the session and has not ended, or None (read only: a client's

@@ -4,7 +4,7 @@ Added after 0006 had shipped, so a database already at 0006 gets it too. A defau
 from before keep working (they never write it; their runs count none).
 
 Revision ID: 0011
-Revises: 0006 (the lead re-chains it after the other migrations of issues 14-16)
+Revises: 0010 (main's head when it was written; re-chain after 0009 if that lands later)
 Create Date: 2026-11-26
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0006"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

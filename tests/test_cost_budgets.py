@@ -205,3 +205,41 @@ async def test_agentrun_budget_refuses_bad_input_and_changes_nothing(
     assert cleared.json_lines()[0]["max_cost_usd"] is None
     missing = await agentrun(env, "budget", f"s-{uuid.uuid4()}")
     assert missing.code == 4 and "no session" in missing.err
+    # An operator sets the budget of another tenant's session: its tenant stays.
+    theirs = f"s-{uuid.uuid4()}"
+    await repo.set_session_budget(theirs, None, 10, tenant="tenant-b")
+    done = await agentrun(env, "budget", theirs, "--max-total-tokens", "20")
+    assert done.code == 0, done.err
+    kept = await repo.get_session(theirs)
+    assert (kept.tenant, kept.max_total_tokens) == ("tenant-b", 20)
+
+
+async def test_a_budget_is_not_bypassed_by_an_endpoint_that_reports_no_usage(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    prompt = f"silent {run_id}"
+    silent = [
+        Reply(
+            text="Step.",
+            tool_calls=[ToolCallSpec("calculator", {"expression": "1+1"}, id="call-s")],
+            usage={},
+        ),
+        Reply(text="Never.", usage={}),
+    ]
+    model_server.script(prompt, silent)
+    inp = start_input(
+        run_id, prompt, model=PRICED_MODEL, tools=["calculator"], max_total_tokens=10**6
+    )
+    typed = await fails_over_budget(temporal_env, settings, inp)
+    assert "reported no usage" in str(typed)
+    (call,) = await run_llm_calls(repo, run_id)
+    assert call.status == "ok" and call.prompt_tokens is None and call.cost_usd is None
+    run = await repo.get_run(run_id)
+    assert (run.unmetered_calls, run.unpriced_calls) == (1, 0)
+    data = await budget_event(repo, run_id)
+    assert data["unmetered_calls"] == 1 and data["before"] == "tool_batch"

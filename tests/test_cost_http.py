@@ -39,6 +39,27 @@ async def test_a_runs_view_carries_its_exact_cost_and_a_budget_stops_it(
     assert (view["usage"]["cached_tokens"], view["usage"]["reasoning_tokens"]) == (2048, 50)
     assert view["usage"]["unpriced_calls"] == 0
 
+    # The tenant's ledger: only its own calls (the tenant is this test's).
+    page = (await http.get("/v1/usage", headers=bearer(keys.full))).json()
+    (row,) = page["rows"]
+    assert (row["key"], row["llm_calls"], row["cost_usd"]) == (PRICED_MODEL, 1, cost)
+    assert page["total"]["cost_usd"] == cost and page["total"]["cached_tokens"] == 2048
+    session_id = started["session_id"]
+    by_run = await http.get(
+        "/v1/usage",
+        params={"by": "run", "session_id": session_id, "since": "2020-01-01T00:00:00"},
+        headers=bearer(keys.read_only),
+    )
+    assert [r["key"] for r in by_run.json()["rows"]] == [started["run_id"]]
+    theirs = await http.get("/v1/usage", headers=bearer(keys.other_tenant))
+    assert theirs.json()["rows"] == [] and theirs.json()["total"]["cost_usd"] is None
+    hidden = await http.get(
+        "/v1/usage", params={"session_id": session_id}, headers=bearer(keys.other_tenant)
+    )
+    assert_problem(hidden, 404)
+    for params in ({"by": "tenant"}, {"since": "last week"}):
+        assert_problem(await http.get("/v1/usage", params=params, headers=bearer(keys.full)), 422)
+
     # A session already over a budget: the run over HTTP fails before any model call.
     session = started["session_id"]
     await repo.set_session_budget(session, Decimal(cost), None, tenant=keys.tenant)

@@ -149,6 +149,9 @@ async def test_an_unknown_model_costs_null_with_a_warning_and_a_price_setting_pr
     # The session's rollup: the priced part, and the one call that is not in it.
     used = await repo.session_usage(session)
     assert (used.cost_usd, used.unpriced_calls, used.prompt_tokens) == (Decimal("0.00044"), 1, 2000)
+    (row,) = await repo.usage_by("model", session_id=session)
+    assert (row.key, row.llm_calls, row.unpriced_calls) == (model, 2, 1)
+    assert row.cost_usd == Decimal("0.00044") and row.unpriced_models == [model]
 
 
 async def test_a_failed_attempt_counts_what_it_reported_in_the_turn_and_the_rollups(
@@ -258,3 +261,38 @@ async def test_agentrun_usage_prints_the_ledger(
     ):
         bad = await agentrun(env, "usage", *args)
         assert bad.code == code and says in bad.err and "Traceback" not in bad.err, bad.err
+
+
+async def test_a_retried_turn_counts_the_usage_its_failed_attempt_reported(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    from agentrun.testing.offline_model import Fault
+
+    prompt = f"retried {run_id}"
+    lost, kept = reported(900, 300, cached=128), reported(1000, 50)
+    # The whole stream, its usage chunk included, then a malformed chunk: the attempt fails
+    # after the endpoint reported what it used.
+    model_server.script(
+        prompt, [Fault("malformed", after_chunks=10_000, usage=lost), Reply(text="Ok.", usage=kept)]
+    )
+    result = await execute(
+        temporal_env, settings, start_input(run_id, prompt, model=PRICED_MODEL, tools=[])
+    )
+    assert result.status == "DONE"
+    calls = await run_llm_calls(repo, run_id)
+    assert [(c.status, c.prompt_tokens) for c in calls] == [("error", 900), ("ok", 1000)]
+    both = their_price(PRICED_MODEL, lost) + their_price(PRICED_MODEL, kept)
+    assert [c.cost_usd for c in calls] == [
+        their_price(PRICED_MODEL, lost),
+        their_price(PRICED_MODEL, kept),
+    ]
+    assert result.usage.cost_usd == both and result.usage.total_tokens == 2250
+    assert (await repo.get_run(run_id)).cost_usd == both
+    # The workflow's own figure, the one its budgets are checked against, counts it too.
+    view = await temporal_env.client.get_workflow_handle(run_id).query(AgentRunWorkflow.status)
+    assert view.usage.cost_usd == both and view.usage.total_tokens == 2250

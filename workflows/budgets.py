@@ -10,7 +10,8 @@ model turn before a check can overshoot a limit by what that one turn used (max_
 bounds it); no model call follows.
 
 A cost budget whose calls include unpriced ones (no price known for the model) cannot be
-kept, so it counts as reached: a cost budget is never bypassed by an unknown price. The open
+kept, so it counts as reached, and so does any budget over a successful call whose endpoint
+reported no usage at all (unmetered): a cost budget is never bypassed by an unknown price. The open
 refuses a run whose model has no price when a cost budget applies (activities/runs.py), so
 this is the second line.
 
@@ -29,20 +30,17 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.runs import RunActivities
     from agentrun.contracts import (
         AgentConfig,
-        AppendEventInput,
         OutcomeKind,
         SessionBudget,
         StartRunInput,
         ToolCallRequest,
         Usage,
     )
-    from agentrun.protocol.events import BudgetExceededData, EventType
+    from agentrun.protocol.events import BudgetExceededData
     from agentrun.protocol.names import ErrorType
-    from agentrun.store.events import event_key
-    from workflows.options import BOOKKEEPING
+    from workflows import steps
     from workflows.rules import Outcome
     from workflows.state import RunState
 
@@ -59,6 +57,7 @@ class Breach:
     limit_value: Decimal | int
     used: Decimal | int
     unpriced_calls: int = 0
+    unmetered_calls: int = 0
 
     @property
     def message(self) -> str:
@@ -67,6 +66,11 @@ class Breach:
             f"the {self.budget}'s budget is reached: {self.limit} {self.limit_value}{unit}, "
             f"used {self.used}{unit}"
         )
+        if self.unmetered_calls:
+            text += (
+                f"; {self.unmetered_calls} model call(s) reported no usage, so no budget can "
+                "be kept (the endpoint must honour stream_options.include_usage)"
+            )
         if self.unpriced_calls:
             text += (
                 f" and {self.unpriced_calls} model call(s) without a known price (set "
@@ -89,6 +93,15 @@ def active(config: AgentConfig, session: SessionBudget | None) -> bool:
 def _over(
     budget: str, max_cost: Decimal | None, max_tokens: int | None, used: Usage
 ) -> Breach | None:
+    if used.unmetered_calls and (max_cost is not None or max_tokens is not None):
+        # A call of unknown size: neither limit can be said to hold.
+        if max_tokens is not None:
+            return Breach(
+                budget, "max_total_tokens", max_tokens, used.total_tokens, 0, used.unmetered_calls
+            )
+        assert max_cost is not None
+        cost = used.cost_usd or Decimal(0)
+        return Breach(budget, "max_cost_usd", max_cost, cost, 0, used.unmetered_calls)
     if max_cost is not None:
         cost = used.cost_usd or Decimal(0)
         if cost >= max_cost or used.unpriced_calls:
@@ -124,6 +137,7 @@ def exceeded_event(
         session_cost_usd=None if total is None or total.cost_usd is None else str(total.cost_usd),
         session_total_tokens=None if total is None else total.total_tokens,
         unpriced_calls=(total or run).unpriced_calls,
+        unmetered_calls=(total or run).unmetered_calls,
     )
 
 
@@ -145,15 +159,5 @@ class BudgetSteps(RunState):
         data = exceeded_event(found, before, turn, self._usage, session)
         outcome = Outcome(OutcomeKind.ABANDONED, f"not run: {found.message}")
         await asyncio.gather(*(self._record_outcome(inp, c, outcome) for c in calls))
-        await workflow.execute_local_activity_method(
-            RunActivities.append_event,
-            AppendEventInput(
-                run_id=inp.run_id,
-                type=EventType.BUDGET_EXCEEDED,
-                data=data.model_dump(mode="json"),
-                key=event_key(EventType.BUDGET_EXCEEDED),
-            ),
-            **BOOKKEEPING,
-            summary="budget exceeded",
-        )
+        await steps.record_budget_exceeded(inp.run_id, data.model_dump(mode="json"))
         raise ApplicationError(found.message, type=ErrorType.BUDGET_EXCEEDED, non_retryable=True)

@@ -18,6 +18,7 @@ from agentrun.contracts import AgentConfig, ToolInfo
 
 __all__ = [
     "BOOKKEEPING",
+    "CHILD_END",
     "CLOSE_REQUEST",
     "DATA_ERROR_TYPES",
     "LIST_MCP_TOOLS",
@@ -146,3 +147,18 @@ def tool_run_options(info: ToolInfo | None, config: AgentConfig) -> ActivityOpti
         # A cancel waits until the tool's process is gone.
         "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     }
+
+
+# Recording the end of a child that did not answer: a child refused at open (or terminated
+# before it) has no record, which no retry changes.
+CHILD_END: LocalActivityOptions = {
+    **BOOKKEEPING,
+    "retry_policy": RetryPolicy(
+        initial_interval=BOOKKEEPING_RETRY.initial_interval,
+        maximum_interval=BOOKKEEPING_RETRY.maximum_interval,
+        non_retryable_error_types=[
+            *(BOOKKEEPING_RETRY.non_retryable_error_types or ()),
+            "NotFoundError",
+        ],
+    ),
+}

@@ -31,6 +31,9 @@ class SessionRetentionWorkflow:
                 RetentionBatchInput(idle_before=idle_before, limit=inp.batch),
                 result_type=RetentionResult,
                 start_to_close_timeout=timedelta(minutes=30),
+                # A database that stays down ends the batch (the next hour's run tries again)
+                # instead of retrying it for ever.
+                schedule_to_close_timeout=timedelta(hours=2),
                 heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5)),
             )

@@ -6,6 +6,8 @@ runs in flight and tests/histories/ depend on them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -42,8 +44,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from agentrun.protocol.events import EventType
     from agentrun.protocol.names import Activity
+    from agentrun.store.events import event_key
     from workflows.options import (
         BOOKKEEPING,
+        CHILD_END,
         CLOSE_REQUEST,
         LIST_MCP_TOOLS,
         RECORD_OUTCOME,
@@ -181,6 +185,21 @@ async def record_invalid_decision(run_id: str, d: ToolDecision, refusal: Refusal
     )
 
 
+async def record_budget_exceeded(run_id: str, data: dict[str, Any]) -> int:
+    """The run's budget.exceeded event (workflows/budgets.py), once per run."""
+    return await workflow.execute_local_activity_method(
+        RunActivities.append_event,
+        AppendEventInput(
+            run_id=run_id,
+            type=EventType.BUDGET_EXCEEDED,
+            data=data,
+            key=event_key(EventType.BUDGET_EXCEEDED),
+        ),
+        **BOOKKEEPING,
+        summary="budget exceeded",
+    )
+
+
 async def run_tool(
     inp: StartRunInput, turn: int, call: ToolCallRequest, info: ToolInfo | None
 ) -> ToolResult:
@@ -248,4 +267,24 @@ async def _record_outcome_by_execute_tool(
         arg,
         **tool_run_options(info, inp.config),
         summary=f"tool {call.name}",
+    )
+
+
+async def record_outcome_input(inp: ToolOutcomeInput, summary: str) -> ToolResult:
+    """The record of a tool outcome the workflow made itself (a sub-agent's answer)."""
+    return await workflow.execute_activity_method(
+        ToolActivities.record_tool_outcome, inp, **RECORD_OUTCOME, summary=summary
+    )
+
+
+async def end_subrun(inp: SetStatusInput, summary: str) -> RunResult:
+    """The end of a child run that did not answer, recorded by its parent."""
+    return await workflow.execute_local_activity_method(
+        RunActivities.set_status, inp, **CHILD_END, summary=summary
+    )
+
+
+async def append_event(inp: AppendEventInput) -> int:
+    return await workflow.execute_local_activity_method(
+        RunActivities.append_event, inp, **BOOKKEEPING, summary=str(inp.type)
     )

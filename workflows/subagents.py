@@ -13,7 +13,6 @@ import asyncio
 
 from temporalio import workflow
 from temporalio.common import (
-    RetryPolicy,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
@@ -28,8 +27,6 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from activities.runs import RunActivities
-    from activities.tool_exec import ToolActivities
     from agentrun.contracts import (
         AppendEventInput,
         OutcomeKind,
@@ -67,31 +64,12 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_NAME,
         Signal,
     )
-    from workflows import rules
-    from workflows.options import (
-        BOOKKEEPING,
-        BOOKKEEPING_RETRY,
-        RECORD_OUTCOME,
-        LocalActivityOptions,
-    )
+    from workflows import rules, steps
     from workflows.state import RunState
 
 __all__ = ["SubAgentSteps"]
 
 DEFAULT_TENANT = "default"
-# Recording the end of a child that did not answer: a child refused at open (or terminated
-# before it) has no record, which no retry changes.
-CHILD_END: LocalActivityOptions = {
-    **BOOKKEEPING,
-    "retry_policy": RetryPolicy(
-        initial_interval=BOOKKEEPING_RETRY.initial_interval,
-        maximum_interval=BOOKKEEPING_RETRY.maximum_interval,
-        non_retryable_error_types=[
-            *(BOOKKEEPING_RETRY.non_retryable_error_types or ()),
-            "NotFoundError",
-        ],
-    ),
-}
 
 
 class SubAgentSteps(RunState):
@@ -212,8 +190,7 @@ class SubAgentSteps(RunState):
             return await self._subrun_error(inp, call, why)
         self._add_child_usage(result.usage)
         await self._finished_event(inp, call, child.run_id, result.status, result.error)
-        return await workflow.execute_activity_method(
-            ToolActivities.record_tool_outcome,
+        return await steps.record_outcome_input(
             ToolOutcomeInput(
                 run_id=inp.run_id,
                 session_id=inp.session_id,
@@ -225,8 +202,7 @@ class SubAgentSteps(RunState):
                 # The workflow carries the answer's first characters; the record takes it whole.
                 text_of_run=child.run_id if result.final_text_truncated else None,
             ),
-            **RECORD_OUTCOME,
-            summary=f"record the answer of sub-agent {agent}",
+            f"record the answer of sub-agent {agent}",
         )
 
     async def _child_ended(
@@ -239,13 +215,11 @@ class SubAgentSteps(RunState):
         status = RunStatus.CANCELED if is_cancelled_exception(err) else RunStatus.FAILED
         error: str | None = message
         try:
-            recorded = await workflow.execute_local_activity_method(
-                RunActivities.set_status,
+            recorded = await steps.end_subrun(
                 SetStatusInput(
                     run_id=child_id, status=status, error=f"its workflow ended: {message}"
                 ),
-                **CHILD_END,
-                summary=f"end of sub-run {agent_of(call.name)}",
+                f"end of sub-run {agent_of(call.name)}",
             )
         except FailureError:  # no record: refused at open, nothing used
             pass
@@ -283,16 +257,13 @@ class SubAgentSteps(RunState):
         await self._subrun_event(inp.run_id, data, f"subrun.finished:{child_id}")
 
     async def _subrun_event(self, run_id: str, data: EventData, key: str) -> None:
-        await workflow.execute_local_activity_method(
-            RunActivities.append_event,
+        await steps.append_event(
             AppendEventInput(
                 run_id=run_id,
                 type=data.TYPE,
                 data=data.model_dump(mode="json", exclude_unset=True),
                 key=key,
-            ),
-            **BOOKKEEPING,
-            summary=str(data.TYPE),
+            )
         )
 
     # -- waits of sub-runs --------------------------------------------------------------------

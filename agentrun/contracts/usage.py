@@ -28,6 +28,8 @@ class Usage(BaseModel):
     reasoning_tokens: int = 0
     cost_usd: Decimal | None = None
     unpriced_calls: int = 0
+    # Successful model calls whose endpoint reported no usage at all (no budget holds).
+    unmetered_calls: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -46,4 +48,5 @@ class Usage(BaseModel):
             # Decimal addition is exact for these sizes (28 significant digits by default).
             cost_usd=sum(costs, Decimal(0)) if costs else None,
             unpriced_calls=self.unpriced_calls + other.unpriced_calls,
+            unmetered_calls=self.unmetered_calls + other.unmetered_calls,
         )

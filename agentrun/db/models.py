@@ -123,6 +123,8 @@ class Run(Base):
     # price, and the cached (part of prompt) and reasoning (part of completion) tokens.
     cost_usd: Mapped[Decimal | None] = mapped_column(Numeric)
     unpriced_calls: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Successful calls whose endpoint reported no usage: no budget can be kept over them.
+    unmetered_calls: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_event_seq: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -29,6 +29,7 @@ class BudgetExceededData(EventData):
     session_cost_usd: str | None = None
     session_total_tokens: int | None = None
     unpriced_calls: int = 0
+    unmetered_calls: int = 0
 
 
 class SubRunStartedData(EventData):

@@ -123,6 +123,35 @@ class UsageView(_Response):
     unpriced_calls: int = Field(
         default=0, description="Model calls with tokens but no known price (not in cost_usd)."
     )
+    unmetered_calls: int = Field(
+        default=0, description="Successful model calls whose endpoint reported no usage."
+    )
+
+
+class UsageRowView(_Response):
+    """One group of GET /v1/usage: a model, a day, a session or a run id, and its figures."""
+
+    key: str
+    llm_calls: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_usd: Decimal | None
+    unpriced_calls: int
+    unpriced_models: list[str]
+    unmetered_calls: int = Field(
+        default=0, description="Successful calls whose endpoint reported no usage at all."
+    )
+
+
+class UsagePage(_Response):
+    by: str
+    session_id: str | None
+    since: datetime | None
+    rows: list[UsageRowView]
+    total: UsageRowView
 
 
 class PendingCallView(_Response):

@@ -86,7 +86,7 @@ async def insert_llm_call(
         await db.execute(
             update(Run)
             .where(Run.id == run_id)
-            .values(llm_call_count=Run.llm_call_count + 1, **usage_rollup(values))
+            .values(llm_call_count=Run.llm_call_count + 1, **usage_rollup(status, values))
         )
     elif status == LlmCallStatus.OK and row.status == LlmCallStatus.LOST:
         # The attempt was given up as lost (a later attempt started), yet it finished: its
@@ -96,14 +96,15 @@ async def insert_llm_call(
         for name, value in columns.items():
             setattr(row, name, value)
         await db.flush()
-        await db.execute(update(Run).where(Run.id == run_id).values(**usage_rollup(values)))
+        await db.execute(update(Run).where(Run.id == run_id).values(**usage_rollup(status, values)))
     return row, inserted
 
 
-def usage_rollup(values: LlmCallValues) -> dict[str, Any]:
+def usage_rollup(status: LlmCallStatus, values: LlmCallValues) -> dict[str, Any]:
     """The run's rollup columns plus one llm_calls row's usage (SQL expressions, so rows
     written at once by two attempts both count). A row that reported tokens but has no cost
-    counts as unpriced; one that reported none adds nothing."""
+    counts as unpriced; a successful call that reported no usage at all as unmetered; a failed
+    one that reported none adds nothing."""
     out: dict[str, Any] = {
         "prompt_tokens": Run.prompt_tokens + (values.prompt_tokens or 0),
         "completion_tokens": Run.completion_tokens + (values.completion_tokens or 0),
@@ -114,6 +115,8 @@ def usage_rollup(values: LlmCallValues) -> dict[str, Any]:
         out["cost_usd"] = func.coalesce(Run.cost_usd, 0) + values.cost_usd
     elif values.prompt_tokens is not None or values.completion_tokens is not None:
         out["unpriced_calls"] = Run.unpriced_calls + 1
+    elif status == LlmCallStatus.OK:
+        out["unmetered_calls"] = Run.unmetered_calls + 1
     return out
 
 

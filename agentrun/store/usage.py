@@ -19,7 +19,7 @@ from sqlalchemy import Date, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentrun.contracts import SessionBudget, Usage
-from agentrun.db.models import DEFAULT_TENANT, LlmCall, Run, Session
+from agentrun.db.models import DEFAULT_TENANT, LlmCall, LlmCallStatus, Run, Session
 from agentrun.store.engine import Engine, NotFoundError, insert_once
 from agentrun.store.keys import check_name
 
@@ -42,10 +42,28 @@ class UsageRow:
     cost_usd: Decimal | None = None
     unpriced_calls: int = 0
     unpriced_models: list[str] = field(default_factory=list)
+    unmetered_calls: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+def total_of(rows: Sequence[UsageRow]) -> UsageRow:
+    """The rows added up (exactly; cost None while no row was priced)."""
+    total = UsageRow(key="total")
+    for r in rows:
+        total.llm_calls += r.llm_calls
+        total.prompt_tokens += r.prompt_tokens
+        total.cached_tokens += r.cached_tokens
+        total.completion_tokens += r.completion_tokens
+        total.reasoning_tokens += r.reasoning_tokens
+        total.unpriced_calls += r.unpriced_calls
+        total.unmetered_calls += r.unmetered_calls
+        if r.cost_usd is not None:
+            total.cost_usd = (total.cost_usd or Decimal(0)) + r.cost_usd
+        total.unpriced_models = sorted({*total.unpriced_models, *r.unpriced_models})
+    return total
 
 
 def _tokens_reported() -> Any:
@@ -63,6 +81,7 @@ def _ledger_sums() -> list[Any]:
         func.sum(LlmCall.cost_usd),
         func.count().filter(unpriced),
         func.array_agg(func.distinct(LlmCall.model)).filter(unpriced),
+        func.count().filter(~_tokens_reported() & (LlmCall.status == LlmCallStatus.OK.value)),
     ]
 
 
@@ -74,6 +93,7 @@ def _usage_of_row(row: Sequence[Any], **counts: int) -> Usage:
         reasoning_tokens=int(row[3]),
         cost_usd=row[5],
         unpriced_calls=int(row[6]),
+        unmetered_calls=int(row[8]),
         **counts,
     )
 
@@ -101,6 +121,7 @@ def run_usage(run: Run) -> Usage:
         reasoning_tokens=run.reasoning_tokens,
         cost_usd=run.cost_usd,
         unpriced_calls=run.unpriced_calls,
+        unmetered_calls=run.unmetered_calls,
     )
 
 
@@ -115,12 +136,14 @@ async def session_usage(db: AsyncSession, session_id: str, *, but: str | None = 
         func.sum(Run.cost_usd),
         func.coalesce(func.sum(Run.unpriced_calls), 0),
         func.coalesce(func.sum(Run.tool_call_count), 0),
+        func.coalesce(func.sum(Run.unmetered_calls), 0),
         func.coalesce(func.sum(Run.turns), 0),
     ).where(Run.session_id == session_id)
     if but is not None:
         stmt = stmt.where(Run.id != but)
     row = (await db.execute(stmt)).one()
-    return _usage_of_row(row, llm_calls=int(row[4]), tool_calls=int(row[7]), turns=int(row[8]))
+    # Laid out as _ledger_sums: index 8 is the unmetered count.
+    return _usage_of_row(row, llm_calls=int(row[4]), tool_calls=int(row[7]), turns=int(row[9]))
 
 
 async def session_budget(
@@ -214,6 +237,7 @@ async def usage_by(
             cost_usd=r[6],
             unpriced_calls=int(r[7]),
             unpriced_models=sorted(r[8] or []),
+            unmetered_calls=int(r[9]),
         )
         for r in (await db.execute(stmt)).all()
     ]

@@ -30,7 +30,7 @@ class Reply:
     first_token_delay_s: float = 0.0
     interleave_tool_calls: bool = True
     # The usage object to report as it is (e.g. with prompt_tokens_details.cached_tokens);
-    # None: rough counts made from the request and the reply.
+    # None: rough counts made from the request and the reply; {}: no usage chunk at all.
     usage: dict[str, Any] | None = None
 
 
@@ -46,6 +46,9 @@ class Fault:
     after_chunks: int = 3
     stall_s: float = 60.0
     code: str | None = None
+    # The usage chunk a stream reports before it fails (with after_chunks past the reply's
+    # chunks): a failed attempt whose usage the endpoint did report.
+    usage: dict[str, Any] | None = None
 
 
 Step = Reply | Fault

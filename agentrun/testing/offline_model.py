@@ -263,7 +263,10 @@ class _Handler(BaseHTTPRequestHandler):
         reply = (
             step
             if isinstance(step, Reply)
-            else Reply(text="This answer will be cut off by a scripted fault before it ends. " * 4)
+            else Reply(
+                text="This answer will be cut off by a scripted fault before it ends. " * 4,
+                usage=step.usage,
+            )
         )
         fault = step if isinstance(step, Fault) else None
         delay = reply.delay_s

@@ -85,7 +85,8 @@ def _chunks(body: dict[str, Any], reply: Reply) -> Iterator[dict[str, Any]]:
     yield chunk({}, "tool_calls" if calls else "stop")
     completion = _words(text) + sum(len(json.dumps(c.arguments)) // 4 for c in calls)
     prompt = _estimate_prompt_tokens(body.get("messages") or [])
-    if (body.get("stream_options") or {}).get("include_usage"):
+    # usage={} scripts an endpoint that ignores include_usage: no usage chunk at all.
+    if (body.get("stream_options") or {}).get("include_usage") and reply.usage != {}:
         yield {
             "id": cid,
             "object": "chat.completion.chunk",

@@ -61,27 +61,8 @@ def _row_json(row: Any) -> dict[str, Any]:
         "cost_usd": None if row.cost_usd is None else str(row.cost_usd),
         "unpriced_calls": row.unpriced_calls,
         "unpriced_models": row.unpriced_models,
+        "unmetered_calls": row.unmetered_calls,
     }
-
-
-def _total(rows: list[Any]) -> Any:
-    from agentrun.store.usage import UsageRow
-
-    total = UsageRow(key="total")
-    for r in rows:
-        for name in (
-            "llm_calls",
-            "prompt_tokens",
-            "cached_tokens",
-            "completion_tokens",
-            "reasoning_tokens",
-            "unpriced_calls",
-        ):
-            setattr(total, name, getattr(total, name) + getattr(r, name))
-        if r.cost_usd is not None:
-            total.cost_usd = (total.cost_usd or Decimal(0)) + r.cost_usd
-        total.unpriced_models = sorted({*total.unpriced_models, *r.unpriced_models})
-    return total
 
 
 async def cmd_usage(args: argparse.Namespace) -> int:
@@ -95,7 +76,9 @@ async def cmd_usage(args: argparse.Namespace) -> int:
             except LookupError:
                 raise CliError(f"no session {args.session!r}", EXIT_NOT_FOUND) from None
         rows = await repo.usage_by(args.by, session_id=args.session, since=since)
-    total = _total(rows)
+    from agentrun.store.usage import total_of
+
+    total = total_of(rows)
     if args.json:
         print_json(
             {
@@ -133,6 +116,13 @@ async def cmd_usage(args: argparse.Namespace) -> int:
             markup=False,
             soft_wrap=True,
         )
+    if total.unmetered_calls:
+        console.print(
+            f"{total.unmetered_calls} successful call(s) reported no usage: their tokens and "
+            "cost are unknown (does the endpoint honour stream_options.include_usage?).",
+            markup=False,
+            soft_wrap=True,
+        )
     return EXIT_OK
 
 
@@ -149,6 +139,7 @@ def _budget_args(args: argparse.Namespace) -> tuple[Decimal | None, int | None]:
 
 
 async def cmd_budget(args: argparse.Namespace) -> int:
+    from agentrun.db.models import DEFAULT_TENANT
     from agentrun.store.usage import check_session_budget
 
     _check_id("session", args.session_id)
@@ -177,6 +168,9 @@ async def cmd_budget(args: argparse.Namespace) -> int:
                 args.session_id,
                 cost if cost is not None else keep_cost,
                 tokens if tokens is not None else keep_tokens,
+                # The operator's command: a session of any tenant keeps its tenant; a new one
+                # is the default tenant's (the CLI's runs).
+                tenant=session.tenant if session is not None else DEFAULT_TENANT,
             )
         used = await repo.session_usage(args.session_id)
     assert session is not None

@@ -107,3 +107,14 @@ def test_bad_session_budgets_are_refused(
         check_session_budget(max_cost, max_tokens)
     check_session_budget(None, None)
     check_session_budget(Decimal("0.01"), 1)
+
+
+def test_a_call_that_reported_no_usage_reaches_any_budget() -> None:
+    unmetered = Usage(unmetered_calls=1, prompt_tokens=5)
+    found = breach(AgentConfig(max_total_tokens=10**9), None, unmetered)
+    assert found is not None and found.unmetered_calls == 1 and "no usage" in found.message
+    cost = breach(AgentConfig(max_cost_usd="100"), None, unmetered)
+    assert cost is not None and cost.limit == "max_cost_usd"
+    session = SessionBudget(max_total_tokens=10**9, used_before=unmetered)
+    assert breach(AgentConfig(), session, Usage()) is not None
+    assert breach(AgentConfig(), None, unmetered) is None  # no budget: nothing to keep

@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 from activities.errors import NonRetryableDataErrors
 from activities.model import ModelActivities
 from activities.runs import RunActivities
+from activities.sessions import SessionQueueActivities
 from activities.tool_exec import ToolActivities
 from activities.tools import ToolRegistry, default_registry
 from activities.webhook_dispatch import WebhookDispatcher, webhook_task_queue
@@ -69,6 +70,7 @@ def build_worker(
     runs = RunActivities(repo, settings, registry)
     model = ModelActivities(repo, settings, registry)
     tools = ToolActivities(repo, registry, settings=settings)
+    queue = SessionQueueActivities(repo, settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -84,6 +86,7 @@ def build_worker(
             model.model_turn,
             tools.execute_tool,
             tools.record_tool_outcome,
+            queue.advance_session_queue,
             *extra_activities,
         ],
         max_concurrent_activities=settings.max_concurrent_activities,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentrun.db.models import Message
+from agentrun.protocol.queue import MessageState
 from agentrun.store import Repository, estimate_tokens
 
 MISSING_RESULT = "no result: the run ended before this tool call was carried out"
@@ -108,7 +109,7 @@ async def load_context(
     current = await repo.run_messages(run_id)
     tail_start = next((m for m in current if m.role == "user"), current[0] if current else None)
     if tail_start is None:
-        messages = await repo.session_messages(session_id)
+        messages = in_conversation(await repo.session_messages(session_id))
         return build_context(system_prompt, messages, run_id, token_budget)
     current = [m for m in current if m.id >= tail_start.id]
     left = (
@@ -120,13 +121,18 @@ async def load_context(
     before: int | None = tail_start.id
     while True:
         page = await repo.session_messages_before(session_id, before, PAGE_ROWS)
-        older.extend(page)
+        older.extend(in_conversation(page))
         if len(page) < PAGE_ROWS:
             break  # the whole session is read
         before = page[-1].id
         if left < 0 or _cost_from_first_user(older[::-1]) > left:
             break
     return build_context(system_prompt, older[::-1] + current, run_id, token_budget)
+
+
+def in_conversation(messages: list[Message]) -> list[Message]:
+    """Leave out the messages of rolled-back runs (kept in the record, never sent again)."""
+    return [m for m in messages if m.state != MessageState.ROLLED_BACK]
 
 
 def _cost_from_first_user(messages: list[Message]) -> int:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from workflows.agent import AgentRunWorkflow
+from workflows.session import SessionQueueWorkflow
 from workflows.webhook import WebhookDeliveryWorkflow
 
-ALL_WORKFLOWS = [AgentRunWorkflow]
+ALL_WORKFLOWS = [AgentRunWorkflow, SessionQueueWorkflow]
 # On a task queue of their own (worker.build_webhook_worker), so slow receivers never take the
 # activity slots that runs need.
 WEBHOOK_WORKFLOWS = [WebhookDeliveryWorkflow]
@@ -32,5 +33,6 @@ __all__ = [
     "SANDBOX_RUNNER",
     "WEBHOOK_WORKFLOWS",
     "AgentRunWorkflow",
+    "SessionQueueWorkflow",
     "WebhookDeliveryWorkflow",
 ]

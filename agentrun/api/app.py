@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
 
-from agentrun.api import calls, events, health, problems, runs, sessions
+from agentrun.api import calls, events, health, problems, queue, runs, sessions
 from agentrun.api.middleware import AccessLog, BodyLimit
 from agentrun.web import STATIC_DIR
 
@@ -64,7 +64,7 @@ def create_app(
         redoc_url=None,
     )
     problems.install(app)
-    for module in (runs, events, calls, sessions, health):
+    for module in (runs, events, calls, sessions, queue, health):
         app.include_router(module.router)
     # The web page (agentrun.web) at /, after every route: the API keeps its paths.
     app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")

@@ -19,6 +19,7 @@ a `Refused` subclass chosen by the `ApplicationError.type` the workflow raised
     reading   follow a run's events (typed), list runs (one list query)
     handle    AgentRunClient and RunHandle
     errors    the exception hierarchy and error_from, the one mapping to it
+    queue     messages with a double-texting policy (if_busy): send, wait, cancel, defaults
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ from agentrun.client.errors import (
     error_from,
 )
 from agentrun.client.handle import AgentRunClient, RunHandle
+from agentrun.client.queue import (
+    MessageNotStarted,
+    MessageRefused,
+    cancel_message,
+    queued_messages,
+    set_session_policy,
+    wait_started,
+)
 from agentrun.client.reading import AnyEvent, RunSummary, follow, list_query, list_runs
 
 __all__ = [
@@ -71,6 +80,8 @@ __all__ = [
     "HashMismatch",
     "InvalidDecision",
     "InvalidResult",
+    "MessageNotStarted",
+    "MessageRefused",
     "Refused",
     "ResultRefused",
     "ResultTooLarge",
@@ -86,6 +97,7 @@ __all__ = [
     "SessionNotFound",
     "UnknownToolCall",
     "WrongWaitKind",
+    "cancel_message",
     "cancel_run",
     "connect",
     "decide",
@@ -95,9 +107,12 @@ __all__ = [
     "list_query",
     "list_runs",
     "new_id",
+    "queued_messages",
     "run_result",
     "run_status",
+    "set_session_policy",
     "signal_decision",
     "start_run",
     "submit_tool_result",
+    "wait_started",
 ]

@@ -33,6 +33,8 @@ class EventType(enum.StrEnum):
     TOOL_RESULT_REQUESTED = "tool.result_requested"
     TOOL_DECIDED = "tool.decided"
     TOOL_DECISION_INVALID = "tool.decision_invalid"
+    MESSAGE_INTERRUPTED = "message.interrupted"
+    RUN_ROLLED_BACK = "run.rolled_back"
 
 
 class EventData(BaseModel):
@@ -185,6 +187,27 @@ class ToolDecisionInvalidData(EventData):
     error_type: str | None = None
 
 
+class MessageInterruptedData(EventData):
+    TYPE = EventType.MESSAGE_INTERRUPTED
+    ABOUT = (
+        "the run was cancelled while turn `turn` streamed: its partial answer (`text_chars` "
+        "characters) is kept in the conversation as an assistant message marked interrupted"
+    )
+    turn: int
+    text_chars: int
+
+
+class RunRolledBackData(EventData):
+    TYPE = EventType.RUN_ROLLED_BACK
+    ABOUT = (
+        "a newer message (`message_id`, its run `by_run_id`) rolled this run back: its "
+        "`messages` messages stay in the record, marked rolled_back, and no model sees them"
+    )
+    message_id: str
+    by_run_id: str
+    messages: int
+
+
 PAYLOADS: dict[EventType, type[EventData]] = {
     cls.TYPE: cls
     for cls in (
@@ -200,6 +223,8 @@ PAYLOADS: dict[EventType, type[EventData]] = {
         ToolResultRequestedData,
         ToolDecidedData,
         ToolDecisionInvalidData,
+        MessageInterruptedData,
+        RunRolledBackData,
     )
 }
 assert set(PAYLOADS) == set(EventType), "every event type has exactly one payload model"
@@ -272,6 +297,16 @@ class ToolDecisionInvalidEvent(_Event):
     data: ToolDecisionInvalidData
 
 
+class MessageInterruptedEvent(_Event):
+    type: Literal[EventType.MESSAGE_INTERRUPTED]
+    data: MessageInterruptedData
+
+
+class RunRolledBackEvent(_Event):
+    type: Literal[EventType.RUN_ROLLED_BACK]
+    data: RunRolledBackData
+
+
 class UnknownEvent(_Event):
     """An event of a type this code does not know (written by a newer version)."""
 
@@ -291,7 +326,9 @@ Event = Annotated[
     | ToolApprovalRequestedEvent
     | ToolResultRequestedEvent
     | ToolDecidedEvent
-    | ToolDecisionInvalidEvent,
+    | ToolDecisionInvalidEvent
+    | MessageInterruptedEvent
+    | RunRolledBackEvent,
     Field(discriminator="type"),
 ]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)

@@ -15,6 +15,10 @@ NOTIFY_CHANNEL = "agentrun_events"
 # workers' dispatcher when NOTIFY on this channel says the outbox has new rows.
 WEBHOOK_WORKFLOW_NAME = "agentrun.WebhookDelivery"
 WEBHOOK_NOTIFY_CHANNEL = "agentrun_webhooks"
+# One per session with queued messages (workflow id "queue#<session id>", contracts/queue.py):
+# starts their runs in order; woken by the signal below (README "Sessions and double-texting").
+SESSION_QUEUE_WORKFLOW_NAME = "agentrun.SessionQueue"
+SESSION_QUEUE_WAKE_SIGNAL = "wake"
 
 
 class Update(enum.StrEnum):
@@ -46,6 +50,7 @@ class Activity(enum.StrEnum):
     REQUEST_CANCEL = "agentrun.request_cancel"
     DELIVER_WEBHOOK = "agentrun.deliver_webhook"
     RECORD_WEBHOOK_FAILURE = "agentrun.record_webhook_failure"
+    ADVANCE_SESSION_QUEUE = "agentrun.advance_session_queue"
 
 
 class SearchAttribute(enum.StrEnum):

@@ -125,6 +125,9 @@ async def open_run(
             raise ValueError(f"run {run_id!r} already exists in session {existing.session_id!r}")
         return await _reopen(db, run_id, workflow_run_id)
     refuse_if_held(session_id, await session_holder(db, session_id, lock=True), run_id)
+    from agentrun.store.queue import refuse_if_queued  # imports this module
+
+    await refuse_if_queued(db, session_id, run_id)
     await db.execute(update(Session).where(Session.id == session_id).values(active_run_id=run_id))
     run, created = await insert_once(
         db,

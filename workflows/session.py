@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.sessions import SessionQueueActivities
     from agentrun.contracts.queue import AdvanceInput, QueueStep, SessionQueueInput, StepKind
     from agentrun.protocol.names import SESSION_QUEUE_WAKE_SIGNAL, SESSION_QUEUE_WORKFLOW_NAME
-    from workflows.options import BOOKKEEPING_DEADLINE, BOOKKEEPING_RETRY, BOOKKEEPING_TIMEOUT
+    from workflows.options import BOOKKEEPING_DEADLINE, BOOKKEEPING_RETRY
 
 __all__ = ["SessionQueueWorkflow"]
 
@@ -30,6 +30,7 @@ __all__ = ["SessionQueueWorkflow"]
 # is looked at soon (it may have been refused); an active run's end normally wakes the queue.
 PENDING_LOOK = timedelta(seconds=2)
 ACTIVE_LOOK = timedelta(seconds=30)
+STEP_TIMEOUT = timedelta(seconds=10)
 # Steps per execution before continue-as-new (each is a few history events).
 MAX_STEPS = 500
 
@@ -63,7 +64,9 @@ class SessionQueueWorkflow:
         return await workflow.execute_activity_method(
             SessionQueueActivities.advance_session_queue,
             AdvanceInput(session_id=inp.session_id, task_queue=inp.task_queue),
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            # Short: a step is a few queries and one start or signal, and a worker killed
+            # in the middle of one holds the queue up until this runs out.
+            start_to_close_timeout=STEP_TIMEOUT,
             schedule_to_close_timeout=BOOKKEEPING_DEADLINE,
             retry_policy=BOOKKEEPING_RETRY,
             summary="next message",

@@ -77,6 +77,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         as_json=args.json,
         auto_approve=args.yes,
         interactive=interactive(args),
+        if_busy=args.if_busy,
     )
     return exit_for(status)
 

@@ -168,8 +168,9 @@ async def open_refused(repo: Repository, run_id: str, session_id: str, reason: s
 
 
 async def keep_interrupted(repo: Repository, inp: ModelTurnInput, text: str) -> None:
-    """The model-turn activity was cancelled with the run: keep what streamed of the answer in
-    the conversation, marked interrupted (a newer message's run sees it)."""
+    """The model-turn activity was cancelled with the run: if a newer message interrupted it,
+    keep what streamed of the answer in the conversation, marked interrupted (the newer
+    message's run sees it; store.record_interrupted decides)."""
     details = activity.cancellation_details()
     if not text.strip() or (details is not None and not details.cancel_requested):
         return  # nothing streamed, or not the run's cancel (a timeout: the turn is retried)

@@ -313,8 +313,16 @@ async def listing(db: AsyncSession, session_id: str, *, all_states: bool) -> lis
 async def record_interrupted(
     db: AsyncSession, *, run_id: str, session_id: str, turn: int, text: str
 ) -> bool:
-    """The partial answer of a turn whose run was cancelled while it streamed: an assistant
-    message marked interrupted (once), and its message.interrupted event."""
+    """The partial answer of a turn whose run a newer message interrupted while it streamed:
+    an assistant message marked interrupted (once), and its message.interrupted event. A run
+    cancelled for any other reason keeps its partial text in the event log only, as before."""
+    interrupting = select(
+        exists().where(
+            QueuedMessage.supersedes_run_id == run_id, QueuedMessage.policy == IfBusy.INTERRUPT
+        )
+    )
+    if not (await db.execute(interrupting)).scalar():
+        return False
     _, created = await insert_once(
         db,
         Message,

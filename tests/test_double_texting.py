@@ -346,3 +346,29 @@ async def test_the_queue_workflow_ends_when_nothing_waits(
         return all(r.state != "queued" for r in await queue_rows(client.store, session_id))  # type: ignore[arg-type]
 
     assert await eventually(no_waiting)
+
+
+async def test_a_sessions_queue_is_bounded_and_bad_text_is_refused(
+    client: AgentRunClient, repo: Repository, session_id: str
+) -> None:
+    """Without a worker: the messages are recorded, none starts."""
+    async with repo.transaction() as db:
+        for n in range(queue_store.MAX_WAITING):
+            await queue_store.submit(
+                db,
+                session_id=session_id,
+                run_id=f"run-{session_id}-{n}",
+                prompt=f"message {n}",
+                config=AgentConfig(),
+                policy=IfBusy.ENQUEUE,
+            )
+    with pytest.raises(MessageRefused, match="100 messages waiting"):
+        await client.start("one more", session_id=session_id, if_busy="enqueue")
+    with pytest.raises(ValueError, match="NUL"):
+        await client.start("bad \x00 text", session_id=f"{session_id}-2", if_busy="enqueue")
+    with pytest.raises(ValueError):
+        await client.start("bad policy", session_id=f"{session_id}-3", if_busy="sometimes")
+    rows = await queue_rows(repo, session_id)
+    assert len(rows) == queue_store.MAX_WAITING and {r.state for r in rows} == {"queued"}
+    assert await queue_rows(repo, f"{session_id}-2") == []
+    assert await queue_rows(repo, f"{session_id}-3") == []

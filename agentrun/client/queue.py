@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from temporalio.client import Client
 
 from agentrun.client.errors import AgentRunError, SessionBusy, SessionNotFound
-from agentrun.contracts import StartRunInput
+from agentrun.contracts import StartRunInput, storage_problems
 from agentrun.contracts.queue import Accepted
 from agentrun.db.models import DEFAULT_TENANT, QueuedMessage
 from agentrun.db.models import Session as SessionRow
@@ -80,6 +80,9 @@ async def send_message(
     from activities.sessions import wake_queue  # the activity module owns the queue's wake
 
     policy = IfBusy(if_busy) if if_busy is not None else None
+    problems = storage_problems(inp)
+    if problems:  # the database would refuse the queued row: refuse it here, clearly
+        raise MessageRefused("the message cannot be stored: " + "; ".join(problems))
     try:
         async with repo.transaction() as db:
             accepted = await store.submit(

@@ -35,6 +35,9 @@ from agentrun.store.runs import SessionBusyError, SessionNotFoundError, session_
 from agentrun.store.turns import estimate_tokens
 
 PREEMPTING = (IfBusy.INTERRUPT, IfBusy.ROLLBACK)
+# Messages a session keeps waiting at most: anyone who may send to it could otherwise grow
+# its queue (and every step's read of it) without end.
+MAX_WAITING = 100
 # The order in which waiting messages start: preempting ones first, then arrival.
 START_ORDER = (QueuedMessage.preempt.desc(), QueuedMessage.position)
 
@@ -147,6 +150,11 @@ async def submit(
     waiting = await _waiting(db, session_id)
     if policy == IfBusy.REJECT and (active is not None or waiting):
         raise SessionBusyError(session_id, active or waiting[0].run_id)
+    if len(waiting) >= MAX_WAITING:
+        raise QueueError(
+            f"session {session_id!r} has {len(waiting)} messages waiting, the most it takes; "
+            "wait for them or cancel some"
+        )
     preempt = policy in PREEMPTING and active is not None
     last = (
         await db.execute(

@@ -82,6 +82,11 @@ async def test_reject_and_enqueue_over_http(
         http, keys.full, "after it", session_id, "enqueue", **{"Idempotency-Key": "q1"}
     )
     assert retry.status_code in (200, 201) and retry.json()["run_id"] == body["run_id"]
+    view = await http.get(f"/v1/runs/{body['run_id']}", headers=bearer(keys.full))
+    assert view.status_code == 200 and view.json()["status"] == RunStatus.QUEUED, view.text
+    assert view.json()["session_id"] == session_id
+    hidden = await http.get(f"/v1/runs/{body['run_id']}", headers=bearer(keys.other_tenant))
+    assert_problem(hidden, 404)
     listed = (await http.get(f"/v1/sessions/{session_id}/queue", headers=bearer(keys.full))).json()
     assert [m["message_id"] for m in listed["messages"]] == [body["message_id"]]
     assert listed["messages"][0]["state"] == "queued"

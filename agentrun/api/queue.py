@@ -7,9 +7,10 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
 
 from agentrun.api.auth import KeyInfo, require
-from agentrun.api.lookups import owned_session, services, session_tenant
+from agentrun.api.lookups import Services, links, owned_session, services, session_tenant
 from agentrun.api.problems import ApiProblem, not_found
 from agentrun.client import MessageRefused, SessionNotFound, cancel_message, queued_messages
 from agentrun.client.queue import set_session_policy
@@ -19,11 +20,12 @@ from agentrun.db.models import QueuedMessage
 from agentrun.protocol.http import (
     QueuedMessageView,
     QueuePage,
+    RunView,
     SessionPolicyRequest,
     StartRunResponse,
 )
 from agentrun.protocol.queue import IfBusy, QueuedState
-from agentrun.protocol.statuses import Scope
+from agentrun.protocol.statuses import RunStatus, Scope
 from agentrun.store import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
@@ -40,6 +42,25 @@ def queued_response(response: StartRunResponse, accepted: Accepted | None) -> St
             "ahead": accepted.ahead,
             "active_run_id": accepted.active_run_id,
         }
+    )
+
+
+async def queued_run(svc: Services, run_id: str, tenant: str) -> RunView | None:
+    """GET /v1/runs/{id} of a queued message's run that has not started: QUEUED (None when
+    there is no such message of this tenant, or its run will never start)."""
+    async with svc.repo.session() as db:
+        row = (
+            await db.execute(select(QueuedMessage).where(QueuedMessage.run_id == run_id))
+        ).scalar_one_or_none()
+    if row is None or row.tenant != tenant or row.state != QueuedState.QUEUED:
+        return None
+    return RunView(
+        run_id=run_id,
+        session_id=row.session_id,
+        status=RunStatus.QUEUED,
+        model=str((row.config or {}).get("model") or ""),
+        created_at=row.created_at,
+        links=links(run_id),
     )
 
 

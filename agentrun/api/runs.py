@@ -18,7 +18,7 @@ from agentrun.api.lookups import (
     starting_run,
 )
 from agentrun.api.problems import ApiProblem, not_found
-from agentrun.api.queue import queued_response
+from agentrun.api.queue import queued_response, queued_run
 from agentrun.client import (
     MessageRefused,
     RunEnded,
@@ -226,7 +226,13 @@ async def get_run(
     request: Request, run_id: str, key: Annotated[KeyInfo, Depends(require(Scope.READ))]
 ) -> RunView:
     svc = services(request)
-    run = await owned_run(svc, run_id, key.tenant)
+    try:
+        run = await owned_run(svc, run_id, key.tenant)
+    except ApiProblem as exc:
+        queued = await queued_run(svc, run_id, key.tenant) if exc.status == 404 else None
+        if queued is None:
+            raise
+        return queued
     if run is None:
         return await _not_opened(svc, run_id)
     pending = await svc.repo.pending_tool_calls(run_id)

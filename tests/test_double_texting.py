@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from contextlib import aclosing
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
+from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -25,11 +26,19 @@ from agentrun.client import (
     set_session_policy,
 )
 from agentrun.contracts import AgentConfig
+from agentrun.contracts.queue import (
+    AdvanceInput,
+    QueueStep,
+    SessionQueueInput,
+    StepKind,
+    queue_workflow_id,
+)
 from agentrun.protocol.events import (
     EventType,
     MessageDeltaEvent,
     ToolApprovalRequestedEvent,
 )
+from agentrun.protocol.names import Activity
 from agentrun.protocol.queue import IfBusy, MessageState, QueuedState
 from agentrun.protocol.statuses import Decision, RunStatus
 from agentrun.settings import Settings
@@ -47,6 +56,7 @@ from tests.double_texting_support import (
     sent_to_model,
     session_runs,
 )
+from workflows import ALL_WORKFLOWS, SANDBOX_RUNNER, session
 
 E = TypeVar("E")
 
@@ -332,8 +342,6 @@ async def test_the_queue_workflow_ends_when_nothing_waits(
     model_server: OfflineModelServer,
     session_id: str,
 ) -> None:
-    from agentrun.contracts.queue import queue_workflow_id
-
     key = uuid.uuid4().hex
     model_server.script(f"only {key}", [Reply(text="only answer")])
     run = await client.start(f"only {key}", session_id=session_id, if_busy="enqueue")
@@ -372,3 +380,69 @@ async def test_a_sessions_queue_is_bounded_and_bad_text_is_refused(
     assert len(rows) == queue_store.MAX_WAITING and {r.state for r in rows} == {"queued"}
     assert await queue_rows(repo, f"{session_id}-2") == []
     assert await queue_rows(repo, f"{session_id}-3") == []
+
+
+async def test_a_queued_run_refused_at_open_fails_its_message_and_the_next_one_goes(
+    client: AgentRunClient,
+    worker: Worker,
+    model_server: OfflineModelServer,
+    repo: Repository,
+    session_id: str,
+) -> None:
+    key = uuid.uuid4().hex
+    active, call_id = await waiting_run(client, model_server, session_id, key)
+    bad = await client.start(
+        f"bad {key}", session_id=session_id, config={"tools": ["no_such_tool"]}, if_busy="enqueue"
+    )
+    model_server.script(f"good {key}", [Reply(text="good answer")])
+    good = await client.start(f"good {key}", session_id=session_id, if_busy="enqueue")
+    await active.decide(call_id, Decision.REJECT, reason="no")
+    assert (await good.result()).status == RunStatus.DONE
+    rows = {r.run_id: r for r in await queue_rows(repo, session_id)}
+    assert rows[bad.id].state == QueuedState.FAILED
+    assert "no_such_tool" in (rows[bad.id].reason or "")
+    assert rows[good.id].state == QueuedState.STARTED
+    assert await repo.find_run(bad.id) is None
+    with pytest.raises(MessageNotStarted):
+        await bad.result()
+
+
+async def test_the_queue_workflow_continues_as_new_and_keeps_counting(
+    temporal_env: WorkflowEnvironment, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a stand-in step (registered under the real activity name): after MAX_STEPS steps
+    the workflow continues as new, carrying its count, and ends when nothing waits."""
+    monkeypatch.setattr(session, "MAX_STEPS", 3)
+    calls: list[str] = []
+
+    @activity.defn(name=Activity.ADVANCE_SESSION_QUEUE)
+    async def advance(inp: AdvanceInput) -> QueueStep:
+        calls.append(inp.session_id)
+        if len(calls) < 7:
+            return QueueStep(kind=StepKind.STARTED, run_id=f"run-{len(calls)}")
+        return QueueStep(kind=StepKind.IDLE)
+
+    sid = f"s-{uuid.uuid4().hex[:12]}"
+    async with Worker(
+        temporal_env.client,
+        task_queue=task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=[advance],
+        # The workers' runner: workflows/ passed through, so the patched MAX_STEPS applies.
+        workflow_runner=SANDBOX_RUNNER,
+    ):
+        handle = await temporal_env.client.start_workflow(
+            session.SessionQueueWorkflow.run,
+            SessionQueueInput(session_id=sid, task_queue=task_queue),
+            id=queue_workflow_id(sid),
+            task_queue=task_queue,
+        )
+        assert await asyncio.wait_for(handle.result(), BOUND) == 7
+    assert calls == [sid] * 7
+    query = f"WorkflowId = '{queue_workflow_id(sid)}'"
+
+    async def executions() -> list[Any]:
+        found = [e async for e in temporal_env.client.list_workflows(query)]
+        return found if len(found) == 3 else []  # 3 + 3 + 1 steps
+
+    assert await eventually(executions, 20)

@@ -302,7 +302,9 @@ async def test_a_queued_message_can_be_cancelled_before_its_run_starts(
     assert model_server.requests_for(f"drop {key}") == []
 
 
-async def test_a_run_started_without_a_policy_never_jumps_the_queue(repo: Repository) -> None:
+async def test_a_run_started_without_a_policy_never_jumps_the_queue(
+    client: AgentRunClient, repo: Repository
+) -> None:
     """The store's rule, without a worker: open_run refuses a run that is not the queue's
     while a message waits, and the queue's own run opens once the queue started it."""
     session_id, queued_run, legacy = (f"{p}-{uuid.uuid4().hex[:12]}" for p in "sql")
@@ -320,6 +322,9 @@ async def test_a_run_started_without_a_policy_never_jumps_the_queue(repo: Reposi
     with pytest.raises(SessionBusyError) as busy:
         await repo.open_run(run_id=legacy, **opening)
     assert busy.value.active_run_id == queued_run
+    with pytest.raises(SessionBusy) as early:  # the client's own check, before a start
+        await client.start("legacy", session_id=session_id, run_id=legacy)
+    assert early.value.active_run_id == queued_run
     with pytest.raises(ValueError, match="queued message"):  # not started by the queue yet
         await repo.open_run(run_id=queued_run, **opening)
     async with repo.transaction() as db:

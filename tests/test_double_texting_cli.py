@@ -115,6 +115,9 @@ async def test_cli_interrupt_and_rollback(
         assert set(states.values()) == {MessageState.ROLLED_BACK}
         events = await repo.read_events(active.id, 0, limit=10_000)
         assert EventType.RUN_ROLLED_BACK in [e.type for e in events]
+    shown = await agentrun(env, "transcript", "--session", session_id, "--json")
+    wanted = "interrupted" if policy == "interrupt" else "rolled_back"
+    assert wanted in [line["state"] for line in shown.json_lines() if line["run_id"] == active.id]
     runs = await session_runs(repo, session_id)
     assert [r.status for r in runs] == [RunStatus.CANCELED, RunStatus.DONE]
     assert_one_at_a_time(runs)

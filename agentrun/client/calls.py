@@ -36,7 +36,7 @@ from agentrun.client.errors import (
     SessionNotFound,
     error_from,
 )
-from agentrun.client.queue import send_message, session_policy
+from agentrun.client.queue import first_waiting, send_message, session_policy
 from agentrun.contracts import (
     AgentConfig,
     CancelAnswer,
@@ -178,7 +178,7 @@ async def _check_session(repo: Repository, session_id: str, run_id: str, tenant:
         return
     if session.tenant != tenant:
         raise SessionNotFound(session_id)
-    holder = await repo.session_holder(session_id)
+    holder = await repo.session_holder(session_id) or await first_waiting(repo, session_id)
     if holder is not None and holder != run_id:
         raise SessionBusy(session_id, holder)
 

@@ -67,6 +67,14 @@ async def session_policy(repo: Repository, session_id: str) -> IfBusy | None:
     return IfBusy(row.if_busy) if row is not None and row.if_busy else None
 
 
+async def first_waiting(repo: Repository, session_id: str) -> str | None:
+    """The run id of the session's first waiting message (a start without a policy is refused
+    while there is one: open_run's queue rule, checked early)."""
+    async with repo.session() as db:
+        waiting = await store.listing(db, session_id, all_states=False)
+    return waiting[0].run_id if waiting else None
+
+
 async def send_message(
     client: Client,
     task_queue: str,

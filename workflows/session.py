@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.sessions import SessionQueueActivities
@@ -46,7 +47,13 @@ class SessionQueueWorkflow:
         steps = inp.steps
         while True:
             self._wake = False
-            step = await self._advance(inp)
+            try:
+                step = await self._advance(inp)
+            except ActivityError as err:
+                # The database or Temporal stayed unreachable for the step's whole deadline:
+                # look again later rather than fail, which would leave the queue unattended.
+                workflow.logger.warning("queue step failed: %s", err.cause or err)
+                step = QueueStep(kind=StepKind.WAITING)
             steps += 1
             workflow.set_current_details(_details(step))
             if step.kind == StepKind.IDLE and not self._wake:

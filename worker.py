@@ -21,7 +21,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.errors import NonRetryableDataErrors
+from activities.mcp_tools import McpTools
 from activities.model import ModelActivities
+from activities.retention import RetentionActivities
 from activities.runs import RunActivities
 from activities.sessions import SessionQueueActivities
 from activities.tool_exec import ToolActivities
@@ -31,7 +33,10 @@ from activities.webhooks import WebhookActivities
 from agentrun.converter import data_converter
 from agentrun.db.migrate import upgrade
 from agentrun.deployment import deployment_config, promote_on_start
+from agentrun.mcp.config import McpConfigError, servers_of
+from agentrun.mcp.pool import McpPool
 from agentrun.process import exit_process
+from agentrun.retention import sync_retention_schedule
 from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import StackError, require_search_attributes
 from agentrun.store import Repository
@@ -65,11 +70,17 @@ def build_worker(
     graceful_shutdown: timedelta = timedelta(seconds=30),
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
+    mcp_pool: McpPool | None = None,
 ) -> Worker:
+    """`mcp_pool`: the process's MCP connections (made from the settings when None; its
+    owner closes it when the worker stops, as run_worker does)."""
     registry = registry or default_registry()
     runs = RunActivities(repo, settings, registry)
     model = ModelActivities(repo, settings, registry)
-    tools = ToolActivities(repo, registry, settings=settings)
+    mcp = McpTools(
+        repo, mcp_pool or McpPool(servers_of(settings)), registry, settings.approval_floor
+    )
+    tools = ToolActivities(repo, registry, settings=settings, mcp=mcp)
     queue = SessionQueueActivities(repo, settings)
     return Worker(
         client,
@@ -83,9 +94,12 @@ def build_worker(
             runs.record_decision,
             runs.append_event,
             runs.request_cancel,
+            runs.resume_run,
             model.model_turn,
             tools.execute_tool,
             tools.record_tool_outcome,
+            mcp.list_mcp_tools,
+            RetentionActivities(repo, client).delete_idle_sessions,
             queue.advance_session_queue,
             *extra_activities,
         ],
@@ -138,6 +152,7 @@ async def run_worker(
     """Run a worker until `stop` is set, then shut it down gracefully. `registry`: the tools
     (default: the built-ins); `on_polling` is called with the worker's settings (its model
     endpoint filled in) once it polls."""
+    mcp_pool = McpPool(servers_of(settings))  # a bad MCP declaration stops start-up here
     if migrate:
         await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
     offline: OfflineModelServer | None = None
@@ -167,6 +182,7 @@ async def run_worker(
         registry=registry,
         extra_workflows=extra_workflows,
         extra_activities=extra_activities,
+        mcp_pool=mcp_pool,
     )
     webhooks = build_webhook_worker(client, settings, repo)
     try:
@@ -180,6 +196,7 @@ async def run_worker(
                 settings.model_endpoint,
             )
             await promote_on_start(client, settings)
+            await sync_retention_schedule(client, settings)
             if on_polling is not None:
                 on_polling(settings)
             if ready is not None:
@@ -189,6 +206,7 @@ async def run_worker(
                 await stop.wait()
             log.info("shutting down: finishing in-flight tasks")
     finally:
+        await mcp_pool.close()  # stdio MCP servers end with the worker
         await repo.close()
         if offline is not None:
             offline.stop()
@@ -236,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         settings = load_settings(**overrides)
-    except SettingsError as exc:
+        servers_of(settings)  # a bad MCP declaration: say so before anything starts
+    except (SettingsError, McpConfigError) as exc:
         sys.exit(f"agentrun-worker: {exc}")
 
     async def _main() -> None:

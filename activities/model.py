@@ -19,8 +19,10 @@ from openai import AsyncOpenAI
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.compaction import Compactor, with_summary_usage
 from activities.context import load_context
 from activities.heartbeats import Beat, beating, db_only_attempts
+from activities.mcp_tools import mcp_schemas
 from activities.model_errors import DatabaseUnavailableError, db_error_text, is_transient_db_error
 from activities.model_record import TurnRecording, turn_result
 from activities.sessions import keep_interrupted
@@ -32,6 +34,7 @@ from agentrun.contracts import (
     ModelTurnInput,
     ModelTurnResult,
 )
+from agentrun.pricing import Pricing
 from agentrun.protocol.events import EventType, MessageDeltaData, StreamResetData
 from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import LlmCallStatus
@@ -57,6 +60,7 @@ class ModelActivities(TurnRecording):
         self.settings = settings
         self.registry = registry
         self._client = client
+        self.pricing = Pricing(settings.prices)
         self._configs: OrderedDict[str, AgentConfig] = OrderedDict()
 
     def client(self) -> AsyncOpenAI:
@@ -116,12 +120,19 @@ class ModelActivities(TurnRecording):
         recorded = await self._db(
             "look up the turn", lambda: self.repo.find_turn(inp.run_id, inp.turn)
         )
+        config = await self._config(inp)
         if recorded is not None:
             message, call = recorded
-            return turn_result(
-                inp.turn, message.content or "", message.tool_calls or [], call, True
+            used = await self._db(
+                "read the turn's usage", lambda: self.repo.turn_usage(inp.run_id, inp.turn)
             )
-        config = await self._config(inp)
+            return await self._with_summary(
+                inp,
+                config,
+                turn_result(
+                    inp.turn, message.content or "", message.tool_calls or [], call, True, used
+                ),
+            )
         await self._db(
             "mark lost attempts",
             lambda: self.repo.mark_lost_attempts(
@@ -149,6 +160,10 @@ class ModelActivities(TurnRecording):
                     key=event_key(EventType.STREAM_RESET, inp.turn, attempt),
                 ),
             )
+        summary = None
+        if config.context_strategy == "summarize":
+            compactor = Compactor(self.repo, self.client, self._db, self.pricing)
+            summary = await compactor.summary_for(inp, config, attempt)
         messages = await self._db(
             "read the context",
             lambda: load_context(
@@ -157,11 +172,28 @@ class ModelActivities(TurnRecording):
                 inp.session_id,
                 inp.run_id,
                 config.context_token_budget,
+                summary,
             ),
         )
-        tools = tool_schemas(self.registry, inp.tools, config)
+        mcp = (
+            await self._db("read the run's MCP tools", lambda: mcp_schemas(self.repo, inp.run_id))
+            if config.mcp_servers
+            else None
+        )
+        tools = tool_schemas(self.registry, inp.tools, config, mcp)
         beat.model_called = True
-        return await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
+        result = await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
+        return await self._with_summary(inp, config, result)
+
+    async def _with_summary(
+        self, inp: ModelTurnInput, config: AgentConfig, result: ModelTurnResult
+    ) -> ModelTurnResult:
+        if config.context_strategy != "summarize":
+            return result
+        return await self._db(
+            "read the summary's usage",
+            lambda: with_summary_usage(self.repo, inp.run_id, inp.turn, result),
+        )
 
     async def _stream_turn(
         self,

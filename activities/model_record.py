@@ -30,6 +30,7 @@ from agentrun.contracts import (
     Usage,
     preview,
 )
+from agentrun.pricing import Pricing, call_usage
 from agentrun.protocol.events import ErrorData, EventType
 from agentrun.protocol.statuses import LlmCallStatus
 from agentrun.settings import Settings
@@ -45,6 +46,7 @@ class TurnRecording:
 
     repo: Repository
     settings: Settings
+    pricing: Pricing
 
     async def _db(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run a database call, waiting out a lost database (heartbeating, backing off) for up
@@ -76,6 +78,20 @@ class TurnRecording:
                 await asyncio.sleep(min(delay, max(0.0, deadline - now)))
                 delay = min(delay * 2, 5.0)
 
+    def _measured(self, model: str, turn: StreamedTurn) -> dict[str, Any]:
+        """The attempt's usage as the endpoint reported it, and its cost (None: no usage, or
+        no price known for the model, which agentrun.pricing warns about)."""
+        used = call_usage(turn.usage)
+        if used is None:
+            return {}
+        return {
+            "prompt_tokens": used.prompt_tokens,
+            "completion_tokens": used.completion_tokens,
+            "cached_tokens": used.cached_tokens,
+            "reasoning_tokens": used.reasoning_tokens,
+            "cost_usd": self.pricing.cost(model, used),
+        }
+
     async def _record_attempt(
         self,
         inp: ModelTurnInput,
@@ -98,6 +114,8 @@ class TurnRecording:
                 error=error,
                 latency_ms=turn.ms_since_start(ended),
                 time_to_first_token_ms=turn.ms_since_start(turn.first_token),
+                # What a failed attempt used counts, when the endpoint reported it.
+                **self._measured(inp.model, turn),
             ),
         )
 
@@ -109,14 +127,14 @@ class TurnRecording:
         tool_calls = turn.tool_calls() if tools_on else []
         text = turn.text
         call_values = LlmCallValues(
-            prompt_tokens=getattr(turn.usage, "prompt_tokens", None),
-            completion_tokens=getattr(turn.usage, "completion_tokens", None),
+            **self._measured(inp.model, turn),
             latency_ms=latency_ms,
             time_to_first_token_ms=turn.ms_since_start(turn.first_token),
             response_id=turn.response_id,
             finish_reason=turn.finish_reason,
             http_status=200,
         )
+        key = (inp.run_id, inp.turn)
         message, call, _ = await self._db(
             "record the turn",
             lambda: self.repo.record_model_turn(
@@ -137,7 +155,10 @@ class TurnRecording:
             len(tool_calls),
             commits,
         )
-        return turn_result(inp.turn, message.content or "", message.tool_calls or [], call, False)
+        used = await self._db("read the turn's usage", lambda: self.repo.turn_usage(*key))
+        return turn_result(
+            inp.turn, message.content or "", message.tool_calls or [], call, False, used
+        )
 
     async def _failed(
         self,
@@ -186,8 +207,15 @@ class TurnRecording:
 
 
 def turn_result(
-    turn: int, text: str, tool_calls: list[dict[str, Any]], call: Any, replayed: bool
+    turn: int,
+    text: str,
+    tool_calls: list[dict[str, Any]],
+    call: Any,
+    replayed: bool,
+    usage: Usage | None = None,
 ) -> ModelTurnResult:
+    """The turn as the workflow gets it; `usage`: every attempt's (the ledger's), else the
+    successful call's tokens alone."""
     text_preview, _ = preview(text)
     return ModelTurnResult(
         turn=turn,
@@ -201,7 +229,8 @@ def turn_result(
         ],
         finish_reason=getattr(call, "finish_reason", None),
         response_id=getattr(call, "response_id", None),
-        usage=Usage(
+        usage=usage
+        or Usage(
             prompt_tokens=getattr(call, "prompt_tokens", None) or 0,
             completion_tokens=getattr(call, "completion_tokens", None) or 0,
             llm_calls=1,

@@ -113,7 +113,11 @@ def resolve_policy(
         clash = [c.name for c in config.client_tools if c.name in names]
         if clash:
             raise InvalidConfig(f"client tool(s) {', '.join(clash)} clash with built-in tool names")
-        unknown = sorted((set(config.approval_overrides) | set(config.approval_allow)) - known)
+        # Names of the run's MCP servers' tools are checked when those are listed (their
+        # list is not known yet): activities/mcp_tools.py.
+        mcp = tuple(f"{c.server}__" for c in config.mcp_servers or ())
+        named = set(config.approval_overrides) | set(config.approval_allow)
+        unknown = sorted(n for n in named - known if not n.startswith(mcp) or not mcp)
         if unknown:
             raise InvalidConfig(f"approval settings name unknown tool(s): {', '.join(unknown)}")
     infos: list[ToolInfo] = []

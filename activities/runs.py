@@ -9,8 +9,9 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.policy import check_workspace, resolve_policy
+from activities.policy import check_workspace
 from activities.sessions import open_refused, wake_if_waiting
+from activities.subagent_tools import run_tools, subruns_workspace
 from activities.tools import ToolRegistry
 from agentrun.contracts import (
     AgentConfig,
@@ -21,25 +22,29 @@ from agentrun.contracts import (
     RecordedDecision,
     RequestCancelInput,
     RequestWaitInput,
+    ResumeRunInput,
     RunResult,
+    SessionBudget,
     SetStatusInput,
     ToolInfo,
-    Usage,
     preview,
     storage_problems,
 )
 from agentrun.db.models import DEFAULT_TENANT, Run, RunStatus
+from agentrun.pricing import Pricing
 from agentrun.protocol import statuses
 from agentrun.protocol.events import payload as event_payload
 from agentrun.protocol.names import Activity, ErrorType
 from agentrun.settings import Settings
 from agentrun.store import (
+    NotFoundError,
     Repository,
     RunEndedError,
     RunOwnedError,
     SessionBusyError,
     SessionNotFoundError,
 )
+from agentrun.store.usage import run_usage
 
 
 class RunActivities:
@@ -53,7 +58,7 @@ class RunActivities:
         would loosen the worker's policy or work outside its workspace root raises
         InvalidConfig, a ValueError."""
         check_workspace(config.workspace, self.settings.tool_workspace_root)
-        return resolve_policy(self.registry, config, self.settings.approval_floor).infos()
+        return run_tools(self.registry, config, self.settings.approval_floor)
 
     # "open run": registered under its first name, which runs in flight and histories use.
     @activity.defn(name=Activity.PREPARE_RUN)
@@ -81,6 +86,10 @@ class RunActivities:
                 str(exc), type=ErrorType.INVALID_CONFIG, non_retryable=True
             ) from exc
         model = inp.config.model or self.settings.model
+        budget = await self.repo.session_budget(
+            inp.session_id, inp.run_id, inp.tenant or DEFAULT_TENANT
+        )
+        _refuse_unpriced_cost_budget(inp, budget, model, Pricing(self.settings.prices))
         try:
             try:
                 run = await self._open(inp, model)
@@ -102,7 +111,10 @@ class RunActivities:
             raise ApplicationError(
                 str(exc), type=ErrorType.INVALID_INPUT, non_retryable=True
             ) from exc
-        return OpenedRun(run_id=run.id, model=run.model, tools=tools)
+        workspace = subruns_workspace(inp.config, self.settings.tool_workspace_root, inp.session_id)
+        return OpenedRun(
+            run_id=run.id, model=run.model, tools=tools, session_budget=budget, workspace=workspace
+        )
 
     async def _open(self, inp: OpenRunInput, model: str) -> Run:
         return await self.repo.open_run(
@@ -118,6 +130,7 @@ class RunActivities:
             # OPENAI_BASE_URL differs can say so (model settings take effect in the worker).
             model_endpoint=self.settings.model_endpoint,
             tenant=inp.tenant or DEFAULT_TENANT,
+            parent_run_id=inp.parent_run_id,
         )
 
     async def _release_if_gone(self, holder: str) -> bool:
@@ -141,6 +154,19 @@ class RunActivities:
             error=f"the run's workflow ended without recording it ({status_name})",
         )
         return changed
+
+    @activity.defn(name=Activity.RESUME_RUN)
+    async def resume_run(self, inp: ResumeRunInput) -> None:
+        """The next execution of a run that continued-as-new takes the run over: refused, as
+        open_run refuses, when the run ended or another workflow chain of its id opened it."""
+        try:
+            await self.repo.resume_run(inp.run_id, inp.first_execution_run_id)
+        except RunEndedError as exc:
+            raise _refused(exc, ErrorType.RUN_ENDED) from exc
+        except RunOwnedError as exc:
+            raise _refused(exc, ErrorType.RUN_OWNED) from exc
+        except NotFoundError as exc:
+            raise _refused(exc, ErrorType.RUN_ENDED) from exc
 
     @activity.defn(name=Activity.REQUEST_WAITS)
     async def request_waits(self, inp: RequestWaitInput) -> bool:
@@ -204,13 +230,24 @@ class RunActivities:
             final_text=text,
             final_text_truncated=cut,
             error=run.error,
-            usage=Usage(
-                prompt_tokens=run.prompt_tokens,
-                completion_tokens=run.completion_tokens,
-                llm_calls=run.llm_call_count,
-                tool_calls=run.tool_call_count,
-                turns=run.turns,
-            ),
+            usage=run_usage(run),
+        )
+
+
+def _refuse_unpriced_cost_budget(
+    inp: OpenRunInput, session: SessionBudget | None, model: str, pricing: Pricing
+) -> None:
+    """A cost budget cannot be kept for a model without a price: refuse the run before it
+    spends anything (workflows/budgets.py would stop it after its first call)."""
+    which = "max_cost_usd" if inp.config.max_cost_usd is not None else None
+    if which is None and session is not None and session.max_cost_usd is not None:
+        which = "the session's max_cost_usd"
+    if which is not None and not pricing.knows(model):
+        raise ApplicationError(
+            f"{which} is set but no price is known for model {model!r}, so the budget could "
+            "not be kept: set its price in AGENTRUN_PRICES (README Cost and budgets)",
+            type=ErrorType.INVALID_CONFIG,
+            non_retryable=True,
         )
 
 

@@ -10,7 +10,7 @@ import json
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.policy import InvalidConfig, resolve_policy, workspace_for
 from activities.sandbox import Redactor, Sandbox, SandboxConfig
+from activities.subagent_tools import subrun_answer
 from activities.tools import RetryableToolError, ToolContext, ToolError, ToolRegistry
 from agentrun.contracts import (
     RESULT_CAP,
@@ -32,6 +33,9 @@ from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import Decision
 from agentrun.settings import Settings
 from agentrun.store import Repository
+
+if TYPE_CHECKING:
+    from activities.mcp_tools import McpTools
 
 # Heartbeats tell Temporal the worker is alive (a lost worker's tool is retried within the
 # heartbeat timeout, not after start-to-close) and carry cancellation to the tool.
@@ -91,8 +95,10 @@ class ToolActivities:
         default_workspace: Path | None = None,
         *,
         settings: Settings | None = None,
+        mcp: McpTools | None = None,
     ) -> None:
         self.repo = repo
+        self.mcp = mcp  # MCP servers' tools (activities/mcp_tools.py)
         self.registry = registry
         self.settings = settings or Settings()
         # An explicit default_workspace is the root (older callers passed <data_dir>/workspace).
@@ -105,7 +111,10 @@ class ToolActivities:
 
     @activity.defn(name=Activity.RECORD_TOOL_OUTCOME)
     async def record_tool_outcome(self, inp: ToolOutcomeInput) -> ToolResult:
-        return await self._record_outcome(inp, inp.text, inp.is_error)
+        text = inp.text
+        if inp.text_of_run is not None:  # a sub-agent's answer, whole (activities.subagent_tools)
+            text = await subrun_answer(self.repo, inp.run_id, inp.text_of_run, inp.text)
+        return await self._record_outcome(inp, text, inp.is_error)
 
     @activity.defn(name=Activity.EXECUTE_TOOL)
     async def execute_tool(self, inp: ExecuteToolInput) -> ToolResult:
@@ -115,6 +124,10 @@ class ToolActivities:
             return await self._record_outcome(inp, inp.given_result, inp.given_is_error)
         call = inp.call
         tool = self.registry.get(call.name)
+        if tool is None and self.mcp is not None:
+            mcp_tool = await self.mcp.recorded(inp.run_id, call.name)
+            if mcp_tool is not None:
+                return await self.mcp.execute(inp, mcp_tool, self._record)
         row, started = await self.repo.claim_tool_attempt(
             inp.run_id, call.id, max_attempts=tool.max_attempts if tool else None
         )

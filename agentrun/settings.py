@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agentrun.pricing import ModelPrice, parse_prices
+
 DEFAULT_DATABASE_PORT = 55432
 DEFAULT_DATABASE_URL = f"postgresql://postgres@127.0.0.1:{DEFAULT_DATABASE_PORT}/agentrun"
 OFFLINE_MODEL_NAME = "offline-scripted"
@@ -194,6 +196,31 @@ class Settings(BaseSettings):
     webhook_allow_private: Annotated[
         bool, Field(validation_alias=_env("AGENTRUN_WEBHOOK_ALLOW_PRIVATE"))
     ] = False
+    # MCP servers (README "MCP tools"): the settings file with [mcp.servers.NAME] tables
+    # (unset: ./agentrun.toml when there is one) and the same tables as JSON.
+    config_file: Annotated[Path | None, Field(validation_alias=_env("AGENTRUN_CONFIG_FILE"))] = None
+    mcp_servers: Annotated[
+        str | None, NoDecode, Field(validation_alias=_env("AGENTRUN_MCP_SERVERS"))
+    ] = None
+
+    # Cost (README "Cost and budgets"): model -> dollars per million tokens, over genai-prices.
+    prices: Annotated[
+        dict[str, ModelPrice], NoDecode, Field(validation_alias=_env("AGENTRUN_PRICES"))
+    ] = Field(default_factory=dict)
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices(cls, value: object) -> object:
+        return parse_prices(value)
+
+    # Retention (README "Deleting sessions"): sessions idle longer than this many days are
+    # deleted by a Temporal schedule the workers keep in step with it; unset: no retention.
+    session_retention_days: Annotated[
+        float | None, Field(gt=0, validation_alias=_env("AGENTRUN_SESSION_RETENTION_DAYS"))
+    ] = None
+    session_retention_batch: Annotated[
+        int, Field(ge=1, le=10_000, validation_alias=_env("AGENTRUN_SESSION_RETENTION_BATCH"))
+    ] = 100
 
     @field_validator("approval_floor", mode="before")
     @classmethod

@@ -184,6 +184,13 @@ def _read_commands(sub: Any) -> None:
     ls.add_argument("--limit", type=_at_least_one, default=50, help="at most this many (50)")
     _command(ls, "starter.commands.runs:cmd_ls")
 
+    tools = sub.add_parser("tools", help="built-in and MCP tools with their approval policies")
+    check = tools.add_subparsers(dest="tools_command").add_parser(
+        "check", help="connect to each declared MCP server: what it offers or why it failed"
+    )
+    _command(tools, "starter.commands.tools:cmd_tools")
+    _command(check, "starter.commands.tools:cmd_tools_check")
+
 
 def _queue_commands(sub: Any) -> None:
     queue = sub.add_parser("queue", help="a session's queued messages and its --if-busy default")
@@ -267,6 +274,32 @@ def _keys_commands(sub: Any) -> None:
     _command(revoke, "starter.commands.keys:cmd_keys_revoke")
 
 
+def _cost_commands(sub: Any) -> None:
+    usage = sub.add_parser("usage", help="tokens and cost from the ledger, by model, day, ...")
+    usage.add_argument("--session", help="only this session's runs")
+    usage.add_argument("--since", help="only calls since: 7d, 24h, 30m, 2w or an ISO time")
+    usage.add_argument(
+        "--by", choices=["model", "day", "session", "run"], default="model", help="(model)"
+    )
+    _command(usage, "starter.commands.usage:cmd_usage")
+    budget = sub.add_parser("budget", help="show or set a session's budget")
+    budget.add_argument("session_id")
+    budget.add_argument("--max-cost-usd", metavar="USD", help="e.g. 2.50 (exact)")
+    budget.add_argument("--max-total-tokens", type=_at_least_one, metavar="N")
+    budget.add_argument("--clear", action="store_true", help="remove the session's budget")
+    _command(budget, "starter.commands.usage:cmd_budget")
+
+
+def _sessions_commands(sub: Any) -> None:
+    sessions = sub.add_parser("sessions", help="sessions: delete one (forget its conversation)")
+    actions = sessions.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
+    delete = actions.add_parser("delete", help="erase a session's text; usage stays (README)")
+    delete.add_argument("session_id")
+    delete.add_argument("--cancel-active", action="store_true", help="cancel its running run first")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _command(delete, "starter.commands.sessions:cmd_sessions_delete")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentrun",
@@ -283,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         _queue_commands,
         _webhook_commands,
         _keys_commands,
+        _cost_commands,
+        _sessions_commands,
         _demo_command,
     ):
         add(sub)

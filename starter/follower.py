@@ -9,6 +9,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 from temporalio.client import Client
@@ -340,6 +341,9 @@ async def usage(repo: Repository, run_id: str, started: float | None) -> dict[st
         "llm_calls": run.llm_call_count,
         "tool_calls": run.tool_call_count,
         "turns": run.turns,
+        # Exact, as a string (README Cost and budgets); None: no call was priced.
+        "cost_usd": None if run.cost_usd is None else str(run.cost_usd),
+        "unpriced_calls": run.unpriced_calls,
         "seconds": (
             round(time.monotonic() - started, 2)
             if started is not None
@@ -361,5 +365,11 @@ def print_end(
     console.print(
         f"[dim]{totals['prompt_tokens']}+{totals['completion_tokens']} tokens · "
         f"{totals['llm_calls']} model calls · {totals['tool_calls']} tool calls · "
-        f"{totals['turns']} turns · {totals['seconds']}s[/]"
+        f"{totals['turns']} turns · {totals['seconds']}s{_cost(totals)}[/]"
     )
+
+
+def _cost(totals: dict[str, Any]) -> str:
+    cost, unpriced = totals.get("cost_usd"), totals.get("unpriced_calls") or 0
+    text = "" if cost is None else f" · ${Decimal(cost).normalize():f}"
+    return text + (f" · {unpriced} unpriced model calls" if unpriced else "")

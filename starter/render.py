@@ -33,6 +33,7 @@ from agentrun.protocol.events import (
     ToolWaitData,
 )
 from agentrun.protocol.statuses import RunStatus
+from starter.subrun_lines import SUBRUN_LINES
 
 
 def as_json(event: AnyEvent) -> dict[str, Any]:
@@ -65,6 +66,7 @@ class Renderer:
             ErrorData: self._error,
             ToolDecisionInvalidData: self._decision_invalid,
             RunStatusData: self._status,
+            **{t: self._subrun for t in SUBRUN_LINES},
         }
 
     def event(self, event: AnyEvent) -> None:
@@ -117,6 +119,10 @@ class Renderer:
             self._plain_open = False
 
     # -- one method per payload ------------------------------------------------------------
+
+    def _subrun(self, data: EventData) -> None:
+        self.end_text()
+        self.console.print(SUBRUN_LINES[type(data)](data), soft_wrap=True)
 
     def _delta(self, data: MessageDeltaData) -> None:
         if data.text:

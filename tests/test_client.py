@@ -375,7 +375,8 @@ async def test_list_runs_with_filters(
     await waiting.cancel(reason="done listing")
     query = list_query(status="DONE", session_id="it's", waiting_approval=True)
     assert query == (
-        "WorkflowType = 'agentrun.AgentRun' AND AgentRunStatus = 'DONE' AND "
+        "WorkflowType = 'agentrun.AgentRun' AND ExecutionStatus != 'ContinuedAsNew' AND "
+        "AgentRunStatus = 'DONE' AND "
         "AgentSessionId = 'its' AND AgentWaitingApproval = true"
     )
 

@@ -78,7 +78,10 @@ async def test_two_processes_poll_take_runs_and_stop_together_on_sigterm(
                 return False
         return True
 
-    await until(both_poll)
+    # Temporal lists a poller once one of its long polls (up to a minute each) reaches the
+    # queue's root partition: a process whose first polls sat on other partitions shows up
+    # only after they return. The bound is one long-poll period and some.
+    await until(both_poll, timeout=75)
     model_server.script(run_id, [Reply(text="Served by one of two workers.")])
     result = await temporal_env.client.execute_workflow(
         AgentRunWorkflow.run,

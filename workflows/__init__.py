@@ -5,10 +5,11 @@ from __future__ import annotations
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from workflows.agent import AgentRunWorkflow
+from workflows.retention import SessionRetentionWorkflow
 from workflows.session import SessionQueueWorkflow
 from workflows.webhook import WebhookDeliveryWorkflow
 
-ALL_WORKFLOWS = [AgentRunWorkflow, SessionQueueWorkflow]
+ALL_WORKFLOWS = [AgentRunWorkflow, SessionRetentionWorkflow, SessionQueueWorkflow]
 # On a task queue of their own (worker.build_webhook_worker), so slow receivers never take the
 # activity slots that runs need.
 WEBHOOK_WORKFLOWS = [WebhookDeliveryWorkflow]
@@ -34,5 +35,6 @@ __all__ = [
     "WEBHOOK_WORKFLOWS",
     "AgentRunWorkflow",
     "SessionQueueWorkflow",
+    "SessionRetentionWorkflow",
     "WebhookDeliveryWorkflow",
 ]

@@ -144,6 +144,7 @@ class AgentRunWorkflow(AgentLoop):
             pending=[w.pending for w in self._waits.values()],
             usage=self._usage,
             cancel_requested=self._cancel is not None or self._temporal_cancel,
+            waiting_on=self._waiting_on_view(),
         )
 
 

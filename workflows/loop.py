@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         StartRunInput,
         ToolCallRequest,
+        ToolKind,
         ToolResult,
         Usage,
         WaitKind,
@@ -38,16 +39,19 @@ with workflow.unsafe.imports_passed_through():
         ErrorType,
     )
     from workflows import rules, steps
+    from workflows.budgets import BEFORE_MODEL_TURN, BEFORE_TOOL_BATCH, BudgetSteps
+    from workflows.carry import CarrySteps
     from workflows.closing import ClosingSteps
     from workflows.rules import Outcome
     from workflows.state import TEMPORAL_CANCEL
+    from workflows.subagents import SubAgentSteps
     from workflows.waiting import WaitSteps
 
 
 T = TypeVar("T")
 
 
-class AgentLoop(WaitSteps, ClosingSteps):
+class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps, CarrySteps, SubAgentSteps):
     """One agent run's loop and steps (the workflow type is AgentRunWorkflow)."""
 
     async def _run(self, inp: StartRunInput) -> RunResult:
@@ -63,7 +67,10 @@ class AgentLoop(WaitSteps, ClosingSteps):
         if self._temporal_cancel:  # Temporal's cancel came while the run was being opened
             return await self._end_canceled(inp, asyncio.CancelledError(TEMPORAL_CANCEL))
         try:
-            await self._set_status(inp, RunStatus.RUNNING)
+            if inp.carry is None:  # a continued run is running already (workflows/carry.py)
+                if inp.config.mcp_servers:  # only such runs schedule it: older histories replay
+                    await self._open_mcp_tools(inp)
+                await self._set_status(inp, RunStatus.RUNNING)
             self._main = asyncio.create_task(self._loop(inp))
             if self._cancel is not None:  # cancelled while the run was being opened
                 self._main.cancel()
@@ -87,6 +94,8 @@ class AgentLoop(WaitSteps, ClosingSteps):
         config = inp.config
         while True:
             self._raise_if_cancelled()
+            await self._check_budget(inp, BEFORE_MODEL_TURN)
+            await self._continue_if_due(inp)
             self._turn += 1
             tools_on = (
                 bool(self._tools)
@@ -97,20 +106,26 @@ class AgentLoop(WaitSteps, ClosingSteps):
             self._raise_if_cancelled()
             if not result.tool_calls:
                 return
+            await self._check_budget(inp, BEFORE_TOOL_BATCH, result.tool_calls)
             await self._run_tools(inp, result.tool_calls)
 
     async def _open(self, inp: StartRunInput) -> None:
-        workflow.upsert_search_attributes(
-            [
-                SA_SESSION_ID.value_set(inp.session_id),
-                SA_RUN_STATUS.value_set(RunStatus.QUEUED.value),
-                SA_WAITING_APPROVAL.value_set(False),
-            ]
-        )
+        if inp.carry is None:  # a continued run keeps its search attributes
+            workflow.upsert_search_attributes(
+                [
+                    SA_SESSION_ID.value_set(inp.session_id),
+                    SA_RUN_STATUS.value_set(RunStatus.QUEUED.value),
+                    SA_WAITING_APPROVAL.value_set(False),
+                ]
+            )
         try:
             # Not interrupted by a cancel: only once the open has finished is it known whether
             # this execution holds the run's row, and so whether CANCELED is ours to record.
-            opened = await self._uninterrupted(steps.start_open_run(inp))
+            if inp.carry is not None:
+                await self._uninterrupted(self._start_resume(inp))
+                opened = inp.carry.opened
+            else:
+                opened = await self._uninterrupted(steps.start_open_run(inp))
         except FailureError as err:
             # Nothing was written (a busy session, a bad config, a run that already ended or
             # belongs to another execution): fail with the reason. A local activity's failure
@@ -124,7 +139,16 @@ class AgentLoop(WaitSteps, ClosingSteps):
         self._opened = opened
         self._model = opened.model
         self._tools = {t.name: t for t in opened.tools}
-        workflow.upsert_search_attributes([SA_MODEL.value_set(opened.model)])
+        if inp.carry is None:
+            workflow.upsert_search_attributes([SA_MODEL.value_set(opened.model)])
+
+    async def _open_mcp_tools(self, inp: StartRunInput) -> None:
+        """The run's MCP tools as listed and recorded now; kept for the whole run."""
+        mcp = await steps.list_mcp_tools(inp)
+        opened = self._opened
+        assert opened is not None  # set by _open
+        self._opened = opened.model_copy(update={"tools": [*opened.tools, *mcp]})
+        self._tools.update({t.name: t for t in mcp})
 
     async def _model_turn(self, inp: StartRunInput, turn: int, tools_on: bool) -> ModelTurnResult:
         self._phase = "model"
@@ -148,6 +172,7 @@ class AgentLoop(WaitSteps, ClosingSteps):
             await self._request_waits(
                 inp, [c for c, skip in zip(calls, plan, strict=True) if skip is None]
             )
+            await self._tell_parent_waits(inp)  # a sub-agent's run: its parent shows them
             self._raise_if_cancelled()
             tasks = [
                 asyncio.create_task(self._handle_call(inp, c, skip))
@@ -177,11 +202,15 @@ class AgentLoop(WaitSteps, ClosingSteps):
             outcome = rules.client_result(wait.result, inp.config.approval_timeout_s)
             return await self._record_outcome(inp, call, outcome)
         recorded = await self._decision(inp, call, wait)
+        await self._tell_parent_waits(inp)
         if recorded.decision == Decision.REJECT:
             return await self._record_outcome(inp, call, rules.rejected(recorded))
         return await self._run_tool(inp, call.model_copy(update={"arguments": recorded.arguments}))
 
     async def _run_tool(self, inp: StartRunInput, call: ToolCallRequest) -> ToolResult:
+        info = self._tools.get(call.name)
+        if info and info.kind == ToolKind.SUBAGENT and workflow.patched(steps.PATCH_SUBAGENTS):
+            return await self._run_subagent(inp, call)  # workflows/subagents.py
         try:
             return await steps.run_tool(inp, self._turn, call, self._tools.get(call.name))
         except ActivityError as err:

@@ -20,6 +20,7 @@ __all__ = [
     "BOOKKEEPING",
     "CLOSE_REQUEST",
     "DATA_ERROR_TYPES",
+    "LIST_MCP_TOOLS",
     "RECORD_OUTCOME",
     "ActivityOptions",
     "LocalActivityOptions",
@@ -90,6 +91,19 @@ RECORD_OUTCOME: ActivityOptions = {
     "start_to_close_timeout": BOOKKEEPING_TIMEOUT,
     "schedule_to_close_timeout": BOOKKEEPING_DEADLINE,
     "retry_policy": BOOKKEEPING_RETRY,
+}
+
+# Listing the run's MCP tools at open: a server that is slow to start or briefly down is
+# tried again for a few minutes; a run config the worker refuses (InvalidConfig) is not.
+LIST_MCP_TOOLS: ActivityOptions = {
+    "start_to_close_timeout": timedelta(minutes=2),
+    "schedule_to_close_timeout": timedelta(minutes=5),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(seconds=20),
+        maximum_attempts=6,
+        non_retryable_error_types=[*DATA_ERROR_TYPES, "InvalidConfig"],
+    ),
 }
 
 

@@ -46,6 +46,8 @@ class RunState:
         self._turn = 0
         self._tool_calls_used = 0
         self._usage = Usage()
+        # What the run's sub-runs used (in _usage too): added to the run's own in its result.
+        self._subrun_usage = Usage()
         self._tools: dict[str, ToolInfo] = {}
         self._model = ""
         # What the run's open recorded (model, tools, ...): all a continued run needs of it.
@@ -89,6 +91,8 @@ class RunState:
         if self._waits:
             workflow.upsert_search_attributes([SA_WAITING_APPROVAL.value_set(False)])
         result = await self._set_status(inp, status, error)
+        if self._subrun_usage != Usage():
+            result.usage = result.usage.add(self._subrun_usage)
         self._finished = True
         await self._until_handlers_finished()
         return result

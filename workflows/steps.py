@@ -11,12 +11,14 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     # Passed through, not re-imported in the sandbox: the workflow needs the methods'
     # definitions (name, argument and result types) only, never their I/O.
+    from activities.mcp_tools import McpTools
     from activities.model import ModelActivities
     from activities.runs import RunActivities
     from activities.tool_exec import ToolActivities
     from agentrun.contracts import (
         AppendEventInput,
         ExecuteToolInput,
+        ListMcpToolsInput,
         ModelTurnInput,
         ModelTurnResult,
         OpenedRun,
@@ -27,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         RecordedDecision,
         RequestCancelInput,
         RequestWaitInput,
+        ResumeRunInput,
         RunResult,
         RunStatus,
         SetStatusInput,
@@ -42,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.options import (
         BOOKKEEPING,
         CLOSE_REQUEST,
+        LIST_MCP_TOOLS,
         RECORD_OUTCOME,
         model_turn_options,
         tool_run_options,
@@ -56,6 +60,8 @@ PATCH_OUTCOMES = "tool-outcomes-recorded-by-their-own-activity"
 PATCH_CLOSE_CANCELED = "cancelled-runs-close-as-canceled"
 PATCH_REFUSAL_FAILED = "refused-runs-publish-failed"
 PATCH_KEEP_CANCEL = "a-temporal-cancel-is-never-dropped"
+PATCH_CONTINUE_AS_NEW = "long-runs-continue-as-new"
+PATCH_SUBAGENTS = "sub-agents-run-as-child-workflows"
 
 # The reason on the cancel request a run cancelled by update or signal sends for itself.
 CLOSE_REASON = "the run was cancelled by its cancel update or signal (its record says by whom)"
@@ -70,9 +76,28 @@ def start_open_run(inp: StartRunInput) -> workflow.ActivityHandle[OpenedRun]:
             prompt=inp.prompt,
             config=inp.config,
             tenant=inp.tenant,
+            parent_run_id=inp.parent.run_id if inp.parent else None,
         ),
         **BOOKKEEPING,
         summary="open run",
+    )
+
+
+def start_resume_run(run_id: str, first_execution_run_id: str) -> workflow.ActivityHandle[None]:
+    return workflow.start_local_activity_method(
+        RunActivities.resume_run,
+        ResumeRunInput(run_id=run_id, first_execution_run_id=first_execution_run_id),
+        **BOOKKEEPING,
+        summary="resume run",
+    )
+
+
+async def list_mcp_tools(inp: StartRunInput) -> list[ToolInfo]:
+    return await workflow.execute_activity_method(
+        McpTools.list_mcp_tools,
+        ListMcpToolsInput(run_id=inp.run_id, config=inp.config),
+        **LIST_MCP_TOOLS,
+        summary="list MCP tools",
     )
 
 

@@ -29,6 +29,7 @@ from agentrun.client import (
     new_id,
     start_run,
 )
+from agentrun.client.errors import SessionDeleted
 from agentrun.client.queue import session_policy
 from agentrun.db.models import Run, ToolCall
 from agentrun.protocol.http import (
@@ -45,6 +46,7 @@ from agentrun.protocol.http import (
 from agentrun.protocol.names import SA_MODEL, SA_SESSION_ID
 from agentrun.protocol.statuses import RunStatus, Scope, ToolCallStatus, WaitKind
 from agentrun.store.tenancy import IdempotencyMismatch
+from agentrun.store.usage import run_usage
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
@@ -155,6 +157,8 @@ async def _start(
         # An idempotent retry of a run that has ended since.
         run = await svc.repo.find_run(run_id)
         return _started(run_id, run.session_id if run else session_id, exc.status or "DONE")
+    except SessionDeleted as exc:
+        raise ApiProblem(404, str(exc), kind="not-found") from None
     except SessionNotFound:
         raise not_found("session", session_id) from None
     return queued_response(_started(run_id, session_id, RunStatus.QUEUED), handle.accepted)
@@ -211,13 +215,7 @@ def _summary(run: Run) -> RunSummaryView:
         created_at=run.created_at,
         finished_at=run.finished_at,
         links=links(run.id),
-        usage=UsageView(
-            prompt_tokens=run.prompt_tokens,
-            completion_tokens=run.completion_tokens,
-            llm_calls=run.llm_call_count,
-            tool_calls=run.tool_call_count,
-            turns=run.turns,
-        ),
+        usage=UsageView(**run_usage(run).model_dump()),
     )
 
 

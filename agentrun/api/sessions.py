@@ -1,17 +1,22 @@
 """GET /v1/sessions: the tenant's sessions, newest first. GET /v1/sessions/{id}/messages: a
 session's transcript, oldest first, each assistant
-message with its tool calls and what was decided on them; paged backwards with ?before=."""
+message with its tool calls and what was decided on them; paged backwards with ?before=.
+DELETE /v1/sessions/{id}: forget the session (agentrun.client.forget)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from agentrun.api.auth import KeyInfo, require
 from agentrun.api.lookups import owned_session, services
-from agentrun.api.problems import ApiProblem
+from agentrun.api.problems import ApiProblem, not_found
+from agentrun.client import SessionNotFound
+from agentrun.client.forget import SessionActive, delete_session
 from agentrun.db.models import Message, ToolCall
 from agentrun.protocol.http import (
     MessageView,
@@ -24,6 +29,54 @@ from agentrun.protocol.queue import MessageState
 from agentrun.protocol.statuses import Scope
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
+
+
+class SessionDeletedView(BaseModel):
+    session_id: str
+    deleted_at: datetime
+    runs: list[str]
+    cancelled: list[str]
+    messages_erased: int
+    histories_deleted: int
+    history_errors: list[str]
+
+
+@router.delete("/sessions/{session_id}", response_model=SessionDeletedView)
+async def delete(
+    request: Request,
+    session_id: str,
+    key: Annotated[KeyInfo, Depends(require(Scope.WRITE))],
+    cancel_active: Annotated[
+        bool, Query(description="Cancel a run of the session that has not ended, then delete.")
+    ] = False,
+) -> SessionDeletedView:
+    """Erase the session's text everywhere (usage figures stay), leave a session.deleted
+    tombstone in each run's log, delete its runs' Temporal histories. 409 while a run of it
+    has not ended, unless cancel_active."""
+    svc = services(request)
+    await owned_session(svc, session_id, key.tenant)
+    try:
+        done = await delete_session(
+            svc.temporal,
+            svc.repo,
+            session_id,
+            tenant=key.tenant,
+            cancel_active=cancel_active,
+            by=f"api key {key.name}",
+        )
+    except SessionNotFound:
+        raise not_found("session", session_id) from None
+    except SessionActive as exc:
+        raise ApiProblem(409, str(exc), kind="session-active", run_ids=exc.run_ids) from None
+    return SessionDeletedView(
+        session_id=done.session_id,
+        deleted_at=done.deleted_at,
+        runs=done.run_ids,
+        cancelled=done.cancelled,
+        messages_erased=done.messages_erased,
+        histories_deleted=done.histories_deleted,
+        history_errors=done.history_errors,
+    )
 
 
 @router.get("/sessions", response_model=SessionPage)

@@ -18,6 +18,7 @@ a `Refused` subclass chosen by the `ApplicationError.type` the workflow raised
     calls     start, decide (update or signal), submit, cancel, status, result
     reading   follow a run's events (typed), list runs (one list query)
     handle    AgentRunClient and RunHandle
+    executions  a run's chain of Temporal executions and their histories (continue-as-new)
     errors    the exception hierarchy and error_from, the one mapping to it
     queue     messages with a double-texting policy (if_busy): send, wait, cancel, defaults
 """
@@ -40,6 +41,7 @@ from agentrun.client.errors import (
     AgentRunError,
     AlreadyDecided,
     AlreadySubmitted,
+    BudgetExceeded,
     DecisionRefused,
     HashMismatch,
     InvalidDecision,
@@ -59,6 +61,7 @@ from agentrun.client.errors import (
     WrongWaitKind,
     error_from,
 )
+from agentrun.client.executions import run_histories
 from agentrun.client.handle import AgentRunClient, RunHandle
 from agentrun.client.queue import (
     MessageNotStarted,
@@ -76,6 +79,7 @@ __all__ = [
     "AlreadyDecided",
     "AlreadySubmitted",
     "AnyEvent",
+    "BudgetExceeded",
     "DecisionRefused",
     "HashMismatch",
     "InvalidDecision",
@@ -108,6 +112,7 @@ __all__ = [
     "list_runs",
     "new_id",
     "queued_messages",
+    "run_histories",
     "run_result",
     "run_status",
     "set_session_policy",

@@ -33,6 +33,7 @@ from agentrun.client.errors import (
     RunEnded,
     RunNotFound,
     SessionBusy,
+    SessionDeleted,
     SessionNotFound,
     error_from,
 )
@@ -130,7 +131,7 @@ async def start_run(
     elif if_busy is not None:
         raise AgentRunError("a message with a policy (if_busy) needs the store: give one")
     try:
-        handle = await client.start_workflow(
+        await client.start_workflow(
             AgentRunWorkflow.run,
             inp,
             id=inp.run_id,
@@ -153,7 +154,9 @@ async def start_run(
         raise RunEnded(inp.run_id, status, start=True) from None
     from agentrun.client.handle import RunHandle
 
-    return RunHandle(client, inp.run_id, store=repo, workflow=handle)
+    # Not the handle start_workflow returns, which is pinned to this first execution: a run
+    # that continues-as-new (README Long runs) is reached by its workflow id alone.
+    return RunHandle(client, inp.run_id, store=repo)
 
 
 async def _check_not_ended(repo: Repository, run_id: str, tenant: str) -> None:
@@ -178,6 +181,8 @@ async def _check_session(repo: Repository, session_id: str, run_id: str, tenant:
         return
     if session.tenant != tenant:
         raise SessionNotFound(session_id)
+    if session.deleted_at is not None:
+        raise SessionDeleted(session_id)
     holder = await repo.session_holder(session_id) or await first_waiting(repo, session_id)
     if holder is not None and holder != run_id:
         raise SessionBusy(session_id, holder)

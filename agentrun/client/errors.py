@@ -7,9 +7,11 @@
     ├── RunNotStarted        no worker opened the run in time
     ├── SessionBusy          another run of the session has not ended (.active_run_id)
     ├── SessionNotFound      the session is another tenant's (.session_id)
+    │   └── SessionDeleted   ... or was deleted
     ├── RunFailed            the run's result is a failure (.error_type)
-    │   └── RunRefused       ... because it was refused at open (bad config, closed id,
-    │                        another tenant's session); .reason_type says which
+    │   ├── RunRefused       ... because it was refused at open (bad config, closed id,
+    │   │                    another tenant's session); .reason_type says which
+    │   └── BudgetExceeded   ... because it reached its own or its session's budget
     └── Refused              the run refused an update and changed nothing (.error_type);
         │                    also a WorkflowUpdateFailedError, so `.cause` is the
         │                    ApplicationError and code written against the SDK keeps working
@@ -79,6 +81,16 @@ class SessionNotFound(AgentRunError, SessionNotFoundError):
     exist, and its id cannot be used for a new one either."""
 
 
+class SessionDeleted(SessionNotFound):
+    """The session was deleted (agentrun.client.forget): no run starts in it again."""
+
+    def __init__(self, session_id: str) -> None:
+        Exception.__init__(
+            self, f"session {session_id!r} was deleted; start the run in a new session"
+        )
+        self.session_id = session_id
+
+
 class RunFailed(AgentRunError):
     """`error_type`: the failure's ApplicationError type; `reason_type`: the type of the error
     under it when there is one (for RunRefused, why the open refused: SessionBusy,
@@ -100,6 +112,11 @@ class RunFailed(AgentRunError):
 
 class RunRefused(RunFailed):
     pass
+
+
+class BudgetExceeded(RunFailed):
+    """The run reached its own or its session's budget and stopped before another model call
+    (the run's budget.exceeded event has the figures)."""
 
 
 class Refused(AgentRunError, WorkflowUpdateFailedError):
@@ -216,7 +233,11 @@ def error_from(
 def _run_failure(exc: WorkflowFailureError, run_id: str | None) -> BaseException:
     cause = exc.cause
     if isinstance(cause, ApplicationError):
-        cls = RunRefused if cause.type == ErrorType.RUN_REFUSED else RunFailed
+        classes: dict[str | None, type[RunFailed]] = {
+            ErrorType.RUN_REFUSED: RunRefused,
+            ErrorType.BUDGET_EXCEEDED: BudgetExceeded,
+        }
+        cls = classes.get(cause.type, RunFailed)
         return cls(
             cause.message or str(cause),
             run_id=run_id,

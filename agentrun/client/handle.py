@@ -95,7 +95,7 @@ class RunHandle:
         return await run_result(self.client, self.id)
 
     async def describe(self) -> WorkflowExecutionDescription:
-        return await self.workflow.describe()
+        return await describe_run(self.client, self.id)
 
     async def opened(self, timeout: float = 60) -> None:
         """Wait (bounded) until a worker has opened the run: its record and first events exist.

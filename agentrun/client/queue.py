@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 
-from agentrun.client.errors import AgentRunError, SessionBusy, SessionNotFound
+from agentrun.client.errors import AgentRunError, SessionBusy, SessionDeleted, SessionNotFound
 from agentrun.contracts import StartRunInput, storage_problems
 from agentrun.contracts.queue import Accepted
 from agentrun.db.models import DEFAULT_TENANT, QueuedMessage
@@ -27,6 +27,7 @@ from agentrun.db.models import Session as SessionRow
 from agentrun.protocol.queue import IfBusy, QueuedState
 from agentrun.store import NotFoundError, SessionBusyError, SessionNotFoundError
 from agentrun.store import queue as store
+from agentrun.store.forget import SessionDeletedError
 
 if TYPE_CHECKING:
     from agentrun.store import Repository
@@ -104,6 +105,8 @@ async def send_message(
             )
     except SessionBusyError as exc:
         raise SessionBusy(exc.session_id, exc.active_run_id) from None
+    except SessionDeletedError as exc:
+        raise SessionDeleted(exc.session_id) from None
     except SessionNotFoundError as exc:
         raise SessionNotFound(exc.session_id) from None
     except store.QueueError as exc:
@@ -166,6 +169,8 @@ async def set_session_policy(
     try:
         async with repo.transaction() as db:
             await store.set_default(db, session_id, tenant or DEFAULT_TENANT, value)
+    except SessionDeletedError as exc:
+        raise SessionDeleted(exc.session_id) from None
     except SessionNotFoundError as exc:
         raise SessionNotFound(exc.session_id) from None
     except NotFoundError as exc:  # pragma: no cover - set_default makes the session

@@ -74,7 +74,11 @@ def list_query(
 ) -> str:
     """The visibility query for agentrun runs with these filters (the one place it is built).
     An unknown status raises ValueError."""
-    clauses = [f"WorkflowType = {_literal(WORKFLOW_NAME)}"]
+    # An execution that continued-as-new is not a run of its own (README Long runs).
+    clauses = [
+        f"WorkflowType = {_literal(WORKFLOW_NAME)}",
+        "ExecutionStatus != 'ContinuedAsNew'",
+    ]
     if status is not None:
         clauses.append(f"{SA_RUN_STATUS.name} = {_literal(RunStatus(status).value)}")
     if session_id:

@@ -25,6 +25,7 @@ on the wire is the same strings as before.
 
 from __future__ import annotations
 
+from agentrun.contracts.carry import RunCarry
 from agentrun.contracts.people import (
     CancelAnswer,
     CancelRequest,
@@ -39,10 +40,12 @@ from agentrun.contracts.run import (
     DEFAULT_SYSTEM_PROMPT,
     ID_PATTERN,
     MAX_PROMPT_CHARS,
+    MAX_TURNS_LIMIT,
     RESULT_CAP,
     RESULT_TEXT_LIMIT,
     AgentConfig,
     ClientTool,
+    McpServerChoice,
     RunResult,
     RunWebhook,
     StartRunInput,
@@ -56,6 +59,7 @@ from agentrun.contracts.run import (
 from agentrun.contracts.steps import (
     AppendEventInput,
     ExecuteToolInput,
+    ListMcpToolsInput,
     ModelTurnInput,
     ModelTurnResult,
     OpenedRun,
@@ -64,6 +68,8 @@ from agentrun.contracts.steps import (
     RecordDecisionInput,
     RequestCancelInput,
     RequestWaitInput,
+    ResumeRunInput,
+    SessionBudget,
     SetStatusInput,
     ToolCallRequest,
     ToolInfo,
@@ -85,12 +91,16 @@ from agentrun.text import (
     text_problem,
 )
 
+# StartRunInput.carry is a RunCarry, which is made of the run's own types (see carry.py).
+StartRunInput.model_rebuild(_types_namespace={"RunCarry": RunCarry})
+
 __all__ = [
     "DEFAULT_FIRST_TOKEN_TIMEOUT_S",
     "DEFAULT_SYSTEM_PROMPT",
     "ID_PATTERN",
     "MAX_MODEL_NAME_CHARS",
     "MAX_PROMPT_CHARS",
+    "MAX_TURNS_LIMIT",
     "RESULT_CAP",
     "RESULT_TEXT_LIMIT",
     "AgentConfig",
@@ -101,6 +111,8 @@ __all__ = [
     "ClientTool",
     "Decision",
     "ExecuteToolInput",
+    "ListMcpToolsInput",
+    "McpServerChoice",
     "ModelTurnInput",
     "ModelTurnResult",
     "OpenRunInput",
@@ -111,10 +123,13 @@ __all__ = [
     "RecordedDecision",
     "RequestCancelInput",
     "RequestWaitInput",
+    "ResumeRunInput",
+    "RunCarry",
     "RunResult",
     "RunStatus",
     "RunStatusView",
     "RunWebhook",
+    "SessionBudget",
     "SetStatusInput",
     "StartRunInput",
     "Strict",

@@ -88,6 +88,15 @@ class PendingCall(BaseModel):
     turn: int
 
 
+class WaitingOn(BaseModel):
+    """A sub-run (child, or deeper) whose tool calls wait for approval: decide them on that run
+    (decide_tool_call on `run_id`)."""
+
+    run_id: str
+    agent: str = ""
+    calls: list[PendingCall] = Field(default_factory=list)
+
+
 class RunStatusView(BaseModel):
     """What the query status answers."""
 
@@ -99,3 +108,4 @@ class RunStatusView(BaseModel):
     pending: list[PendingCall] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     cancel_requested: bool = False
+    waiting_on: list[WaitingOn] = Field(default_factory=list)

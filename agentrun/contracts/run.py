@@ -3,6 +3,8 @@ tools), the limits, the Strict mechanism (tolerant read, strict make) and the ru
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import (
@@ -14,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentrun.contracts.usage import Usage
 from agentrun.protocol.statuses import ApprovalPreset, RunStatus, ToolApproval
 from agentrun.protocol.webhooks import MAX_URL_CHARS, WebhookEvent, url_problem
 from agentrun.text import check_text as _check_text
@@ -21,11 +24,16 @@ from agentrun.text import model_name_problem
 from agentrun.text import nested_text_problem as _nested_text_problem
 
 if TYPE_CHECKING:
+    from agentrun.contracts.carry import RunCarry
     from agentrun.contracts.steps import OpenRunInput
 
 MAX_PROMPT_CHARS = 100_000
+# A run's turns at most: a long run continues-as-new (continue_as_new_after_turns) to keep each
+# execution's history small, but its record and its event log grow with every turn.
+MAX_TURNS_LIMIT = 1_000
 DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
 RESULT_TEXT_LIMIT = 4_000
+MAX_BUDGET_USD = Decimal(10**9)
 # The most characters of a tool's result that are recorded and sent to the model: a server
 # tool's output is cut there, a client-side result longer than this is refused.
 RESULT_CAP = 64_000
@@ -110,6 +118,67 @@ class RunWebhook(Strict):
         return value
 
 
+class McpServerChoice(Strict):
+    """An MCP server (declared on the workers, README "MCP tools") a run may use; `tools`
+    narrows it to some of its tools (their names on the server), all of them when unset."""
+
+    server: str = Field(pattern=r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$", max_length=30)
+    tools: list[str] | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"server": data} if isinstance(data, str) else data
+
+
+# A sub-agent's name: its tool `delegate_to_<name>` stays within what model APIs accept (64).
+SUBAGENT_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,48}$"
+DELEGATE_PREFIX = "delegate_to_"
+
+
+class SubAgentSpec(Strict):
+    """A named sub-agent (README Sub-agents): the model sees a tool `delegate_to_<name>` taking
+    {"task": text}, and a call runs the task as a child run with these settings. Unset fields
+    are the parent run's."""
+
+    description: str = Field(default="", max_length=4_000)
+    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=MAX_PROMPT_CHARS)
+    tools: list[str] | None = Field(default=None, description="Unset: the parent's tools.")
+    model: str | None = None
+    max_turns: int | None = Field(default=None, ge=1, le=MAX_TURNS_LIMIT)
+    max_tool_calls: int | None = Field(default=None, ge=0, le=1000)
+    approval: ApprovalPreset | None = None
+    approval_allow: list[str] | None = None
+    approval_overrides: dict[str, ToolApproval] | None = None
+    subagents: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Sub-agents (of the same config) this one may delegate to, within max_depth.",
+    )
+
+    @field_validator("description", "system_prompt")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_text(value, info, always=False)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        problem = None if value is None or info.mode == "json" else model_name_problem(value)
+        if problem:
+            raise ValueError(f"the model name {problem}")
+        return value
+
+
+class SubRunParent(BaseModel):
+    """A child run's link to its parent (set by the parent's workflow, never by a caller)."""
+
+    run_id: str
+    tool_call_id: str
+    agent: str
+    depth: int = Field(default=1, ge=1)
+
+
 class AgentConfig(Strict):
     """How one run behaves. Everything has a default; a caller sets only what it needs."""
 
@@ -120,9 +189,24 @@ class AgentConfig(Strict):
     tools: list[str] | None = Field(
         default=None, description="Built-in tool names to offer; all of them when unset."
     )
-    max_turns: int = Field(default=8, ge=1, le=200)
+    max_turns: int = Field(default=8, ge=1, le=MAX_TURNS_LIMIT)
     max_tool_calls: int = Field(default=16, ge=0, le=1000)
     context_token_budget: int = Field(default=24_000, ge=256, le=2_000_000)
+    context_strategy: Literal["trim", "summarize"] = Field(
+        default="trim",
+        description="Over the budget: trim drops the oldest messages; summarize has the model "
+        "summarise them (README Compaction), trimming only if that fails.",
+    )
+    summary_model: str | None = Field(
+        default=None, description="Model that writes summaries; the run's model when unset."
+    )
+    summary_keep_share: float = Field(
+        default=0.5,
+        ge=0.1,
+        le=0.9,
+        description="Share of the budget kept verbatim (newest messages) when summarising.",
+    )
+    summary_timeout_s: float = Field(default=120, gt=0, le=3600)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
     workspace: str | None = Field(
@@ -164,13 +248,45 @@ class AgentConfig(Strict):
         max_length=8,
         description="Extra webhook URLs for this run's events (README Webhooks).",
     )
+    max_cost_usd: Decimal | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_BUDGET_USD,
+        description="Stop the run (FAILED, BudgetExceeded) once its model calls cost this "
+        "many US dollars; checked before every model turn and tool batch (README Cost and "
+        'budgets). A decimal string such as "0.50" is exact.',
+    )
+    max_total_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        le=10**12,
+        description="Stop the run once its model calls used this many tokens (prompt + "
+        "completion, every attempt).",
+    )
+    continue_as_new_after_turns: int | None = Field(
+        default=100,
+        ge=1,
+        le=MAX_TURNS_LIMIT,
+        description="The run's workflow continues-as-new after this many turns of one "
+        "execution (README Long runs); None: only when Temporal suggests it.",
+    )
+    mcp_servers: list[McpServerChoice] | None = Field(
+        default=None,
+        max_length=32,
+        description="MCP servers (or some of their tools) this run may use (README MCP tools).",
+    )
+    subagents: dict[str, SubAgentSpec] | None = Field(
+        default=None, max_length=16, description="Named sub-agents (README Sub-agents)."
+    )
+    max_depth: int = Field(default=1, ge=1, le=4, description="Levels of sub-runs below a run.")
+    max_fanout: int = Field(default=4, ge=1, le=16, description="Sub-runs of one run at once.")
 
     @field_validator("system_prompt", "workspace")
     @classmethod
     def _storable(cls, value: Any, info: ValidationInfo) -> Any:
         return _check_text(value, info, always=False)
 
-    @field_validator("model")
+    @field_validator("model", "summary_model")
     @classmethod
     def _model_name(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or info.mode == "json":
@@ -190,12 +306,47 @@ class AgentConfig(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _mcp_servers_once(self) -> AgentConfig:
+        names = [c.server for c in self.mcp_servers or ()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"mcp_servers names {', '.join(twice)} more than once")
+        return self
+
+    @model_validator(mode="after")
+    def _subagents_named(self, info: ValidationInfo) -> AgentConfig:
+        problems = [] if info.mode == "json" else subagent_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def first_token_timeout_s(self) -> float:
         """The wait for the first chunk that applies."""
         if self.model_first_token_timeout_s is not None:
             return min(self.model_first_token_timeout_s, self.model_timeout_s)
         return min(DEFAULT_FIRST_TOKEN_TIMEOUT_S, self.model_timeout_s)
+
+
+def subagent_problems(config: AgentConfig) -> list[str]:
+    """What is wrong with a config's sub-agents: names, clashes, references."""
+    subs = config.subagents or {}
+    problems = []
+    for name, spec in subs.items():
+        if not re.fullmatch(SUBAGENT_NAME_PATTERN, name):
+            problems.append(
+                f"sub-agent name {name!r} must be 1-48 letters, digits, '_' or '-' "
+                f"(its tool is {DELEGATE_PREFIX}<name>)"
+            )
+        unknown = [n for n in spec.subagents if n not in subs]
+        if unknown:
+            problems.append(f"sub-agent {name!r} names unknown sub-agent(s): {', '.join(unknown)}")
+    taken = set(config.tools or ()) | {c.name for c in config.client_tools}
+    clash = sorted(DELEGATE_PREFIX + n for n in subs if DELEGATE_PREFIX + n in taken)
+    if clash:
+        problems.append(f"tool name(s) {', '.join(clash)} clash with sub-agents' tools")
+    return problems
 
 
 class StartRunInput(Strict):
@@ -209,6 +360,14 @@ class StartRunInput(Strict):
         default=None,
         pattern=TENANT_PATTERN,
         description="The tenant the run and its session belong to; None: the default tenant.",
+    )
+    carry: RunCarry | None = Field(
+        default=None,
+        description="Set by the run's own continue-as-new only (README Long runs): what its "
+        "next execution takes over instead of opening the run again.",
+    )
+    parent: SubRunParent | None = Field(
+        default=None, description="Set on a sub-agent's run by its parent run."
     )
 
     @field_validator("prompt")
@@ -228,6 +387,7 @@ def storage_problems(inp: StartRunInput | OpenRunInput) -> list[str]:
     decoded without the client-side validation (see the module docstring)."""
     problems = []
     config = inp.config
+    subs = (config.subagents or {}).items()
     texts: list[tuple[str, Any]] = [
         ("prompt", inp.prompt),
         ("system_prompt", config.system_prompt),
@@ -235,6 +395,7 @@ def storage_problems(inp: StartRunInput | OpenRunInput) -> list[str]:
         *((f"client tool {c.name} description", c.description) for c in config.client_tools),
         *((f"client tool {c.name} parameters", c.parameters) for c in config.client_tools),
         *(("a webhook url", w.url) for w in config.webhooks or ()),
+        *((f"sub-agent {n} text", [s.description, s.system_prompt]) for n, s in subs),
     ]
     for what, value in texts:
         problem = _nested_text_problem(value)
@@ -245,23 +406,6 @@ def storage_problems(inp: StartRunInput | OpenRunInput) -> list[str]:
         if problem:
             problems.append(f"the model name {problem}")
     return problems
-
-
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    llm_calls: int = 0
-    tool_calls: int = 0
-    turns: int = 0
-
-    def add(self, other: Usage) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            llm_calls=self.llm_calls + other.llm_calls,
-            tool_calls=self.tool_calls + other.tool_calls,
-            turns=self.turns + other.turns,
-        )
 
 
 class RunResult(BaseModel):

@@ -4,6 +4,7 @@ short previews only; conversation text stays in PostgreSQL."""
 from __future__ import annotations
 
 import enum
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -23,6 +24,12 @@ class ToolInfo(BaseModel):
     max_attempts: int = 3
     kind: ToolKind = ToolKind.SERVER
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # Set for a tool of an MCP server (activities/mcp_tools.py): where it comes from, its name
+    # there and its annotations as listed when the run opened.
+    source: str | None = None
+    server: str | None = None
+    server_tool: str | None = None
+    annotations: dict[str, Any] | None = None
 
 
 class OpenRunInput(BaseModel):
@@ -34,6 +41,18 @@ class OpenRunInput(BaseModel):
     config: AgentConfig
     # None: the default tenant (and what a workflow from before tenants sends).
     tenant: str | None = None
+    # A sub-agent's run: the run that started it (runs.parent_run_id).
+    parent_run_id: str | None = None
+
+
+class SessionBudget(BaseModel):
+    """The budget stored on the run's session, and what the session's other runs used before
+    this run opened: the workflow checks session usage against it from these figures and the
+    usage its own activities return (never a database read from workflow code)."""
+
+    max_cost_usd: Decimal | None = None
+    max_total_tokens: int | None = None
+    used_before: Usage = Field(default_factory=Usage)
 
 
 class OpenedRun(BaseModel):
@@ -42,6 +61,25 @@ class OpenedRun(BaseModel):
     run_id: str
     model: str
     tools: list[ToolInfo] = Field(default_factory=list)
+    # None: the session has no budget (and every run opened before budgets existed).
+    session_budget: SessionBudget | None = None
+    # With sub-agents: the folder the run's tools work in, which its sub-runs share.
+    workspace: str | None = None
+
+
+class ResumeRunInput(BaseModel):
+    """Input of agentrun.resume_run: the execution after a continue-as-new takes the run over.
+    The chain is named by its first execution's run id (the one that opened the run)."""
+
+    run_id: str
+    first_execution_run_id: str
+
+
+class ListMcpToolsInput(BaseModel):
+    """Input of agentrun.list_mcp_tools: list and record the tools of the run's MCP servers."""
+
+    run_id: str
+    config: AgentConfig
 
 
 class SetStatusInput(BaseModel):
@@ -117,6 +155,7 @@ class OutcomeKind(enum.StrEnum):
     NO_CLIENT_RESULT = "no_client_result"  # the caller sent none in time
     FAILED = "failed"  # the tool's own retries are spent
     ABANDONED = "abandoned"  # the run left the batch (cancelled or failed) before it ran
+    SUBRUN = "subrun"  # a sub-agent's answer (or why there is none)
 
 
 class ToolOutcomeInput(BaseModel):
@@ -130,6 +169,9 @@ class ToolOutcomeInput(BaseModel):
     kind: OutcomeKind
     text: str
     is_error: bool = True
+    text_of_run: str | None = Field(
+        default=None, description="A child run whose whole final text is the result instead."
+    )
 
 
 class ToolResult(BaseModel):

@@ -7,16 +7,19 @@ store (agentrun.store) can make the second write a no-op with INSERT ... ON CONF
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -48,6 +51,7 @@ __all__ = [
     "QueuedMessage",
     "Run",
     "RunEvent",
+    "RunMcpTool",
     "RunStatus",
     "Session",
     "Tenant",
@@ -90,6 +94,12 @@ class Session(Base):
     tenant: Mapped[str] = mapped_column(
         String(100), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
     )
+    # The session's budget (migration 0006; README "Cost and budgets"): None, no limit.
+    max_cost_usd: Mapped[Decimal | None] = mapped_column(Numeric)
+    max_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # Set when the session was deleted (agentrun/store/forget.py): its text is erased, the
+    # row stays as the tombstone and refuses new runs (migration 0010).
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # What a new message does while a run is active (an IfBusy; None: reject). Migration 0009.
     if_busy: Mapped[str | None] = mapped_column(String(16))
 
@@ -111,6 +121,13 @@ class Run(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     llm_call_count: Mapped[int] = mapped_column(Integer, default=0)
     tool_call_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Rollups of the run's llm_calls rows, written with each row (migration 0006): the exact
+    # cost of the priced ones (None: none priced yet), how many reported tokens but have no
+    # price, and the cached (part of prompt) and reasoning (part of completion) tokens.
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric)
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_event_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     # The Temporal run id of the workflow execution that opened this run: another execution
     # under the same workflow id (a closed run id started again) may not drive it. None for
@@ -119,6 +136,8 @@ class Run(Base):
     tenant: Mapped[str] = mapped_column(
         String(100), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
     )
+    # A sub-agent's run: the run whose tool call started it (migration 0008).
+    parent_run_id: Mapped[str | None] = mapped_column(String(200), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -140,6 +159,10 @@ class Message(Base):
     tool_call_id: Mapped[str | None] = mapped_column(String(200))
     name: Mapped[str | None] = mapped_column(String(200))
     token_estimate: Mapped[int] = mapped_column(Integer, default=0)
+    # None: a conversation message. "summary": a compaction summary (activities/compaction.py)
+    # standing, in later contexts, for the session's messages up to covers_to_id (0010).
+    kind: Mapped[str | None] = mapped_column(String(16))
+    covers_to_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     # None, or a MessageState: interrupted (a cancelled run's partial answer), rolled_back.
     state: Mapped[str | None] = mapped_column(String(16))
@@ -193,7 +216,14 @@ class LlmCall(Base):
     finish_reason: Mapped[str | None] = mapped_column(String(64))
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    # Migration 0006: cached tokens are part of prompt_tokens, reasoning part of
+    # completion_tokens; cost_usd is NULL when no price is known or no usage was reported.
+    cached_tokens: Mapped[int | None] = mapped_column(Integer)
+    reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now(), index=True
+    )
 
 
 class RunEvent(Base):
@@ -223,6 +253,27 @@ class ToolCatalogEntry(Base):
     task_queue: Mapped[str] = mapped_column(String(200), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class RunMcpTool(Base):
+    """A tool of an MCP server as listed when its run opened (migration 0007): the run uses
+    this record, not the server's list of the moment, until it ends."""
+
+    __tablename__ = "run_mcp_tools"
+
+    run_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    server: Mapped[str] = mapped_column(String(64))
+    tool: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    input_schema: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    approval: Mapped[str] = mapped_column(String(32))
+    timeout_s: Mapped[float] = mapped_column(Float)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 
 class Tenant(Base):

@@ -33,6 +33,7 @@ from agentrun.contracts import (
     ToolDecision,
     ToolResultSubmission,
 )
+from agentrun.contracts.subagents import SubRunWaits
 from agentrun.protocol.events import event_table
 from agentrun.protocol.names import Query, Signal, Update
 from agentrun.protocol.queue import IfBusy, MessageState, QueuedState
@@ -86,6 +87,12 @@ MESSAGES: tuple[Message, ...] = (
         "cancel the run; answers once the run has stopped",
     ),
     Message(Signal.CANCEL, CancelRequest, None, "cancel, fire and forget"),
+    Message(
+        Signal.SUBRUN_WAITS,
+        SubRunWaits,
+        None,
+        "a sub-agent's run tells its parent which calls wait for approval (runs send it)",
+    ),
     Message(Query.STATUS, None, RunStatusView, "where the run is, what waits, usage so far"),
 )
 

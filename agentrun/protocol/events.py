@@ -10,39 +10,26 @@ reader keeps going. The README's event table is generated from these models (`ev
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from agentrun.protocol.event_base import EventData, EventType, ToolWaitData
+from agentrun.protocol.features import (
+    BudgetExceededData,
+    ContextCompactedData,
+    ContextCompactionFailedData,
+    MessageInterruptedData,
+    RunRolledBackData,
+    SessionDeletedData,
+    SubRunFinishedData,
+    SubRunStartedData,
+    SubRunWaitingData,
+)
 from agentrun.protocol.statuses import Decision, RunStatus
-
-
-class EventType(enum.StrEnum):
-    RUN_STATUS = "run.status"
-    MESSAGE_DELTA = "message.delta"
-    STREAM_RESET = "stream.reset"
-    MESSAGE_COMPLETED = "message.completed"
-    TOOL_CALL = "tool.call"
-    TOOL_RESULT = "tool.result"
-    LLM_USAGE = "llm.usage"
-    ERROR = "error"
-    TOOL_APPROVAL_REQUESTED = "tool.approval_requested"
-    TOOL_RESULT_REQUESTED = "tool.result_requested"
-    TOOL_DECIDED = "tool.decided"
-    TOOL_DECISION_INVALID = "tool.decision_invalid"
-    MESSAGE_INTERRUPTED = "message.interrupted"
-    RUN_ROLLED_BACK = "run.rolled_back"
-
-
-class EventData(BaseModel):
-    """A payload. Unknown fields (from a newer writer) are kept, not refused."""
-
-    model_config = ConfigDict(extra="allow")
-    TYPE: ClassVar[EventType]
-    ABOUT: ClassVar[str] = ""
 
 
 class RunStatusData(EventData):
@@ -114,7 +101,11 @@ class ToolResultData(EventData):
 
 class LlmUsageData(EventData):
     TYPE = EventType.LLM_USAGE
-    ABOUT = "tokens and timings of the turn's successful model call"
+    ABOUT = (
+        "tokens, timings and cost of the turn's successful model call (`cost_usd` an exact "
+        "decimal string, absent when the model has no known price; `cached_tokens` are part "
+        "of `prompt_tokens`, `reasoning_tokens` of `completion_tokens`)"
+    )
     turn: int
     attempt: int
     model: str
@@ -122,6 +113,11 @@ class LlmUsageData(EventData):
     completion_tokens: int = 0
     latency_ms: int | None = None
     time_to_first_token_ms: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: Decimal | None = Field(
+        default=None, description="Exact US dollars as a string; absent: no price known."
+    )
 
 
 class ErrorData(EventData):
@@ -142,19 +138,6 @@ def arguments_sha256(arguments: str) -> str:
     arguments string (UTF-8), hex. `tool.approval_requested` carries it; a decision sends it
     back as `arguments_sha256`."""
     return hashlib.sha256(arguments.encode()).hexdigest()
-
-
-class ToolWaitData(EventData):
-    TYPE = EventType.TOOL_APPROVAL_REQUESTED
-    ABOUT = (
-        "a tool call waits for a person's decision (`decide_tool_call`); send "
-        "`arguments_sha256` back to bind the decision to these arguments"
-    )
-    tool_call_id: str
-    name: str
-    arguments: str
-    arguments_sha256: str
-    turn: int
 
 
 class ToolResultRequestedData(ToolWaitData):
@@ -187,27 +170,6 @@ class ToolDecisionInvalidData(EventData):
     error_type: str | None = None
 
 
-class MessageInterruptedData(EventData):
-    TYPE = EventType.MESSAGE_INTERRUPTED
-    ABOUT = (
-        "the run was cancelled while turn `turn` streamed: its partial answer (`text_chars` "
-        "characters) is kept in the conversation as an assistant message marked interrupted"
-    )
-    turn: int
-    text_chars: int
-
-
-class RunRolledBackData(EventData):
-    TYPE = EventType.RUN_ROLLED_BACK
-    ABOUT = (
-        "a newer message (`message_id`, its run `by_run_id`) rolled this run back: its "
-        "`messages` messages stay in the record, marked rolled_back, and no model sees them"
-    )
-    message_id: str
-    by_run_id: str
-    messages: int
-
-
 PAYLOADS: dict[EventType, type[EventData]] = {
     cls.TYPE: cls
     for cls in (
@@ -223,6 +185,13 @@ PAYLOADS: dict[EventType, type[EventData]] = {
         ToolResultRequestedData,
         ToolDecidedData,
         ToolDecisionInvalidData,
+        BudgetExceededData,
+        SubRunStartedData,
+        SubRunWaitingData,
+        SubRunFinishedData,
+        ContextCompactedData,
+        ContextCompactionFailedData,
+        SessionDeletedData,
         MessageInterruptedData,
         RunRolledBackData,
     )
@@ -297,6 +266,41 @@ class ToolDecisionInvalidEvent(_Event):
     data: ToolDecisionInvalidData
 
 
+class BudgetExceededEvent(_Event):
+    type: Literal[EventType.BUDGET_EXCEEDED]
+    data: BudgetExceededData
+
+
+class SubRunStartedEvent(_Event):
+    type: Literal[EventType.SUBRUN_STARTED]
+    data: SubRunStartedData
+
+
+class SubRunWaitingEvent(_Event):
+    type: Literal[EventType.SUBRUN_WAITING]
+    data: SubRunWaitingData
+
+
+class SubRunFinishedEvent(_Event):
+    type: Literal[EventType.SUBRUN_FINISHED]
+    data: SubRunFinishedData
+
+
+class ContextCompactedEvent(_Event):
+    type: Literal[EventType.CONTEXT_COMPACTED]
+    data: ContextCompactedData
+
+
+class ContextCompactionFailedEvent(_Event):
+    type: Literal[EventType.CONTEXT_COMPACTION_FAILED]
+    data: ContextCompactionFailedData
+
+
+class SessionDeletedEvent(_Event):
+    type: Literal[EventType.SESSION_DELETED]
+    data: SessionDeletedData
+
+
 class MessageInterruptedEvent(_Event):
     type: Literal[EventType.MESSAGE_INTERRUPTED]
     data: MessageInterruptedData
@@ -327,6 +331,13 @@ Event = Annotated[
     | ToolResultRequestedEvent
     | ToolDecidedEvent
     | ToolDecisionInvalidEvent
+    | BudgetExceededEvent
+    | SubRunStartedEvent
+    | SubRunWaitingEvent
+    | SubRunFinishedEvent
+    | ContextCompactedEvent
+    | ContextCompactionFailedEvent
+    | SessionDeletedEvent
     | MessageInterruptedEvent
     | RunRolledBackEvent,
     Field(discriminator="type"),

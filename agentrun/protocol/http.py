@@ -9,6 +9,7 @@ RFC 9457 problem documents (`Problem`, media type application/problem+json).
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -135,6 +136,15 @@ class UsageView(_Response):
     llm_calls: int = 0
     tool_calls: int = 0
     turns: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal | None = Field(
+        default=None,
+        description="Exact US dollars (a JSON string) of the priced model calls; null: none.",
+    )
+    unpriced_calls: int = Field(
+        default=0, description="Model calls with tokens but no known price (not in cost_usd)."
+    )
 
 
 class PendingCallView(_Response):

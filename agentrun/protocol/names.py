@@ -15,6 +15,8 @@ NOTIFY_CHANNEL = "agentrun_events"
 # workers' dispatcher when NOTIFY on this channel says the outbox has new rows.
 WEBHOOK_WORKFLOW_NAME = "agentrun.WebhookDelivery"
 WEBHOOK_NOTIFY_CHANNEL = "agentrun_webhooks"
+# Started by the retention schedule (agentrun/retention.py), one per task queue.
+RETENTION_WORKFLOW_NAME = "agentrun.SessionRetention"
 # One per session with queued messages (workflow id "queue#<session id>", contracts/queue.py):
 # starts their runs in order; woken by the signal below (README "Sessions and double-texting").
 SESSION_QUEUE_WORKFLOW_NAME = "agentrun.SessionQueue"
@@ -30,6 +32,8 @@ class Update(enum.StrEnum):
 class Signal(enum.StrEnum):
     TOOL_DECISION = "tool_decision"
     CANCEL = "cancel"
+    # From a sub-agent's run to its parent: which of its calls wait for approval now.
+    SUBRUN_WAITS = "subrun_waits"
 
 
 class Query(enum.StrEnum):
@@ -48,8 +52,11 @@ class Activity(enum.StrEnum):
     EXECUTE_TOOL = "agentrun.execute_tool"
     RECORD_TOOL_OUTCOME = "agentrun.record_tool_outcome"
     REQUEST_CANCEL = "agentrun.request_cancel"
+    RESUME_RUN = "agentrun.resume_run"
     DELIVER_WEBHOOK = "agentrun.deliver_webhook"
     RECORD_WEBHOOK_FAILURE = "agentrun.record_webhook_failure"
+    LIST_MCP_TOOLS = "agentrun.list_mcp_tools"
+    DELETE_IDLE_SESSIONS = "agentrun.delete_idle_sessions"
     ADVANCE_SESSION_QUEUE = "agentrun.advance_session_queue"
 
 
@@ -106,3 +113,6 @@ class ErrorType(enum.StrEnum):
     INVALID_CONFIG = "InvalidConfig"
     INVALID_INPUT = "InvalidInput"
     APPROVAL_TIMEOUT = "ApprovalTimeout"
+    # a run that reached its own or its session's budget (README "Cost and budgets")
+    BUDGET_EXCEEDED = "BudgetExceeded"
+    MCP_UNAVAILABLE = "McpUnavailable"  # an MCP server could not be reached (retried)

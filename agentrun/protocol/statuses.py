@@ -82,6 +82,7 @@ class ApprovalPreset(enum.StrEnum):
 class ToolKind(enum.StrEnum):
     SERVER = "server"
     CLIENT = "client"
+    SUBAGENT = "subagent"  # delegate_to_<name>: runs as a child run (README Sub-agents)
 
 
 class WaitKind(enum.StrEnum):

@@ -15,6 +15,8 @@ tool_calls.py   tool call rows: waits, decisions, attempts, results
 keys.py         HTTP API keys: hashed secrets, constant-time checks, revokes
 tenancy.py      per-tenant reads, idempotent starts, the run listing page, waiting calls
 access.py       `TenantAccess`: the Repository's methods over keys.py and tenancy.py
+usage.py        the cost ledger's reads: a turn's, run's and session's usage, usage by model,
+                day, session or run; a session's budget
 repository.py   `Repository`: one transaction per call over the functions above
 """
 

@@ -71,6 +71,10 @@ async def _locked_session(
         raise NotFoundError(f"no session {session_id!r}")
     if row.tenant != tenant:
         raise SessionNotFoundError(session_id)
+    if row.deleted_at is not None:
+        from agentrun.store.forget import SessionDeletedError  # imports the store's modules
+
+        raise SessionDeletedError(session_id)
     return row
 
 
@@ -316,6 +320,23 @@ async def listing(db: AsyncSession, session_id: str, *, all_states: bool) -> lis
         stmt = stmt.where(QueuedMessage.state == QueuedState.QUEUED)
         return list((await db.execute(stmt.order_by(*START_ORDER))).scalars())
     return list((await db.execute(stmt.order_by(QueuedMessage.position))).scalars())
+
+
+async def erase(db: AsyncSession, session_id: str) -> int:
+    """A deleted session's queue (agentrun.store.forget, under the session's lock): every
+    message's text and config erased, the waiting ones cancelled (their runs never start)."""
+    result = await db.execute(
+        update(QueuedMessage)
+        .where(QueuedMessage.session_id == session_id)
+        .values(prompt="", config={}, reason=None)
+        .returning(QueuedMessage.id)
+    )
+    await db.execute(
+        update(QueuedMessage)
+        .where(QueuedMessage.session_id == session_id, QueuedMessage.state == QueuedState.QUEUED)
+        .values(state=QueuedState.CANCELLED.value, cancelled_at=utcnow())
+    )
+    return len(result.all())
 
 
 async def record_interrupted(

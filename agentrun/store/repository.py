@@ -20,11 +20,12 @@ from agentrun.store.engine import Engine
 from agentrun.store.events import EventIn
 from agentrun.store.hub import EventHub
 from agentrun.store.turns import LlmCallValues
+from agentrun.store.usage import UsageAccess
 
 HUB_POLL_INTERVAL = 1.0  # seconds: the hub's fallback for a lost notification
 
 
-class Repository(TenantAccess):
+class Repository(TenantAccess, UsageAccess):
     """Async access to the agentrun store over one SQLAlchemy engine (psycopg 3)."""
 
     _hub: EventHub | None = None
@@ -100,6 +101,7 @@ class Repository(TenantAccess):
         workflow_run_id: str | None = None,
         model_endpoint: str | None = None,
         tenant: str = DEFAULT_TENANT,
+        parent_run_id: str | None = None,
     ) -> Run:
         """The run, its session claimed, its user message and QUEUED event (runs.open_run)."""
         async with self.transaction() as db:
@@ -113,7 +115,13 @@ class Repository(TenantAccess):
                 workflow_run_id=workflow_run_id,
                 model_endpoint=model_endpoint,
                 tenant=tenant,
+                parent_run_id=parent_run_id,
             )
+
+    async def resume_run(self, run_id: str, first_execution_run_id: str) -> Run:
+        """The run, for a later execution of the chain that opened it (runs.resume_run)."""
+        async with self.transaction() as db:
+            return await runs.resume_run(db, run_id, first_execution_run_id)
 
     async def session_holder(self, session_id: str) -> str | None:
         """The run that holds the session and has not ended, or None (read only: a client's

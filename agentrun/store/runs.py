@@ -89,6 +89,19 @@ def refuse_if_held(session_id: str, holder: str | None, run_id: str) -> None:
         raise SessionBusyError(session_id, holder)
 
 
+async def _session_for_run(db: AsyncSession, session_id: str, tenant: str) -> Session:
+    """The session a run opens in, made if new; one of another tenant or deleted is refused."""
+    session, _ = await insert_once(
+        db, Session, {"id": session_id, "metadata_": {}, "tenant": tenant}, Session.id
+    )
+    # A session's tenant never changes once it is made, so no lock is needed to compare it.
+    if session.tenant != tenant:
+        raise SessionNotFoundError(session_id)
+    if session.deleted_at is not None:
+        raise _deleted(session_id)
+    return session
+
+
 async def open_run(
     db: AsyncSession,
     *,
@@ -100,6 +113,7 @@ async def open_run(
     workflow_run_id: str | None = None,
     model_endpoint: str | None = None,
     tenant: str = DEFAULT_TENANT,
+    parent_run_id: str | None = None,
 ) -> Run:
     """Create the run (claiming its session), its user message and the QUEUED event in one
     transaction. A repeat by the same workflow execution (a retried step) returns the run as
@@ -113,18 +127,16 @@ async def open_run(
     SessionNotFoundError before anything else is said of it (not whether it is busy).
     """
     check_name("tenant", tenant)
-    session, _ = await insert_once(
-        db, Session, {"id": session_id, "metadata_": {}, "tenant": tenant}, Session.id
-    )
-    # A session's tenant never changes once it is made, so no lock is needed to compare it.
-    if session.tenant != tenant:
-        raise SessionNotFoundError(session_id)
+    await _session_for_run(db, session_id, tenant)
     existing = await db.get(Run, run_id)
     if existing is not None:
         if existing.session_id != session_id:
             raise ValueError(f"run {run_id!r} already exists in session {existing.session_id!r}")
         return await _reopen(db, run_id, workflow_run_id)
     refuse_if_held(session_id, await session_holder(db, session_id, lock=True), run_id)
+    # Again under the lock: a deletion may have committed while this waited for it.
+    if (await db.execute(select(Session.deleted_at).where(Session.id == session_id))).scalar():
+        raise _deleted(session_id)
     from agentrun.store.queue import refuse_if_queued  # imports this module
 
     await refuse_if_queued(db, session_id, run_id)
@@ -140,6 +152,7 @@ async def open_run(
             "status": RunStatus.QUEUED.value,
             "workflow_run_id": workflow_run_id,
             "tenant": tenant,
+            **({"parent_run_id": parent_run_id} if parent_run_id else {}),
         },
         Run.id,
     )
@@ -166,6 +179,21 @@ async def open_run(
         queued.model_endpoint = model_endpoint
     await append_locked(db, run, [EventIn.of(queued, key=QUEUED_EVENT_KEY)])
     return run
+
+
+async def resume_run(db: AsyncSession, run_id: str, first_execution_run_id: str) -> Run:
+    """The run, taken over by a later execution of the workflow chain that opened it (its
+    continue-as-new: same workflow id, a new Temporal run id). The chain is named by its first
+    execution's run id, the one that opened the run and is stored as its owner: a run that
+    ended raises RunEndedError and one opened by another chain (a closed run id started again)
+    RunOwnedError, both writing nothing; an unknown run raises NotFoundError."""
+    return await _reopen(db, run_id, first_execution_run_id)
+
+
+def _deleted(session_id: str) -> SessionNotFoundError:
+    from agentrun.store.forget import SessionDeletedError  # forget.py imports this module
+
+    return SessionDeletedError(session_id)
 
 
 async def _reopen(db: AsyncSession, run_id: str, workflow_run_id: str | None) -> Run:

@@ -255,7 +255,9 @@ async def list_sessions_page(
         .correlate(Session)
         .scalar_subquery()
     )
-    stmt = select(Session, first_prompt).where(Session.tenant == tenant)
+    stmt = select(Session, first_prompt).where(
+        Session.tenant == tenant, Session.deleted_at.is_(None)
+    )
     if cursor is not None:
         created_at, session_id = decode_cursor(cursor)
         stmt = stmt.where(tuple_(Session.created_at, Session.id) < tuple_(created_at, session_id))

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentrun.contracts import ToolCallRequest
@@ -50,6 +52,9 @@ class LlmCallValues:
     finish_reason: str | None = None
     http_status: int | None = None
     error: str | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: Decimal | None = None
 
 
 async def insert_llm_call(
@@ -79,16 +84,37 @@ async def insert_llm_call(
     )
     if inserted:
         await db.execute(
-            update(Run).where(Run.id == run_id).values(llm_call_count=Run.llm_call_count + 1)
+            update(Run)
+            .where(Run.id == run_id)
+            .values(llm_call_count=Run.llm_call_count + 1, **usage_rollup(values))
         )
     elif status == LlmCallStatus.OK and row.status == LlmCallStatus.LOST:
         # The attempt was given up as lost (a later attempt started), yet it finished: its
-        # success is the turn's record. The row already counts on the run.
+        # success is the turn's record. The row already counts on the run; a lost row has
+        # no usage, so the rollup takes this attempt's now.
         row.status = LlmCallStatus.OK.value
         for name, value in columns.items():
             setattr(row, name, value)
         await db.flush()
+        await db.execute(update(Run).where(Run.id == run_id).values(**usage_rollup(values)))
     return row, inserted
+
+
+def usage_rollup(values: LlmCallValues) -> dict[str, Any]:
+    """The run's rollup columns plus one llm_calls row's usage (SQL expressions, so rows
+    written at once by two attempts both count). A row that reported tokens but has no cost
+    counts as unpriced; one that reported none adds nothing."""
+    out: dict[str, Any] = {
+        "prompt_tokens": Run.prompt_tokens + (values.prompt_tokens or 0),
+        "completion_tokens": Run.completion_tokens + (values.completion_tokens or 0),
+        "cached_tokens": Run.cached_tokens + (values.cached_tokens or 0),
+        "reasoning_tokens": Run.reasoning_tokens + (values.reasoning_tokens or 0),
+    }
+    if values.cost_usd is not None:
+        out["cost_usd"] = func.coalesce(Run.cost_usd, 0) + values.cost_usd
+    elif values.prompt_tokens is not None or values.completion_tokens is not None:
+        out["unpriced_calls"] = Run.unpriced_calls + 1
+    return out
 
 
 async def ok_call(db: AsyncSession, run_id: str, turn: int) -> LlmCall | None:
@@ -224,8 +250,7 @@ async def record_model_turn(
     )
     for c in calls:
         await _insert_tool_call(db, run_id, turn, c)
-    run.prompt_tokens += call_values.prompt_tokens or 0
-    run.completion_tokens += completion_tokens
+    # The tokens and cost are on the run already: insert_llm_call rolls every row up.
     run.tool_call_count += len(calls)
     run.turns = max(run.turns, turn)
     run.updated_at = utcnow()
@@ -294,6 +319,10 @@ def _turn_events(
         latency_ms=values.latency_ms,
         time_to_first_token_ms=values.time_to_first_token_ms,
     )
+    # Only what was measured is stored (exclude_unset): no null fields on older models' rows.
+    for name in ("cached_tokens", "reasoning_tokens", "cost_usd"):
+        if getattr(values, name) is not None:
+            setattr(usage, name, getattr(values, name))
     return [
         EventIn.of(completed, key=event_key(EventType.MESSAGE_COMPLETED, turn)),
         *(

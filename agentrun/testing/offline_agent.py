@@ -29,6 +29,9 @@ class Reply:
     delay_s: float = 0.0
     first_token_delay_s: float = 0.0
     interleave_tool_calls: bool = True
+    # The usage object to report as it is (e.g. with prompt_tokens_details.cached_tokens);
+    # None: rough counts made from the request and the reply.
+    usage: dict[str, Any] | None = None
 
 
 @dataclass

@@ -92,7 +92,8 @@ def _chunks(body: dict[str, Any], reply: Reply) -> Iterator[dict[str, Any]]:
             "created": created,
             "model": model,
             "choices": [],
-            "usage": {
+            "usage": reply.usage
+            or {
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
@@ -133,7 +134,8 @@ def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
                 },
             }
         ],
-        "usage": {
+        "usage": reply.usage
+        or {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,

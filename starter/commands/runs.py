@@ -151,6 +151,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
             "finished_at": run.finished_at,
             "usage": await usage(repo, run.id, None),
             "pending": [],
+            "waiting_on": [],
+            "parent_run_id": run.parent_run_id,
             "web_ui": web_ui_link(settings, run.id),
         }
         if not RunStatus(run.status).terminal:
@@ -158,6 +160,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 live = await asyncio.wait_for(run_status(client, run.id), 10)
                 view["phase"] = live.phase
                 view["pending"] = [p.model_dump() for p in live.pending]
+                view["waiting_on"] = [w.model_dump() for w in live.waiting_on]
             except Exception as exc:
                 view["phase"] = f"unknown (query failed: {cause_text(exc)}; is a worker running?)"
     if args.json:
@@ -171,7 +174,16 @@ def _print_status(view: dict[str, Any]) -> None:
     # One line per field, printed whole: ids and links are never cut at the terminal's width.
     lines = [
         (key, str(view[key]))
-        for key in ("run_id", "session_id", "status", "phase", "model", "turns", "error")
+        for key in (
+            "run_id",
+            "parent_run_id",
+            "session_id",
+            "status",
+            "phase",
+            "model",
+            "turns",
+            "error",
+        )
         if view.get(key) is not None
     ]
     u = view["usage"]
@@ -179,11 +191,16 @@ def _print_status(view: dict[str, Any]) -> None:
         (
             "usage",
             f"{u['prompt_tokens']}+{u['completion_tokens']} tokens, {u['llm_calls']} model "
-            f"calls, {u['tool_calls']} tool calls",
+            f"calls, {u['tool_calls']} tool calls"
+            + (f", ${u['cost_usd']}" if u.get("cost_usd") is not None else "")
+            + (f", {u['unpriced_calls']} unpriced calls" if u.get("unpriced_calls") else ""),
         )
     )
     for p in view["pending"]:
         lines.append(("pending", f"{p['kind']} {p['tool_call_id']} {p['name']} {p['arguments']}"))
+    for w in view["waiting_on"]:  # a sub-run's calls: decide them on that run
+        for c in w["calls"]:
+            lines.append(("waiting on", f"sub-run {w['run_id']}: {c['tool_call_id']} {c['name']}"))
     lines.append(("web_ui", view["web_ui"]))
     for key, value in lines:
         console.print(f"{key:<11}{value}", soft_wrap=True, markup=False)

@@ -20,6 +20,7 @@ from agentrun.client import (
 )
 from agentrun.contracts import AgentConfig, ToolApproval
 from agentrun.contracts.run import MAX_PROMPT_CHARS
+from agentrun.contracts.subagents import strip_delegates
 from agentrun.settings import Settings
 from agentrun.store import Repository
 from starter.commands.queue import wait_in_queue
@@ -85,6 +86,7 @@ async def check_config(config: AgentConfig, repo: Repository, task_queue: str) -
         )
     # A worker's own tools are known by name only here: check the rest against the built-ins.
     custom = known - set(registry.names)
+    config = strip_delegates(config)  # sub-agents' tools are checked by the worker at open
     builtin_only = config.model_copy(
         update={
             "tools": None if config.tools is None else [n for n in config.tools if n not in custom],

@@ -4,7 +4,7 @@ of the modules checked):
 - no .py file outside tests/ over 450 lines;
 - no function or method outside tests/ over 80 lines (`def` line to last line, decorators not
   counted), released Alembic migrations excepted: they are history, like tests/histories;
-- no event-type string literal anywhere (tests included) but in agentrun/protocol/events.py: a
+- no event-type string literal anywhere (tests included) but in agentrun/protocol/event_base.py: a
   dotted type ("message.delta", "tool.decided", ...) as any string constant; the type "error",
   which is also an ordinary word and status, only where it is used as an event type: compared
   with, or matched against, something named `type` (`event.type == "error"`, `type_ in (...)`,
@@ -24,7 +24,7 @@ from agentrun.protocol.events import EventType
 ROOT = Path(__file__).resolve().parents[2]
 MAX_FILE_LINES = 450
 MAX_FUNCTION_LINES = 80
-EVENTS_MODULE = ROOT / "agentrun" / "protocol" / "events.py"
+EVENTS_MODULE = ROOT / "agentrun" / "protocol" / "event_base.py"
 SKIP_DIRS = {
     ".git",
     ".venv",
@@ -210,7 +210,8 @@ def test_no_function_outside_tests_is_over_80_lines() -> None:
 def test_event_types_are_written_only_in_the_events_module() -> None:
     found = event_type_literals()
     assert not found, (
-        f"{len(found)} event-type literal(s) outside agentrun/protocol/events.py; use "
+        f"{len(found)} event-type literal(s) outside agentrun/protocol/event_base.py (the "
+        "EventType enum); use "
         "agentrun.protocol.events.EventType:\n" + "\n".join(found)
     )
 

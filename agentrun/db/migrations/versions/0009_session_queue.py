@@ -9,7 +9,7 @@ ordinary message, `interrupted` for the partial answer of a run cancelled while 
 Additive only: workers from before this revision neither read nor write these columns.
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0010
 Create Date: 2026-11-26
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0009"
-down_revision = "0005"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -25,6 +25,8 @@ from agentrun.client import (
     cancel_message,
     set_session_policy,
 )
+from agentrun.client.errors import SessionDeleted
+from agentrun.client.forget import delete_session
 from agentrun.contracts import AgentConfig
 from agentrun.contracts.queue import (
     AdvanceInput,
@@ -451,3 +453,28 @@ async def test_the_queue_workflow_continues_as_new_and_keeps_counting(
         return found if len(found) == 3 else []  # 3 + 3 + 1 steps
 
     assert await eventually(executions, 20)
+
+
+async def test_deleting_a_session_cancels_and_erases_its_queue(
+    client: AgentRunClient,
+    worker: Worker,
+    model_server: OfflineModelServer,
+    repo: Repository,
+    session_id: str,
+) -> None:
+    key = uuid.uuid4().hex
+    active, _ = await waiting_run(client, model_server, session_id, key)
+    waiting = await client.start(f"secret {key}", session_id=session_id, if_busy="enqueue")
+    deleted = await delete_session(
+        client.temporal, repo, session_id, cancel_active=True, by="tester"
+    )
+    assert deleted.cancelled == [active.id]
+    rows = await queue_rows(repo, session_id)
+    assert {(r.run_id, r.state) for r in rows} == {(waiting.id, "cancelled")}
+    assert all(r.prompt == "" and r.config == {} and r.reason is None for r in rows)
+    assert await repo.find_run(waiting.id) is None
+    with pytest.raises(SessionDeleted):
+        await client.start(f"again {key}", session_id=session_id, if_busy="enqueue")
+    with pytest.raises(SessionDeleted):
+        await set_session_policy(repo, session_id, "enqueue")
+    assert len(await queue_rows(repo, session_id)) == 1

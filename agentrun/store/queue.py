@@ -331,10 +331,17 @@ async def erase(db: AsyncSession, session_id: str) -> int:
         .values(prompt="", config={}, reason=None)
         .returning(QueuedMessage.id)
     )
-    await db.execute(
+    await cancel_waiting(db, session_id)
+    return len(result.all())
+
+
+async def cancel_waiting(db: AsyncSession, session_id: str, reason: str | None = None) -> int:
+    """Cancel every message of the session that waits (a deletion: their runs never start)."""
+    result = await db.execute(
         update(QueuedMessage)
         .where(QueuedMessage.session_id == session_id, QueuedMessage.state == QueuedState.QUEUED)
-        .values(state=QueuedState.CANCELLED.value, cancelled_at=utcnow())
+        .values(state=QueuedState.CANCELLED.value, cancelled_at=utcnow(), reason=reason)
+        .returning(QueuedMessage.id)
     )
     return len(result.all())
 

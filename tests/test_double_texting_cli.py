@@ -135,7 +135,7 @@ async def test_two_cli_runs_racing_on_an_idle_session(
         for n in (1, 2):
             # Answers that take seconds: the two processes start at once, but not within
             # milliseconds of each other (the client and HTTP tests race them that close).
-            slow = Reply(text=f"answer {n} " * 40, chunk_chars=9, delay_s=0.1)
+            slow = Reply(text=f"answer {n} " * 60, chunk_chars=9, delay_s=0.1)
             model_server.script(f"race {n} {policy} {key}", [slow])
         done = await asyncio.gather(
             *(

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.errors import NonRetryableDataErrors
@@ -40,6 +41,8 @@ from agentrun.retention import sync_retention_schedule
 from agentrun.settings import Settings, SettingsError, load_settings
 from agentrun.stack import StackError, require_search_attributes
 from agentrun.store import Repository
+from agentrun.telemetry import tracing
+from agentrun.telemetry.worker import ApprovalsGauge, MetricsPortError, process_port, worker_runtime
 from agentrun.testing.offline_model import OfflineModelServer
 from agentrun.worker_processes import ChildFailed, supervise
 from workflows import ALL_WORKFLOWS, SANDBOX_RUNNER, WEBHOOK_WORKFLOWS
@@ -52,11 +55,14 @@ MAX_CONCURRENT_DELIVERIES = 20
 MAX_PROCESSES = 64
 
 
-async def connect_client(settings: Settings) -> Client:
+async def connect_client(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
+        # Tracing (when OTEL_* asks for it) on the client; the workers built on it inherit it.
+        interceptors=tracing.client_interceptors(),
+        runtime=runtime,
     )
 
 
@@ -75,6 +81,7 @@ def build_worker(
     """`mcp_pool`: the process's MCP connections (made from the settings when None; its
     owner closes it when the worker stops, as run_worker does)."""
     registry = registry or default_registry()
+    tracing.set_capture_content(settings.otel_capture_content)
     runs = RunActivities(repo, settings, registry)
     model = ModelActivities(repo, settings, registry)
     mcp = McpTools(
@@ -165,7 +172,9 @@ async def run_worker(
             offline.base_url,
         )
     try:
-        client = await connect_client(settings)
+        tracing.configure_tracing("agentrun-worker")
+        runtime = worker_runtime(settings)  # /metrics on AGENTRUN_METRICS_PORT, or None
+        client = await connect_client(settings, runtime)
         # Runs cannot upsert attributes the namespace does not know: refuse to start rather
         # than take runs that would stall (Temporal Cloud: register them by hand, README).
         await require_search_attributes(client)
@@ -203,7 +212,8 @@ async def run_worker(
                 ready.set()
             # Each worker process starts the deliveries of the webhook outbox.
             async with WebhookDispatcher(client, repo, webhooks.task_queue):
-                await stop.wait()
+                async with ApprovalsGauge(repo, runtime):
+                    await stop.wait()
             log.info("shutting down: finishing in-flight tasks")
     finally:
         await mcp_pool.close()  # stdio MCP servers end with the worker
@@ -253,9 +263,9 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format=f"%(asctime)s %(levelname)s {index}%(name)s: %(message)s"
     )
     try:
-        settings = load_settings(**overrides)
+        settings = process_port(load_settings(**overrides), args.process_index)
         servers_of(settings)  # a bad MCP declaration: say so before anything starts
-    except (SettingsError, McpConfigError) as exc:
+    except (SettingsError, McpConfigError, MetricsPortError) as exc:
         sys.exit(f"agentrun-worker: {exc}")
 
     async def _main() -> None:

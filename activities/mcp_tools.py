@@ -31,6 +31,7 @@ from activities.tool_exec import (
     HEARTBEAT_EVERY_S,
     _as_result,
     _heartbeat_every,
+    _tolerant_config,
     storable,
 )
 from activities.tools import ToolRegistry
@@ -60,6 +61,9 @@ SEPARATOR = "__"
 # What model APIs accept as a function name (OpenAI, Anthropic, Gemini agree on this).
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 RUN_CACHE_RUNS = 1024
+# The recorded list rides in the run's history (OpenedRun.tools, the schemas edits are checked
+# against) and in every model request: bounded well under Temporal's 2 MB payload limit.
+MAX_LIST_CHARS = 500_000
 Record = Callable[[ExecuteToolInput, str, bool], Awaitable[ToolResult]]
 
 _schemas: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
@@ -200,9 +204,17 @@ class McpTools:
             recorded = await store.read(db, inp.run_id)
         if recorded:  # listed before (a retry): the run keeps its first list
             return [_info(r) for r in recorded]
+        run = await self.repo.get_run(inp.run_id)
+        config = inp.config or _tolerant_config(run.config)
         rows: list[dict[str, Any]] = []
-        for choice in inp.config.mcp_servers or []:
+        for choice in config.mcp_servers or []:
             server = self._server(choice.server)
+            if server.tenants is not None:
+                tenant = run.tenant
+                if tenant not in server.tenants:
+                    raise _refuse(
+                        f"MCP server {choice.server!r} is not offered to tenant {tenant!r}"
+                    )
             activity.heartbeat(f"listing {choice.server}")
             try:
                 listed = await self.pool.list_tools(choice.server)
@@ -211,10 +223,17 @@ class McpTools:
                     self.redact(str(exc)), type=ErrorType.MCP_UNAVAILABLE
                 ) from None
             try:
-                rows.extend(self._rows(choice, server, listed, inp.config))
+                rows.extend(self._rows(choice, server, listed, config))
             except InvalidMcpConfig as exc:
                 raise _refuse(str(exc)) from None
-        self._check_names(rows, inp.config)
+        self._check_names(rows, config)
+        size = len(json.dumps(rows, default=str))
+        if size > MAX_LIST_CHARS:
+            raise _refuse(
+                f"the chosen MCP tools take {size // 1000} KB (descriptions and schemas), more "
+                f"than a run carries ({MAX_LIST_CHARS // 1000} KB): choose fewer with the "
+                "server's `tools` in mcp_servers"
+            )
         async with self.repo.transaction() as db:
             recorded = await store.record(db, inp.run_id, rows)
         return [_info(r) for r in recorded]

@@ -22,7 +22,6 @@ from temporalio.exceptions import ApplicationError
 from activities.compaction import Compactor, with_summary_usage
 from activities.context import load_context
 from activities.heartbeats import Beat, beating, db_only_attempts
-from activities.mcp_tools import mcp_schemas
 from activities.model_errors import DatabaseUnavailableError, db_error_text, is_transient_db_error
 from activities.model_record import TurnRecording, turn_result
 from activities.sessions import keep_interrupted
@@ -40,6 +39,7 @@ from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import LlmCallStatus
 from agentrun.settings import Settings
 from agentrun.store import Repository, event_key
+from agentrun.telemetry.genai import ModelCall, model_call
 
 CONFIG_CACHE_RUNS = 1024
 T = TypeVar("T")
@@ -175,14 +175,14 @@ class ModelActivities(TurnRecording):
                 summary,
             ),
         )
-        mcp = (
-            await self._db("read the run's MCP tools", lambda: mcp_schemas(self.repo, inp.run_id))
-            if config.mcp_servers
-            else None
-        )
+        mcp = await self._mcp_schemas(inp.run_id) if config.mcp_servers else None
         tools = tool_schemas(self.registry, inp.tools, config, mcp)
         beat.model_called = True
-        result = await self._stream_turn(inp, config, attempt, len(spent), messages, tools)
+        with model_call(inp.model, self.settings.model_endpoint, messages, attempt) as seen:
+            result = await self._stream_turn(
+                inp, config, attempt, len(spent), messages, tools, seen
+            )
+            seen.cost_usd = result.usage.cost_usd
         return await self._with_summary(inp, config, result)
 
     async def _with_summary(
@@ -195,6 +195,12 @@ class ModelActivities(TurnRecording):
             lambda: with_summary_usage(self.repo, inp.run_id, inp.turn, result),
         )
 
+    async def _mcp_schemas(self, run_id: str) -> dict[str, dict[str, Any]]:
+        # Imported here: the mcp client is loaded by workers that run MCP tools only.
+        from activities.mcp_tools import mcp_schemas
+
+        return await self._db("read the run's MCP tools", lambda: mcp_schemas(self.repo, run_id))
+
     async def _stream_turn(
         self,
         inp: ModelTurnInput,
@@ -203,6 +209,7 @@ class ModelActivities(TurnRecording):
         spent: int,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
+        call: ModelCall | None = None,
     ) -> ModelTurnResult:
         async def write_delta(text: str) -> None:
             await self._db(
@@ -214,6 +221,8 @@ class ModelActivities(TurnRecording):
 
         writer = DeltaWriter(write_delta, config.flush_interval_ms / 1000)
         turn = StreamedTurn()
+        if call is not None:
+            call.watch(turn, writer)
         stream: Any = None
         try:
             stream = await self._open_stream(inp, config, messages, tools)

@@ -4,6 +4,8 @@ name, which never changes (the method names may)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
@@ -45,6 +47,7 @@ from agentrun.store import (
     SessionNotFoundError,
 )
 from agentrun.store.usage import run_usage
+from agentrun.telemetry import metrics
 
 
 class RunActivities:
@@ -148,11 +151,13 @@ class RunActivities:
             if desc.status in (None, WorkflowExecutionStatus.RUNNING):
                 return False
             status_name = desc.status.name
-        _, changed = await self.repo.set_run_status(
+        run, changed = await self.repo.set_run_status(
             holder,
             RunStatus.FAILED,
             error=f"the run's workflow ended without recording it ({status_name})",
         )
+        if changed:
+            metrics.run_status_changed(metrics.meter(), run.status)
         return changed
 
     @activity.defn(name=Activity.RESUME_RUN)
@@ -175,7 +180,9 @@ class RunActivities:
 
     @activity.defn(name=Activity.RECORD_DECISION)
     async def record_decision(self, inp: RecordDecisionInput) -> RecordedDecision:
+        asked = datetime.now(UTC)
         row = await self.repo.record_decision(inp.run_id, inp.decision)
+        metrics.decision_recorded(metrics.meter(), row, asked)
         assert row.decision is not None, "a recorded decision has its decision"
         return RecordedDecision(
             tool_call_id=row.tool_call_id,
@@ -217,9 +224,11 @@ class RunActivities:
         final_text = None
         if status == RunStatus.DONE:
             final_text = await self.repo.final_assistant_text(inp.run_id)
-        run, _ = await self.repo.set_run_status(
+        run, changed = await self.repo.set_run_status(
             inp.run_id, status, error=inp.error, final_text=final_text
         )
+        if changed:
+            metrics.run_status_changed(metrics.meter(), run.status)
         if status.terminal:  # the session is free: messages queued for it can go
             await wake_if_waiting(self.repo, run.session_id)
         text, cut = preview(run.final_text or "")

@@ -78,6 +78,7 @@ class StreamedTurn:
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     finish_reason: str | None = None
     response_id: str | None = None
+    response_model: str | None = None
     usage: Any = None
 
     @property
@@ -104,6 +105,7 @@ class StreamedTurn:
     def take(self, chunk: Any, writer: DeltaWriter) -> None:
         """One chunk: its text to the writer, its tool-call pieces, finish reason and usage."""
         self.response_id = self.response_id or chunk.id
+        self.response_model = self.response_model or getattr(chunk, "model", None)
         if chunk.usage is not None:
             self.usage = chunk.usage
         for choice in chunk.choices:

@@ -33,6 +33,8 @@ from agentrun.protocol.names import Activity
 from agentrun.protocol.statuses import Decision
 from agentrun.settings import Settings
 from agentrun.store import Repository
+from agentrun.telemetry import metrics
+from agentrun.telemetry.genai import tool_call, tool_label
 
 if TYPE_CHECKING:
     from activities.mcp_tools import McpTools
@@ -114,7 +116,11 @@ class ToolActivities:
         text = inp.text
         if inp.text_of_run is not None:  # a sub-agent's answer, whole (activities.subagent_tools)
             text = await subrun_answer(self.repo, inp.run_id, inp.text_of_run, inp.text)
-        return await self._record_outcome(inp, text, inp.is_error)
+        result = await self._record_outcome(inp, text, inp.is_error)
+        if not result.replayed:  # a retried activity whose outcome is recorded counts once
+            label = tool_label(self.registry, inp.call.name)
+            metrics.tool_call(metrics.meter(), label, inp.kind.value)
+        return result
 
     @activity.defn(name=Activity.EXECUTE_TOOL)
     async def execute_tool(self, inp: ExecuteToolInput) -> ToolResult:
@@ -127,7 +133,11 @@ class ToolActivities:
         if tool is None and self.mcp is not None:
             mcp_tool = await self.mcp.recorded(inp.run_id, call.name)
             if mcp_tool is not None:
-                return await self.mcp.execute(inp, mcp_tool, self._record)
+                # Its name is one the run recorded from a declared server: a bounded label.
+                with tool_call(call.name, call.id, call.arguments) as t:
+                    done = await self.mcp.execute(inp, mcp_tool, self._record)
+                    t.done(done.preview, done.is_error)
+                return done
         row, started = await self.repo.claim_tool_attempt(
             inp.run_id, call.id, max_attempts=tool.max_attempts if tool else None
         )
@@ -145,8 +155,11 @@ class ToolActivities:
             )
         workspace = await self._check(inp, row)
         if isinstance(workspace, str):
+            metrics.tool_call(metrics.meter(), tool_label(self.registry, call.name), "refused")
             return await self._record(inp, workspace, is_error=True)
-        result, is_error = await self._run(inp, row.attempts, workspace)
+        with tool_call(tool_label(self.registry, call.name), call.id, call.arguments) as t:
+            result, is_error = await self._run(inp, row.attempts, workspace)
+            t.done(result, is_error)
         return await self._record(inp, result, is_error)
 
     async def _check(self, inp: ExecuteToolInput, row: ToolCall) -> Path | str:

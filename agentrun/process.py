@@ -18,6 +18,10 @@ def exit_process(code: int) -> None:
     by then.
     """
     with contextlib.suppress(Exception):
+        from agentrun.telemetry.tracing import shutdown_tracing
+
+        shutdown_tracing()  # os._exit skips atexit: spans still buffered are sent now
+    with contextlib.suppress(Exception):
         logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -135,6 +135,16 @@ class Settings(BaseSettings):
     http_heartbeat_s: Annotated[
         float, Field(validation_alias=_env("AGENTRUN_HTTP_HEARTBEAT_S"), gt=0, le=3600)
     ] = 15.0
+    # Observability (README "Observability"); OTEL_* are read by agentrun.telemetry.tracing.
+    metrics_port: Annotated[
+        int | None, Field(validation_alias=_env("AGENTRUN_METRICS_PORT"), ge=1, le=65535)
+    ] = None
+    metrics_host: Annotated[
+        str, Field(validation_alias=_env("AGENTRUN_METRICS_HOST"), min_length=1)
+    ] = "127.0.0.1"
+    otel_capture_content: Annotated[
+        bool, Field(validation_alias=_env("AGENTRUN_OTEL_CAPTURE_CONTENT"))
+    ] = False
 
     @field_validator("payload_keys")
     @classmethod
@@ -146,7 +156,14 @@ class Settings(BaseSettings):
         parse_keys(value.get_secret_value())  # raises ValueError without echoing a key
         return value
 
-    @field_validator("build_id", mode="before")
+    @model_validator(mode="after")
+    def _otel_variables(self) -> Settings:
+        from agentrun.telemetry.tracing import check_env
+
+        check_env()  # the OTEL_* values agentrun acts on: a bad one stops start-up as ours do
+        return self
+
+    @field_validator("build_id", "metrics_port", mode="before")
     @classmethod
     def _empty_build_id(cls, value: object) -> object:
         return None if value == "" else value

@@ -372,11 +372,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except Exception as exc:  # one line, never a traceback
+        from agentrun.mcp.config import McpConfigError
         from agentrun.stack import StackError
 
         if isinstance(exc, StackError):
             _print_error(str(exc))
             code = EXIT_UNREACHABLE
+        elif isinstance(exc, McpConfigError):  # a worker's MCP declarations (dev, demo)
+            _print_error(str(exc))
+            code = EXIT_USAGE
         else:
             _print_error(f"unexpected error: {type(exc).__name__}: {exc}")
             code = EXIT_FAILED

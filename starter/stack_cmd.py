@@ -19,10 +19,12 @@ from temporalio.client import Client
 from agentrun.contracts import AgentConfig
 from agentrun.devstack import DevStack
 from agentrun.settings import Settings
+from agentrun.telemetry.worker import dev_metrics, metrics_url
 from starter.commands.serve import ApiState
 from starter.commands.start import start_and_follow
 from starter.connect import settings_or_exit, temporal
 from starter.exits import EXIT_OK, EXIT_USAGE, CliError
+from starter.mcp_check import mcp_servers_or_exit
 from starter.output import console, exit_for, print_json, web_ui_link
 
 
@@ -167,6 +169,7 @@ async def _worker_polling(client: Client, task_queue: str) -> bool:
 
 async def cmd_dev(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
+    mcp_servers_or_exit(settings)  # its worker's MCP servers: refused before anything starts
     stop = stop_requested()
     async with embedded_stack(
         settings,
@@ -185,7 +188,8 @@ async def cmd_dev(args: argparse.Namespace) -> int:
                 _dev_ready(settings, stack, None, args.json, api)
                 await until_stopped(stop)
                 return EXIT_OK
-            worker = await running.enter_async_context(worker_running(settings))
+            metered = dev_metrics(settings)  # the worker's /metrics (README "Observability")
+            worker = await running.enter_async_context(worker_running(metered))
             _dev_ready(settings, stack, worker, args.json, api)
             await until_stopped(stop, worker.task)
     return EXIT_OK
@@ -206,6 +210,7 @@ def _dev_ready(
             record["api_key"] = api.key
             record["web_page"] = f"{api.url}/#key={api.key}" if api.url else None
             record["api_problem"] = api.problem
+        record["metrics"] = metrics_url(worker.settings) if worker and worker.settings else None
         print_json(record)
         return
     if stack.postgres is None and stack.temporal is None:
@@ -227,6 +232,10 @@ def _dev_ready(
         )
     elif api is not None:
         console.print(f"  HTTP API   [yellow]not started: {api.problem}[/]")
+    if worker is not None and worker.settings is not None and worker.task is not None:
+        api_metrics = f", API {api.url}/metrics" if api is not None and api.url else ""
+        url = metrics_url(worker.settings)
+        console.print(f"  Metrics    worker {url}{api_metrics}", soft_wrap=True)
     if worker is None:
         console.print("Press Ctrl-C to stop.")
     else:
@@ -255,6 +264,7 @@ def _demo_workspace(settings: Settings) -> Path:
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
+    mcp_servers_or_exit(settings)  # its worker's MCP servers: refused before anything starts
     interactive = sys.stdin.isatty() and not args.yes and not args.json
     if not interactive and not args.yes and not settings.uses_offline_model:
         # Approvals are only given for the user against the offline model, whose tool calls

@@ -90,3 +90,9 @@ def test_a_bad_declaration_stops_the_worker_and_the_cli_with_file_key_and_proble
     )
     cli = agentrun(tmp_path, "tools", "check", AGENTRUN_CONFIG_FILE=str(bad))
     assert cli.returncode == 2 and "mcp.servers.files.timeout_s" in cli.stderr
+    # `agentrun dev` refuses it before it starts anything.
+    dev = agentrun(
+        tmp_path, "dev", AGENTRUN_CONFIG_FILE=str(bad), AGENTRUN_DATA_DIR=str(tmp_path / "d")
+    )
+    assert dev.returncode == 2 and "mcp.servers.files.timeout_s" in dev.stderr
+    assert not (tmp_path / "d").exists()

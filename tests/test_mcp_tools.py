@@ -18,10 +18,11 @@ from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities import mcp_tools
 from activities.mcp_tools import McpTools
 from activities.tools import default_registry
 from agentrun.client import DecisionRefused
-from agentrun.contracts import AgentConfig, ListMcpToolsInput
+from agentrun.contracts import ListMcpToolsInput
 from agentrun.db.models import RunMcpTool
 from agentrun.mcp.config import McpServerConfig
 from agentrun.mcp.pool import McpPool
@@ -72,6 +73,7 @@ def servers(
         "quick": stdio_server("quick", log, hold, approval="auto", timeout_s=1),
         "fragile": stdio_server("fragile", log, hold, approval="auto", max_attempts=1),
         "leaky": stdio_server("leaky", log, approval="auto", env=secret),
+        "private": stdio_server("private", log, tenants=["acme"]),
     }
 
 
@@ -384,7 +386,7 @@ async def test_a_tool_list_that_changes_mid_run_does_not_change_the_run(
     # The list step run again (a retry, another worker) gets the recorded list back.
     again = await ActivityEnvironment().run(
         McpTools(repo, pool, default_registry(), {}).list_mcp_tools,
-        ListMcpToolsInput(run_id=run_id, config=AgentConfig(mcp_servers=["notes"])),
+        ListMcpToolsInput(run_id=run_id),
     )
     assert sorted(t.name for t in again) == sorted(await recorded(repo, run_id))
     assert "notes__extra" not in {t.name for t in again}
@@ -396,6 +398,7 @@ async def test_a_run_naming_an_unknown_server_or_tool_fails_with_the_reason(
     repo: Repository,
     mcp_worker: None,
     run_id: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with pytest.raises(WorkflowFailureError) as err:
         await run_to_end(temporal_env, settings, run_id, "hi", mcp_servers=["nowhere"])
@@ -420,6 +423,15 @@ async def test_a_run_naming_an_unknown_server_or_tool_fails_with_the_reason(
             approval_overrides={"notes__save_note": "auto"},
         )
     assert "would run notes__save_note without approval" in str(err.value.cause)
+    # A server the operator offers to some tenants only.
+    with pytest.raises(WorkflowFailureError) as err:
+        await run_to_end(temporal_env, settings, f"{run_id}-5", "hi", mcp_servers=["private"])
+    assert "MCP server 'private' is not offered to tenant 'default'" in str(err.value.cause)
+    # A list too big to carry in the run is refused, naming the way out.
+    monkeypatch.setattr(mcp_tools, "MAX_LIST_CHARS", 1_000)
+    with pytest.raises(WorkflowFailureError) as err:
+        await run_to_end(temporal_env, settings, f"{run_id}-4", "hi", mcp_servers=["notes"])
+    assert "choose fewer with the server's `tools`" in str(err.value.cause)
 
 
 async def test_a_cancelled_run_cancels_its_call_on_the_server(

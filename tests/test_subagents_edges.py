@@ -218,6 +218,55 @@ async def test_agentrun_run_shows_sub_runs_and_how_to_approve_their_calls(
     assert f"run {child} ended DONE" in text
 
 
+async def test_a_child_refused_at_open_is_an_error_result(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    # Another tenant holds a session under the child's id: the child is refused (it never
+    # widens into that tenant's session), writes nothing, and the parent reads why.
+    child = child_run_id(run_id, "researcher", "c1")
+    squatter = f"squat {uuid.uuid4()}"
+    model_server.script(squatter, [Reply(text="mine")])
+    other = _input(f"other-{uuid.uuid4()}", squatter, tools=[]).model_copy(
+        update={"session_id": child, "tenant": "other"}
+    )
+    await (await _start(temporal_env, settings, other)).result()
+    prompt = f"orchestrate {run_id}"
+    model_server.script(prompt, [Reply(tool_calls=[_delegate("x", "c1")]), Reply(text="No.")])
+    inp = _input(run_id, prompt, tools=[], subagents={"researcher": {}})
+    result = await (await _start(temporal_env, settings, inp)).result()
+    assert result.status == "DONE"
+    assert await repo.find_run(child) is None
+    (delegate,) = await run_tool_calls(repo, run_id)
+    assert delegate.is_error and f"the sub-agent's run {child} failed" in (delegate.result or "")
+    assert "no session" in (delegate.result or "")
+
+
+async def test_a_child_runs_within_what_is_left_of_its_parents_budget(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    worker: Worker,
+    repo: Repository,
+    model_server: OfflineModelServer,
+    run_id: str,
+) -> None:
+    from tests.store_helpers import run_llm_calls
+
+    prompt, task = f"orchestrate {run_id}", f"cheap ({uuid.uuid4()})"
+    model_server.script(prompt, [Reply(tool_calls=[_delegate(task, "c1")]), Reply(text="ok")])
+    model_server.script(task, [Reply(text="done")])
+    inp = _input(run_id, prompt, tools=[], max_total_tokens=100_000, subagents={"researcher": {}})
+    assert (await (await _start(temporal_env, settings, inp)).result()).status == "DONE"
+    first = (await run_llm_calls(repo, run_id))[0]
+    spent = (first.prompt_tokens or 0) + (first.completion_tokens or 0)
+    child = await repo.get_run(child_run_id(run_id, "researcher", "c1"))
+    assert spent > 0 and child.config["max_total_tokens"] == 100_000 - spent
+
+
 async def test_deleting_the_parents_session_erases_its_sub_runs_too(
     temporal_env: WorkflowEnvironment,
     settings: Settings,

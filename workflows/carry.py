@@ -71,6 +71,7 @@ def make_carry(state: RunState, execution: int) -> RunCarry:
         turn=state._turn,
         tool_calls_used=state._tool_calls_used,
         usage=state._usage,
+        subrun_usage=state._subrun_usage,
         status=state._status,
         early=_bounded_early(state._early),
         settled=dict(settled),
@@ -87,6 +88,7 @@ def restore(state: RunState, carry: RunCarry) -> None:
     state._turn = carry.turn
     state._tool_calls_used = carry.tool_calls_used
     state._usage = carry.usage
+    state._subrun_usage = carry.subrun_usage
     state._status = carry.status
     state._phase = carry.status.lower()
     # A signal can reach this execution before it takes over (in its first workflow task):

@@ -11,7 +11,6 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     # Passed through, not re-imported in the sandbox: the workflow needs the methods'
     # definitions (name, argument and result types) only, never their I/O.
-    from activities.mcp_tools import McpTools
     from activities.model import ModelActivities
     from activities.runs import RunActivities
     from activities.tool_exec import ToolActivities
@@ -42,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         WaitKind,
     )
     from agentrun.protocol.events import EventType
+    from agentrun.protocol.names import Activity
     from workflows.options import (
         BOOKKEEPING,
         CLOSE_REQUEST,
@@ -92,10 +92,17 @@ def start_resume_run(run_id: str, first_execution_run_id: str) -> workflow.Activ
     )
 
 
+# ToolInfo.source of the tools list_mcp_tools answers (activities/mcp_tools.MCP_SOURCE).
+MCP_SOURCE = "mcp"
+
+
 async def list_mcp_tools(inp: StartRunInput) -> list[ToolInfo]:
-    return await workflow.execute_activity_method(
-        McpTools.list_mcp_tools,
-        ListMcpToolsInput(run_id=inp.run_id, config=inp.config),
+    # By name: the activity's module imports the mcp client, which clients of runs (they
+    # import this module) have no need to load.
+    return await workflow.execute_activity(
+        Activity.LIST_MCP_TOOLS,
+        ListMcpToolsInput(run_id=inp.run_id),
+        result_type=list[ToolInfo],
         **LIST_MCP_TOOLS,
         summary="list MCP tools",
     )

@@ -12,9 +12,15 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import (
     ChildWorkflowError,
+    FailureError,
     WorkflowAlreadyStartedError,
     is_cancelled_exception,
 )
@@ -44,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         agent_of,
         child_config,
         child_run_id,
+        child_within_budget,
         parse_task,
     )
     from agentrun.protocol.events import (
@@ -61,12 +68,30 @@ with workflow.unsafe.imports_passed_through():
         Signal,
     )
     from workflows import rules
-    from workflows.options import BOOKKEEPING, RECORD_OUTCOME
+    from workflows.options import (
+        BOOKKEEPING,
+        BOOKKEEPING_RETRY,
+        RECORD_OUTCOME,
+        LocalActivityOptions,
+    )
     from workflows.state import RunState
 
 __all__ = ["SubAgentSteps"]
 
 DEFAULT_TENANT = "default"
+# Recording the end of a child that did not answer: a child refused at open (or terminated
+# before it) has no record, which no retry changes.
+CHILD_END: LocalActivityOptions = {
+    **BOOKKEEPING,
+    "retry_policy": RetryPolicy(
+        initial_interval=BOOKKEEPING_RETRY.initial_interval,
+        maximum_interval=BOOKKEEPING_RETRY.maximum_interval,
+        non_retryable_error_types=[
+            *(BOOKKEEPING_RETRY.non_retryable_error_types or ()),
+            "NotFoundError",
+        ],
+    ),
+}
 
 
 class SubAgentSteps(RunState):
@@ -120,12 +145,17 @@ class SubAgentSteps(RunState):
             return None, f"{call.name}: {problem}"
         run_id = child_run_id(inp.run_id, agent, call.id)
         workspace = self._opened.workspace if self._opened else None
+        child_cfg, spent = child_within_budget(
+            child_config(config, agent, workspace, depth), config, self._usage
+        )
+        if child_cfg is None:
+            return None, f"{call.name}: not run: {spent}"
         try:
             child = StartRunInput(
                 run_id=run_id,
                 session_id=run_id,
                 prompt=task,
-                config=child_config(config, agent, workspace, depth),
+                config=child_cfg,
                 tenant=inp.tenant,
                 parent=SubRunParent(
                     run_id=inp.run_id, tool_call_id=call.id, agent=agent, depth=depth
@@ -207,16 +237,24 @@ class SubAgentSteps(RunState):
         the model's error text."""
         message = rules.error_message(err.cause) if err.cause else str(err)
         status = RunStatus.CANCELED if is_cancelled_exception(err) else RunStatus.FAILED
-        recorded = await workflow.execute_local_activity_method(
-            RunActivities.set_status,
-            SetStatusInput(run_id=child_id, status=status, error=f"its workflow ended: {message}"),
-            **BOOKKEEPING,
-            summary=f"end of sub-run {agent_of(call.name)}",
-        )
-        self._add_child_usage(recorded.usage)
-        await self._finished_event(inp, call, child_id, recorded.status, recorded.error)
-        what = "was cancelled" if recorded.status == RunStatus.CANCELED else "failed"
-        return f"{call.name}: the sub-agent's run {child_id} {what}: {recorded.error or message}"
+        error: str | None = message
+        try:
+            recorded = await workflow.execute_local_activity_method(
+                RunActivities.set_status,
+                SetStatusInput(
+                    run_id=child_id, status=status, error=f"its workflow ended: {message}"
+                ),
+                **CHILD_END,
+                summary=f"end of sub-run {agent_of(call.name)}",
+            )
+        except FailureError:  # no record: refused at open, nothing used
+            pass
+        else:
+            self._add_child_usage(recorded.usage)
+            status, error = recorded.status, recorded.error or message
+        await self._finished_event(inp, call, child_id, status, error)
+        what = "was cancelled" if status == RunStatus.CANCELED else "failed"
+        return f"{call.name}: the sub-agent's run {child_id} {what}: {error}"
 
     def _add_child_usage(self, usage: Usage) -> None:
         self._usage = self._usage.add(usage)

@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from agentrun.api import calls, events, health, problems, queue, runs, sessions
 from agentrun.api.middleware import AccessLog, BodyLimit
+from agentrun.telemetry import api_metrics, tracing
 from agentrun.web import STATIC_DIR
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ def create_app(
         redoc_url=None,
     )
     problems.install(app)
+    tracing.configure_tracing("agentrun-api")
+    api_metrics.install(app)  # GET /metrics, the SSE gauge, request spans (README "Observability")
     for module in (runs, events, calls, sessions, queue, health):
         app.include_router(module.router)
     # The web page (agentrun.web) at /, after every route: the API keeps its paths.

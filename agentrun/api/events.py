@@ -23,6 +23,7 @@ from agentrun.db.models import RunEvent
 from agentrun.protocol.events import EventType, UnknownEvent, parse_event
 from agentrun.protocol.http import EventPage, EventView
 from agentrun.protocol.statuses import RunStatus, Scope
+from agentrun.telemetry.api_metrics import followed
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -100,7 +101,7 @@ async def events(
     if _wants_json(request):
         return await _page(svc, run_id, cursor, limit, opened=run is not None)
     return EventSourceResponse(
-        _stream(svc, run_id, cursor, request.app.state.draining),
+        followed(request, _stream(svc, run_id, cursor, request.app.state.draining)),
         ping=svc.settings.http_heartbeat_s,
         send_timeout=SEND_TIMEOUT_S,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

@@ -75,11 +75,14 @@ def new_id(prefix: str) -> str:
 async def connect(settings: Settings) -> Client:
     """A Temporal client with agentrun's data converter (and payload codec)."""
     from agentrun.converter import data_converter
+    from agentrun.telemetry.tracing import client_interceptors
 
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
+        # OTEL_* set: the TracingInterceptor, so a run's trace starts at its start call.
+        interceptors=client_interceptors(),
     )
 
 

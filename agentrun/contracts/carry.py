@@ -23,6 +23,11 @@ class RunCarry(BaseModel):
     turn: int = Field(ge=0, description="The last model turn taken.")
     tool_calls_used: int = Field(default=0, ge=0)
     usage: Usage = Field(default_factory=Usage)
+    subrun_usage: Usage = Field(
+        default_factory=Usage,
+        description="What the run's sub-runs used (in `usage` too), added to the run's own "
+        "record in its result.",
+    )
     status: RunStatus = RunStatus.RUNNING
     early: dict[str, ToolDecision] = Field(
         default_factory=dict,

@@ -3,7 +3,6 @@ tools), the limits, the Strict mechanism (tolerant read, strict make) and the ru
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -16,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentrun.contracts.subagent_names import subagent_problems
 from agentrun.contracts.usage import Usage
 from agentrun.protocol.statuses import ApprovalPreset, RunStatus, ToolApproval
 from agentrun.protocol.webhooks import MAX_URL_CHARS, WebhookEvent, url_problem
@@ -131,11 +131,6 @@ class McpServerChoice(Strict):
         return {"server": data} if isinstance(data, str) else data
 
 
-# A sub-agent's name: its tool `delegate_to_<name>` stays within what model APIs accept (64).
-SUBAGENT_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,48}$"
-DELEGATE_PREFIX = "delegate_to_"
-
-
 class SubAgentSpec(Strict):
     """A named sub-agent (README Sub-agents): the model sees a tool `delegate_to_<name>` taking
     {"task": text}, and a call runs the task as a child run with these settings. Unset fields
@@ -154,6 +149,9 @@ class SubAgentSpec(Strict):
         default_factory=list,
         max_length=16,
         description="Sub-agents (of the same config) this one may delegate to, within max_depth.",
+    )
+    mcp_servers: list[McpServerChoice] | None = Field(
+        default=None, max_length=32, description="Unset: the parent's MCP servers."
     )
 
     @field_validator("description", "system_prompt")
@@ -327,26 +325,6 @@ class AgentConfig(Strict):
         if self.model_first_token_timeout_s is not None:
             return min(self.model_first_token_timeout_s, self.model_timeout_s)
         return min(DEFAULT_FIRST_TOKEN_TIMEOUT_S, self.model_timeout_s)
-
-
-def subagent_problems(config: AgentConfig) -> list[str]:
-    """What is wrong with a config's sub-agents: names, clashes, references."""
-    subs = config.subagents or {}
-    problems = []
-    for name, spec in subs.items():
-        if not re.fullmatch(SUBAGENT_NAME_PATTERN, name):
-            problems.append(
-                f"sub-agent name {name!r} must be 1-48 letters, digits, '_' or '-' "
-                f"(its tool is {DELEGATE_PREFIX}<name>)"
-            )
-        unknown = [n for n in spec.subagents if n not in subs]
-        if unknown:
-            problems.append(f"sub-agent {name!r} names unknown sub-agent(s): {', '.join(unknown)}")
-    taken = set(config.tools or ()) | {c.name for c in config.client_tools}
-    clash = sorted(DELEGATE_PREFIX + n for n in subs if DELEGATE_PREFIX + n in taken)
-    if clash:
-        problems.append(f"tool name(s) {', '.join(clash)} clash with sub-agents' tools")
-    return problems
 
 
 class StartRunInput(Strict):

@@ -79,7 +79,11 @@ class ListMcpToolsInput(BaseModel):
     """Input of agentrun.list_mcp_tools: list and record the tools of the run's MCP servers."""
 
     run_id: str
-    config: AgentConfig
+    config: AgentConfig | None = Field(
+        default=None,
+        description="Unset: the activity reads the run's config from its row (history stays "
+        "free of the system prompt).",
+    )
 
 
 class SetStatusInput(BaseModel):

@@ -13,13 +13,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agentrun.contracts.people import PendingCall
-from agentrun.contracts.run import (
-    DELEGATE_PREFIX,
-    ID_PATTERN,
-    MAX_PROMPT_CHARS,
-    AgentConfig,
-    subagent_problems,
-)
+from agentrun.contracts.run import ID_PATTERN, MAX_PROMPT_CHARS, AgentConfig, Usage
+from agentrun.contracts.subagent_names import DELEGATE_PREFIX, subagent_problems
 
 __all__ = [
     "DELEGATE_PARAMETERS",
@@ -28,6 +23,7 @@ __all__ = [
     "agent_of",
     "child_config",
     "child_run_id",
+    "child_within_budget",
     "delegate_name",
     "delegate_schema",
     "parse_task",
@@ -156,8 +152,11 @@ def child_config(
         delegate_name(n) for n in parent.subagents or {}
     }
 
+    servers = spec.mcp_servers if spec.mcp_servers is not None else parent.mcp_servers
+    mcp = tuple(f"{c.server}__" for c in servers or ())
+
     def keeps(name: str) -> bool:
-        if name in own_delegates:
+        if name in own_delegates or (mcp and name.startswith(mcp)):
             return True
         return name not in parents_only and (own is None or name in own)
 
@@ -183,6 +182,27 @@ def child_config(
             "approval_allow": allow,
             "approval_overrides": overrides,
             "client_tools": [],
+            "mcp_servers": servers,
             "subagents": nested or None,
         }
     )
+
+
+def child_within_budget(
+    child: AgentConfig, parent: AgentConfig, used: Usage
+) -> tuple[AgentConfig | None, str]:
+    """The child's config with the run budgets (max_cost_usd, max_total_tokens) cut to what is
+    left of the parent's after `used` (children running at once share it: the parent checks
+    its own after each batch); or None and why, when nothing is left."""
+    update: dict[str, Any] = {}
+    if parent.max_cost_usd is not None:
+        left = parent.max_cost_usd - (used.cost_usd or 0)
+        if left <= 0:
+            return None, f"the run's budget max_cost_usd {parent.max_cost_usd} is spent"
+        update["max_cost_usd"] = left
+    if parent.max_total_tokens is not None:
+        left_tokens = parent.max_total_tokens - used.total_tokens
+        if left_tokens <= 0:
+            return None, f"the run's budget max_total_tokens {parent.max_total_tokens} is spent"
+        update["max_total_tokens"] = left_tokens
+    return (child.model_copy(update=update) if update else child), ""

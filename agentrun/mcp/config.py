@@ -65,6 +65,8 @@ class McpServerConfig(BaseModel):
     startup_timeout_s: float = Field(default=30, gt=0, le=600)
     # The least approval of the server's tools (default: read-only tools auto, others ask).
     approval: Literal["auto", "needs_approval"] | None = None
+    # The tenants whose runs may use the server (README "HTTP API"); unset: every tenant.
+    tenants: list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod

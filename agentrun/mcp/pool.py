@@ -20,7 +20,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, CallToolResult, RequestParamsMeta
+from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, CallToolResult, RequestParamsMeta
 
 from agentrun.mcp.config import McpServerConfig, resolve_secret
 
@@ -144,6 +144,14 @@ class _Connection:
                 self._errlog.close()
 
 
+def _connection_gone(exc: MCPError) -> bool:
+    """The connection is gone (a stdio server exited, an HTTP server dropped our session after
+    a restart or its idle timeout): open it again rather than give the model an error."""
+    return exc.code == CONNECTION_CLOSED or (
+        exc.code == INVALID_REQUEST and exc.error.message == "Session terminated"
+    )
+
+
 def _transport_closed(client: Client | None) -> bool:
     """The connection's transport has ended (its stdio server exited, say) while idle: a call
     sent on it would fail without reaching any server, so it is opened again first. The mcp
@@ -238,7 +246,7 @@ class McpPool:
                 if not cursor:
                     break
         except MCPError as exc:
-            if exc.code == CONNECTION_CLOSED:
+            if _connection_gone(exc):
                 raise await self._lost(server, conn, f"{LOST} while listing tools") from None
             raise McpServerError(server, f"tools/list failed: {exc}") from None
         return tools
@@ -257,7 +265,7 @@ class McpPool:
                 meta=cast(RequestParamsMeta, {IDEMPOTENCY_META_KEY: idempotency_key}),
             )
         except MCPError as exc:
-            if exc.code == CONNECTION_CLOSED:
+            if _connection_gone(exc):
                 raise await self._lost(
                     server, conn, f"{LOST} during the call to {tool} (did it exit?)"
                 ) from None

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agentrun.telemetry.tracing import configure_tracing
 from starter.connect import database, settings_or_exit, temporal
 from starter.exits import EXIT_OK, EXIT_UNREACHABLE, CliError
 from starter.output import console, print_json
@@ -31,6 +32,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             "AGENTRUN_HTTP_PORT",
             EXIT_UNREACHABLE,
         )
+    configure_tracing("agentrun-api")  # its service name, before the client is connected
     client = await temporal(settings)
     async with database(settings):
         pass  # reachable and migrated, or a clear error now rather than on the first request

@@ -15,11 +15,12 @@ from activities.mcp_tools import mcp_approval, tool_name
 from activities.policy import floor_of
 from activities.tools import default_registry
 from agentrun.contracts import AgentConfig, ApprovalPreset
-from agentrun.mcp.config import McpConfigError, McpServerConfig, servers_of
+from agentrun.mcp.config import McpConfigError, McpServerConfig
 from agentrun.mcp.pool import ListedTool, McpPool, McpServerError
 from agentrun.settings import Settings
 from starter.connect import settings_or_exit
-from starter.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
+from starter.exits import EXIT_FAILED, EXIT_OK
+from starter.mcp_check import mcp_servers_or_exit
 from starter.output import console, print_json
 
 DEFAULT = AgentConfig()
@@ -74,10 +75,7 @@ def _mcp_tool(server: McpServerConfig, tool: ListedTool, settings: Settings) -> 
 
 async def _probe(settings: Settings) -> list[dict[str, Any]]:
     """Each declared server: what it offers, or why it could not be reached."""
-    try:
-        servers = servers_of(settings)
-    except McpConfigError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+    servers = mcp_servers_or_exit(settings)
     pool = McpPool(servers)
     found = []
     try:

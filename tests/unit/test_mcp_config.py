@@ -164,3 +164,27 @@ def test_opening_accepts_approval_settings_for_the_runs_mcp_tools_only() -> None
     other = AgentConfig(mcp_servers=["s"], approval_allow=["other__t"])
     with pytest.raises(InvalidConfig, match="other__t"):
         resolve_policy(default_registry(), other)
+
+
+def test_a_name_that_collides_is_refused_with_a_clear_message() -> None:
+    from temporalio.exceptions import ApplicationError
+
+    from activities.mcp_tools import McpTools
+    from agentrun.mcp.pool import McpPool
+
+    tools = McpTools(None, McpPool({}), default_registry(), {})  # type: ignore[arg-type]
+    client = AgentConfig(client_tools=[{"name": "s__t"}], mcp_servers=["s"])
+    with pytest.raises(ApplicationError, match="'s__t' collides with a built-in or client tool"):
+        tools._check_names([{"name": "s__t"}], client)
+    with pytest.raises(ApplicationError, match="'s__t' collides with another MCP tool"):
+        tools._check_names([{"name": "s__t"}, {"name": "s__t"}], AgentConfig(mcp_servers=["s"]))
+    overrides = AgentConfig(mcp_servers=["s"], approval_overrides={"s__gone": "needs_approval"})
+    with pytest.raises(ApplicationError, match="unknown MCP tool 's__gone'"):
+        tools._check_names([{"name": "s__t"}], overrides)
+
+
+def test_the_workflow_knows_mcp_tools_by_the_source_the_activity_gives_them() -> None:
+    from activities.mcp_tools import MCP_SOURCE
+    from workflows import steps
+
+    assert steps.MCP_SOURCE == MCP_SOURCE

@@ -228,3 +228,51 @@ def test_the_status_view_and_the_signal_payload_read_tolerantly() -> None:
     assert view.waiting_on == []
     notice = SubRunWaits.model_validate_json('{"run_id": "c", "via": "c", "new": 1}')
     assert notice.calls == []
+
+
+def test_a_child_gets_what_is_left_of_the_parents_budget() -> None:
+    from decimal import Decimal
+
+    from agentrun.contracts import Usage
+    from agentrun.contracts.subagents import child_within_budget
+
+    parent = config(max_cost_usd="1.00", max_total_tokens=1000, subagents={"a": {}})
+    used = Usage(prompt_tokens=300, completion_tokens=100, cost_usd=Decimal("0.25"))
+    child, why = child_within_budget(child_config(parent, "a", None, 1), parent, used)
+    assert child is not None and why == ""
+    assert (child.max_cost_usd, child.max_total_tokens) == (Decimal("0.75"), 600)
+    spent = Usage(prompt_tokens=1000, cost_usd=Decimal("0.25"))
+    child, why = child_within_budget(child_config(parent, "a", None, 1), parent, spent)
+    assert child is None and "max_total_tokens 1000 is spent" in why
+    free = config(subagents={"a": {}})
+    child, _ = child_within_budget(child_config(free, "a", None, 1), free, used)
+    assert child is not None and child.max_cost_usd is None and child.max_total_tokens is None
+
+
+def test_a_continued_run_keeps_what_its_sub_runs_used() -> None:
+    from agentrun.contracts import OpenedRun, RunCarry, Usage
+    from workflows.carry import make_carry, restore
+    from workflows.state import RunState
+
+    before = RunState()
+    before._opened = OpenedRun(run_id="r", model="m")
+    before._subrun_usage = Usage(prompt_tokens=7, llm_calls=1)
+    carry = RunCarry.model_validate_json(make_carry(before, execution=2).model_dump_json())
+    after = RunState()
+    restore(after, carry)
+    assert after._subrun_usage == before._subrun_usage
+
+
+def test_a_child_uses_the_parents_mcp_servers_unless_its_own_are_named() -> None:
+    parent = config(
+        tools=[],
+        mcp_servers=["notes", "search"],
+        approval_overrides={"notes__add": "needs_approval", "search__find": "needs_approval"},
+        subagents={"a": {}, "b": {"mcp_servers": [{"server": "search", "tools": ["find"]}]}},
+    )
+    a = child_config(parent, "a", None, 1)
+    assert [c.server for c in a.mcp_servers or []] == ["notes", "search"]
+    assert sorted(a.approval_overrides) == ["notes__add", "search__find"]
+    b = child_config(parent, "b", None, 1)
+    assert [(c.server, c.tools) for c in b.mcp_servers or []] == [("search", ["find"])]
+    assert list(b.approval_overrides) == ["search__find"]

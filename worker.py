@@ -26,6 +26,7 @@ from activities.mcp_tools import McpTools
 from activities.model import ModelActivities
 from activities.retention import RetentionActivities
 from activities.runs import RunActivities
+from activities.sessions import SessionQueueActivities
 from activities.tool_exec import ToolActivities
 from activities.tools import ToolRegistry, default_registry
 from activities.webhook_dispatch import WebhookDispatcher, webhook_task_queue
@@ -87,6 +88,7 @@ def build_worker(
         repo, mcp_pool or McpPool(servers_of(settings)), registry, settings.approval_floor
     )
     tools = ToolActivities(repo, registry, settings=settings, mcp=mcp)
+    queue = SessionQueueActivities(repo, settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -105,6 +107,7 @@ def build_worker(
             tools.record_tool_outcome,
             mcp.list_mcp_tools,
             RetentionActivities(repo, client).delete_idle_sessions,
+            queue.advance_session_queue,
             *extra_activities,
         ],
         max_concurrent_activities=settings.max_concurrent_activities,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentrun.db.models import Message
+from agentrun.protocol.queue import MessageState
 from agentrun.store import Repository, estimate_tokens
 
 MISSING_RESULT = "no result: the run ended before this tool call was carried out"
@@ -20,9 +21,14 @@ SUMMARY_HEADING = "Summary of the earlier conversation (its messages are no long
 
 
 def visible(messages: list[Message], summary: Message | None = None) -> list[Message]:
-    """The messages a context may hold: conversation messages, less those `summary` covers."""
+    """The messages a context may hold: conversation messages, less those `summary` covers
+    and those of rolled-back runs (kept in the record, never sent again: double-texting)."""
     covered = (summary.covers_to_id or 0) if summary is not None else 0
-    return [m for m in messages if m.kind is None and m.id > covered]
+    return [
+        m
+        for m in messages
+        if m.kind is None and m.id > covered and m.state != MessageState.ROLLED_BACK
+    ]
 
 
 def head_of(system_prompt: str, summary: Message | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from activities.context import load_context
 from activities.heartbeats import Beat, beating, db_only_attempts
 from activities.model_errors import DatabaseUnavailableError, db_error_text, is_transient_db_error
 from activities.model_record import TurnRecording, turn_result
+from activities.sessions import keep_interrupted
 from activities.streaming import DeltaWriter, StreamedTurn, read_stream
 from activities.tool_schemas import tool_schemas
 from activities.tools import ToolRegistry
@@ -248,6 +249,8 @@ class ModelActivities(TurnRecording):
                             inp, attempt, turn, LlmCallStatus.CANCELED, why, time.monotonic()
                         )
                     )
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(keep_interrupted(self.repo, inp, turn.text))
             raise
         except DatabaseUnavailableError:
             with contextlib.suppress(Exception):

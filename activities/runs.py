@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.policy import check_workspace
+from activities.sessions import open_refused, wake_if_waiting
 from activities.subagent_tools import run_tools, subruns_workspace
 from activities.tools import ToolRegistry
 from agentrun.contracts import (
@@ -65,6 +66,14 @@ class RunActivities:
     # "open run": registered under its first name, which runs in flight and histories use.
     @activity.defn(name=Activity.PREPARE_RUN)
     async def open_run(self, inp: OpenRunInput) -> OpenedRun:
+        try:
+            return await self._open_run(inp)
+        except ApplicationError as exc:
+            if exc.non_retryable:
+                await open_refused(self.repo, inp.run_id, inp.session_id, exc.message)
+            raise
+
+    async def _open_run(self, inp: OpenRunInput) -> OpenedRun:
         problems = storage_problems(inp)
         if problems:
             # The database would refuse these for ever; refuse the run instead, writing nothing.
@@ -130,6 +139,8 @@ class RunActivities:
     async def _release_if_gone(self, holder: str) -> bool:
         """A run whose workflow was terminated (or timed out) never recorded its end and would
         hold its session forever: record it as FAILED, which frees the session."""
+        if await self.repo.find_run(holder) is None:
+            return False  # a queued message's run that has not opened (store/queue.py)
         try:
             desc = await activity.client().get_workflow_handle(holder).describe()
         except RPCError as exc:
@@ -218,6 +229,8 @@ class RunActivities:
         )
         if changed:
             metrics.run_status_changed(metrics.meter(), run.status)
+        if status.terminal:  # the session is free: messages queued for it can go
+            await wake_if_waiting(self.repo, run.session_id)
         text, cut = preview(run.final_text or "")
         return RunResult(
             run_id=run.id,

@@ -12,12 +12,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentrun.process import exit_process
+from agentrun.protocol.queue import IfBusy
 from agentrun.protocol.statuses import ApprovalPreset, Scope
 from starter.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 __all__ = ["CliError", "build_parser", "main"]
 
 APPROVAL_PRESETS = [p.value for p in ApprovalPreset]
+IF_BUSY = [p.value for p in IfBusy]
+IF_BUSY_HELP = (
+    "if the session has an active run: reject (default, unless the session has one), "
+    "enqueue (start after it), interrupt (stop it, keep its partial answer), rollback (stop "
+    "it and leave it out of the conversation)"
+)
 SCOPES = [s.value for s in Scope]
 DEFAULT_DEMO_PROMPT = (
     "List the files in the workspace, work out 17 * 23 with the calculator, "
@@ -119,6 +126,7 @@ def _follow_commands(sub: Any) -> None:
     )
     run.add_argument("--yes", action="store_true", help="approve every call that asks")
     run.add_argument("--no-input", action="store_true", help="never prompt; Ctrl-C detaches")
+    run.add_argument("--if-busy", choices=IF_BUSY, help=IF_BUSY_HELP)
     _command(run, "starter.commands.runs:cmd_run")
 
     follow = sub.add_parser("follow", help="follow a run's events live, from any point")
@@ -182,6 +190,21 @@ def _read_commands(sub: Any) -> None:
     )
     _command(tools, "starter.commands.tools:cmd_tools")
     _command(check, "starter.commands.tools:cmd_tools_check")
+
+
+def _queue_commands(sub: Any) -> None:
+    queue = sub.add_parser("queue", help="a session's queued messages and its --if-busy default")
+    actions = queue.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
+    ls = actions.add_parser("list", help="the messages waiting, in the order they will start")
+    ls.add_argument("session")
+    ls.add_argument("--all", action="store_true", help="every message it queued, in any state")
+    cancel = actions.add_parser("cancel", help="withdraw a waiting message (its run never starts)")
+    cancel.add_argument("message_id")
+    policy = actions.add_parser("policy", help="show or set the session's default --if-busy")
+    policy.add_argument("session")
+    policy.add_argument("policy", nargs="?", choices=[*IF_BUSY, "none"])
+    for p in (ls, cancel, policy):
+        _command(p, "starter.commands.queue:cmd_queue")
 
 
 def _webhook_commands(sub: Any) -> None:
@@ -290,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         _follow_commands,
         _decision_commands,
         _read_commands,
+        _queue_commands,
         _webhook_commands,
         _keys_commands,
         _cost_commands,

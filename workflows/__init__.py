@@ -6,9 +6,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from workflows.agent import AgentRunWorkflow
 from workflows.retention import SessionRetentionWorkflow
+from workflows.session import SessionQueueWorkflow
 from workflows.webhook import WebhookDeliveryWorkflow
 
-ALL_WORKFLOWS = [AgentRunWorkflow, SessionRetentionWorkflow]
+ALL_WORKFLOWS = [AgentRunWorkflow, SessionRetentionWorkflow, SessionQueueWorkflow]
 # On a task queue of their own (worker.build_webhook_worker), so slow receivers never take the
 # activity slots that runs need.
 WEBHOOK_WORKFLOWS = [WebhookDeliveryWorkflow]
@@ -33,6 +34,7 @@ __all__ = [
     "SANDBOX_RUNNER",
     "WEBHOOK_WORKFLOWS",
     "AgentRunWorkflow",
+    "SessionQueueWorkflow",
     "SessionRetentionWorkflow",
     "WebhookDeliveryWorkflow",
 ]

@@ -18,7 +18,9 @@ from agentrun.api.lookups import (
     starting_run,
 )
 from agentrun.api.problems import ApiProblem, not_found
+from agentrun.api.queue import queued_response, queued_run
 from agentrun.client import (
+    MessageRefused,
     RunEnded,
     RunNotFound,
     SessionBusy,
@@ -28,6 +30,7 @@ from agentrun.client import (
     start_run,
 )
 from agentrun.client.errors import SessionDeleted
+from agentrun.client.queue import session_policy
 from agentrun.db.models import Run, ToolCall
 from agentrun.protocol.http import (
     CancelRunRequest,
@@ -130,11 +133,12 @@ async def _start(
     owner = await session_tenant(svc, session_id)
     if owner is not None and owner != tenant:
         raise not_found("session", session_id)
-    holder = await svc.repo.session_holder(session_id)
+    queued = body.if_busy is not None or await session_policy(svc.repo, session_id) is not None
+    holder = None if queued else await svc.repo.session_holder(session_id)
     if holder is not None and holder != run_id:
         raise _busy(session_id, holder)
     try:
-        await start_run(
+        handle = await start_run(
             svc.temporal,
             svc.settings.task_queue,
             body.prompt,
@@ -143,7 +147,10 @@ async def _start(
             config=body.config,
             repo=svc.repo,
             tenant=tenant,
+            if_busy=body.if_busy,
         )
+    except MessageRefused as exc:
+        raise ApiProblem(409, str(exc), kind="message-refused") from None
     except SessionBusy as exc:
         raise _busy(session_id, exc.active_run_id) from None
     except RunEnded as exc:
@@ -154,7 +161,7 @@ async def _start(
         raise ApiProblem(404, str(exc), kind="not-found") from None
     except SessionNotFound:
         raise not_found("session", session_id) from None
-    return _started(run_id, session_id, RunStatus.QUEUED)
+    return queued_response(_started(run_id, session_id, RunStatus.QUEUED), handle.accepted)
 
 
 def _busy(session_id: str, active_run_id: str) -> ApiProblem:
@@ -217,7 +224,13 @@ async def get_run(
     request: Request, run_id: str, key: Annotated[KeyInfo, Depends(require(Scope.READ))]
 ) -> RunView:
     svc = services(request)
-    run = await owned_run(svc, run_id, key.tenant)
+    try:
+        run = await owned_run(svc, run_id, key.tenant)
+    except ApiProblem as exc:
+        queued = await queued_run(svc, run_id, key.tenant) if exc.status == 404 else None
+        if queued is None:
+            raise
+        return queued
     if run is None:
         return await _not_opened(svc, run_id)
     pending = await svc.repo.pending_tool_calls(run_id)

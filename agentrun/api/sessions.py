@@ -25,6 +25,7 @@ from agentrun.protocol.http import (
     ToolCallView,
     TranscriptPage,
 )
+from agentrun.protocol.queue import MessageState
 from agentrun.protocol.statuses import Scope
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
@@ -177,5 +178,6 @@ def _message(m: Message, calls: dict[tuple[str, str], ToolCall]) -> MessageView:
         tool_call_id=m.tool_call_id,
         name=m.name,
         created_at=m.created_at,
+        state=MessageState(m.state) if m.state else None,
         tool_calls=views,
     )

@@ -20,6 +20,7 @@ a `Refused` subclass chosen by the `ApplicationError.type` the workflow raised
     handle    AgentRunClient and RunHandle
     executions  a run's chain of Temporal executions and their histories (continue-as-new)
     errors    the exception hierarchy and error_from, the one mapping to it
+    queue     messages with a double-texting policy (if_busy): send, wait, cancel, defaults
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ from agentrun.client.errors import (
 )
 from agentrun.client.executions import run_histories
 from agentrun.client.handle import AgentRunClient, RunHandle
+from agentrun.client.queue import (
+    MessageNotStarted,
+    MessageRefused,
+    cancel_message,
+    queued_messages,
+    set_session_policy,
+    wait_started,
+)
 from agentrun.client.reading import AnyEvent, RunSummary, follow, list_query, list_runs
 
 __all__ = [
@@ -75,6 +84,8 @@ __all__ = [
     "HashMismatch",
     "InvalidDecision",
     "InvalidResult",
+    "MessageNotStarted",
+    "MessageRefused",
     "Refused",
     "ResultRefused",
     "ResultTooLarge",
@@ -90,6 +101,7 @@ __all__ = [
     "SessionNotFound",
     "UnknownToolCall",
     "WrongWaitKind",
+    "cancel_message",
     "cancel_run",
     "connect",
     "decide",
@@ -99,10 +111,13 @@ __all__ = [
     "list_query",
     "list_runs",
     "new_id",
+    "queued_messages",
     "run_histories",
     "run_result",
     "run_status",
+    "set_session_policy",
     "signal_decision",
     "start_run",
     "submit_tool_result",
+    "wait_started",
 ]

@@ -26,6 +26,7 @@ from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.client.errors import (
+    AgentRunError,
     DecisionRefused,
     Refused,
     ResultRefused,
@@ -36,6 +37,7 @@ from agentrun.client.errors import (
     SessionNotFound,
     error_from,
 )
+from agentrun.client.queue import first_waiting, send_message, session_policy
 from agentrun.contracts import (
     AgentConfig,
     CancelAnswer,
@@ -56,6 +58,7 @@ from agentrun.protocol.names import (
     SA_TENANT,
     SA_WAITING_APPROVAL,
 )
+from agentrun.protocol.queue import IfBusy
 from agentrun.protocol.statuses import Decision, RunStatus
 from workflows.agent import AgentRunWorkflow
 
@@ -93,6 +96,7 @@ async def start_run(
     config: AgentConfig | Mapping[str, Any] | None = None,
     repo: Repository | None = None,
     tenant: str | None = None,
+    if_busy: IfBusy | str | None = None,
 ) -> RunHandle:
     """Start a run (the workflow id is the run id). Starting the same run id again while it
     runs returns the run already there; a run id whose run ended raises RunEnded (a closed run
@@ -103,7 +107,10 @@ async def start_run(
 
     The run and a new session are of `tenant` (None: the default tenant). With a store, a
     session of another tenant raises SessionNotFound and a run id of another tenant's run
-    RunEnded, before anything starts; the run's open refuses such a session in any case."""
+    RunEnded, before anything starts; the run's open refuses such a session in any case.
+
+    With a policy (`if_busy`, or the session's default) the message goes through the session's
+    queue (agentrun.client.queue; the store is needed): `.accepted` of the handle says where."""
     if config is None:
         config = AgentConfig()
     elif not isinstance(config, AgentConfig):
@@ -118,7 +125,14 @@ async def start_run(
     tenant = inp.tenant or DEFAULT_TENANT
     if repo is not None:
         await _check_not_ended(repo, inp.run_id, tenant)
+        if if_busy is not None or await session_policy(repo, inp.session_id) is not None:
+            accepted = await send_message(client, task_queue, repo, inp, if_busy)
+            from agentrun.client.handle import RunHandle
+
+            return RunHandle(client, inp.run_id, store=repo, accepted=accepted)
         await _check_session(repo, inp.session_id, inp.run_id, tenant)
+    elif if_busy is not None:
+        raise AgentRunError("a message with a policy (if_busy) needs the store: give one")
     try:
         await client.start_workflow(
             AgentRunWorkflow.run,
@@ -172,7 +186,7 @@ async def _check_session(repo: Repository, session_id: str, run_id: str, tenant:
         raise SessionNotFound(session_id)
     if session.deleted_at is not None:
         raise SessionDeleted(session_id)
-    holder = await repo.session_holder(session_id)
+    holder = await repo.session_holder(session_id) or await first_waiting(repo, session_id)
     if holder is not None and holder != run_id:
         raise SessionBusy(session_id, holder)
 

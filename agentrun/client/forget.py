@@ -30,7 +30,7 @@ from agentrun.client.calls import cancel_run
 from agentrun.client.errors import AgentRunError, RunNotFound, SessionNotFound
 from agentrun.contracts.run import ID_PATTERN
 from agentrun.db.models import DEFAULT_TENANT, RunStatus, Session
-from agentrun.store import NotFoundError, Repository
+from agentrun.store import NotFoundError, Repository, queue
 from agentrun.store.forget import SessionActiveError, erase_session_tree, live_runs
 
 __all__ = ["DeletedSession", "SessionActive", "delete_session"]
@@ -70,6 +70,9 @@ async def delete_session(
     live = [r for r in live if await _still_going(client, repo, r)]
     if live and not cancel_active:
         raise SessionActive(session_id, live)
+    if live:  # first, so that no queued message starts as its active run ends
+        async with repo.transaction() as db:
+            await queue.cancel_waiting(db, session_id, "the session is being deleted")
     try:
         cancelled = [r for r in live if await _cancel(client, r, by, wait_s)]
     except TimeoutError:

@@ -28,8 +28,11 @@ from agentrun.client.calls import (
     submit_tool_result,
 )
 from agentrun.client.errors import AgentRunError, RunEnded, RunNotStarted
+from agentrun.client.queue import wait_started
 from agentrun.client.reading import AnyEvent, RunSummary, follow, list_runs
 from agentrun.contracts import AgentConfig, CancelAnswer, RecordedDecision, RunResult, RunStatusView
+from agentrun.contracts.queue import Accepted
+from agentrun.protocol.queue import IfBusy
 from agentrun.protocol.statuses import Decision
 from workflows.agent import AgentRunWorkflow
 
@@ -48,11 +51,14 @@ class RunHandle:
         *,
         store: Repository | None = None,
         workflow: WorkflowHandle[AgentRunWorkflow, RunResult] | None = None,
+        accepted: Accepted | None = None,
     ) -> None:
         self.client = client
         self.id = run_id
         self.store = store
         self.workflow = workflow or _handle(client, run_id)
+        # Set for a message taken by the session's queue (a policy): its run may not exist yet.
+        self.accepted = accepted
 
     @property
     def run_id(self) -> str:
@@ -84,6 +90,8 @@ class RunHandle:
         return await run_status(self.client, self.id)
 
     async def result(self) -> RunResult:
+        if self.accepted is not None and self.store is not None:
+            await wait_started(self.store, self.accepted.message_id)  # queued: not started yet
         return await run_result(self.client, self.id)
 
     async def describe(self) -> WorkflowExecutionDescription:
@@ -96,6 +104,8 @@ class RunHandle:
         polls the task queue, say)."""
         store = self._store()
         deadline = time.monotonic() + timeout
+        if self.accepted is not None:  # queued: its run starts when those before it ended
+            await wait_started(store, self.accepted.message_id, timeout)
         while await store.find_run(self.id) is None:
             desc = await describe_run(self.client, self.id)
             if desc.status is not None and desc.status != WorkflowExecutionStatus.RUNNING:
@@ -157,6 +167,7 @@ class AgentRunClient:
         run_id: str | None = None,
         config: AgentConfig | Mapping[str, Any] | None = None,
         tenant: str | None = None,
+        if_busy: IfBusy | str | None = None,
     ) -> RunHandle:
         return await start_run(
             self.temporal,
@@ -167,6 +178,7 @@ class AgentRunClient:
             config=config,
             repo=self.store,
             tenant=tenant,
+            if_busy=if_busy,
         )
 
     def handle(self, run_id: str) -> RunHandle:

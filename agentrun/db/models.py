@@ -48,6 +48,7 @@ __all__ = [
     "LlmCall",
     "LlmCallStatus",
     "Message",
+    "QueuedMessage",
     "Run",
     "RunEvent",
     "RunMcpTool",
@@ -99,6 +100,8 @@ class Session(Base):
     # Set when the session was deleted (agentrun/store/forget.py): its text is erased, the
     # row stays as the tombstone and refuses new runs (migration 0010).
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What a new message does while a run is active (an IfBusy; None: reject). Migration 0009.
+    if_busy: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (Index("ix_sessions_tenant_created_at", "tenant", "created_at"),)
 
@@ -163,6 +166,8 @@ class Message(Base):
     kind: Mapped[str | None] = mapped_column(String(16))
     covers_to_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    # None, or a MessageState: interrupted (a cancelled run's partial answer), rolled_back.
+    state: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (Index("ix_messages_session_id_id", "session_id", "id"),)
 
@@ -364,4 +369,36 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("ix_webhook_deliveries_status_created_at", "status", "created_at"),
         Index("ix_webhook_deliveries_tenant_created_at", "tenant", "created_at"),
+    )
+
+
+class QueuedMessage(Base):
+    """A message accepted for a session with a policy (agentrun.store.queue): its run starts,
+    in `position` order (preempting ones first), when the session is free."""
+
+    __tablename__ = "queued_messages"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"))
+    tenant: Mapped[str] = mapped_column(
+        String(100), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
+    position: Mapped[int] = mapped_column(BigInteger)
+    run_id: Mapped[str] = mapped_column(String(200), unique=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column()
+    policy: Mapped[str] = mapped_column(String(16))
+    # interrupt / rollback: started before the messages that wait, once its run is cancelled.
+    preempt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # The run that was active when the message came (the run it interrupts or rolls back).
+    supersedes_run_id: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("session_id", "position", name="uq_queued_messages_session_id_position"),
+        Index("ix_queued_messages_session_id_state", "session_id", "state"),
     )

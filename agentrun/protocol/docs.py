@@ -36,6 +36,7 @@ from agentrun.contracts import (
 from agentrun.contracts.subagents import SubRunWaits
 from agentrun.protocol.events import event_table
 from agentrun.protocol.names import Query, Signal, Update
+from agentrun.protocol.queue import IfBusy, MessageState, QueuedState
 from agentrun.protocol.statuses import (
     TERMINAL_RUN_STATUSES,
     ApprovalPreset,
@@ -101,6 +102,9 @@ STATUSES: tuple[tuple[type[enum.StrEnum], str], ...] = (
     (Decision, "a person's decision (`decision` of `decide_tool_call`, `tool.decided`)"),
     (WaitKind, "what a pending call waits for (`kind` in the `status` query's `pending`)"),
     (ToolKind, "where a tool runs"),
+    (IfBusy, "a message's policy when its session has an active run (`if_busy`)"),
+    (QueuedState, "a queued message (`queued_messages.state`)"),
+    (MessageState, "a conversation message (`messages.state`; none: an ordinary one)"),
     (ApprovalPreset, "the agent config's `approval`"),
 )
 

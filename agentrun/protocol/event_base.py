@@ -29,6 +29,8 @@ class EventType(enum.StrEnum):
     CONTEXT_COMPACTED = "context.compacted"
     CONTEXT_COMPACTION_FAILED = "context.compaction_failed"
     SESSION_DELETED = "session.deleted"
+    MESSAGE_INTERRUPTED = "message.interrupted"
+    RUN_ROLLED_BACK = "run.rolled_back"
 
 
 class EventData(BaseModel):

@@ -22,6 +22,8 @@ from agentrun.protocol.features import (
     BudgetExceededData,
     ContextCompactedData,
     ContextCompactionFailedData,
+    MessageInterruptedData,
+    RunRolledBackData,
     SessionDeletedData,
     SubRunFinishedData,
     SubRunStartedData,
@@ -190,6 +192,8 @@ PAYLOADS: dict[EventType, type[EventData]] = {
         ContextCompactedData,
         ContextCompactionFailedData,
         SessionDeletedData,
+        MessageInterruptedData,
+        RunRolledBackData,
     )
 }
 assert set(PAYLOADS) == set(EventType), "every event type has exactly one payload model"
@@ -297,6 +301,16 @@ class SessionDeletedEvent(_Event):
     data: SessionDeletedData
 
 
+class MessageInterruptedEvent(_Event):
+    type: Literal[EventType.MESSAGE_INTERRUPTED]
+    data: MessageInterruptedData
+
+
+class RunRolledBackEvent(_Event):
+    type: Literal[EventType.RUN_ROLLED_BACK]
+    data: RunRolledBackData
+
+
 class UnknownEvent(_Event):
     """An event of a type this code does not know (written by a newer version)."""
 
@@ -323,7 +337,9 @@ Event = Annotated[
     | SubRunFinishedEvent
     | ContextCompactedEvent
     | ContextCompactionFailedEvent
-    | SessionDeletedEvent,
+    | SessionDeletedEvent
+    | MessageInterruptedEvent
+    | RunRolledBackEvent,
     Field(discriminator="type"),
 ]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)

@@ -1,5 +1,5 @@
 """Payloads of the event types the second-stage features added: budgets, sub-runs, context
-compaction, deleted sessions (the vocabulary is agentrun/protocol/events.py)."""
+compaction, deleted sessions, double-texting (the vocabulary is agentrun/protocol/events.py)."""
 
 from __future__ import annotations
 
@@ -91,3 +91,25 @@ class SessionDeletedData(EventData):
     session_id: str
     deleted_at: datetime
     by: str | None = None
+
+
+class MessageInterruptedData(EventData):
+    TYPE = EventType.MESSAGE_INTERRUPTED
+    ABOUT = (
+        "a newer message interrupted the run while turn `turn` streamed: its partial answer "
+        "(`text_chars` characters) is kept in the conversation as an assistant message marked "
+        "interrupted"
+    )
+    turn: int
+    text_chars: int
+
+
+class RunRolledBackData(EventData):
+    TYPE = EventType.RUN_ROLLED_BACK
+    ABOUT = (
+        "a newer message (`message_id`, its run `by_run_id`) rolled this run back: its "
+        "`messages` messages stay in the record, marked rolled_back, and no model sees them"
+    )
+    message_id: str
+    by_run_id: str
+    messages: int

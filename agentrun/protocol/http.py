@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from agentrun.contracts.run import ID_PATTERN, MAX_PROMPT_CHARS, AgentConfig, strict_validate
+from agentrun.protocol.queue import IfBusy, MessageState, QueuedState
 from agentrun.protocol.statuses import Decision, RunStatus, WaitKind
 from agentrun.text import check_text
 
@@ -43,6 +44,11 @@ class StartRunRequest(_Request):
     )
     config: AgentConfig | None = Field(
         default=None, description="How the run behaves (AgentConfig); defaults when unset."
+    )
+    if_busy: IfBusy | None = Field(
+        default=None,
+        description="What to do if the session has an active run: reject (409), enqueue, "
+        "interrupt or rollback; unset: the session's default (reject when it has none).",
     )
 
     @field_validator("config", mode="before")
@@ -86,6 +92,12 @@ class ToolResultRequest(_Request):
     is_error: bool = False
 
 
+class SessionPolicyRequest(_Request):
+    """PUT /v1/sessions/{session_id}/if-busy."""
+
+    if_busy: IfBusy | None = Field(description="The session's default policy; null: reject.")
+
+
 class CancelRunRequest(_Request):
     """POST /v1/runs/{run_id}/cancel (the body is optional)."""
 
@@ -106,6 +118,16 @@ class StartRunResponse(_Response):
     session_id: str
     status: RunStatus
     links: Links
+    message_id: str | None = Field(
+        default=None, description="With a policy: the queued message (cancel it by this id)."
+    )
+    if_busy: IfBusy | None = Field(default=None, description="The policy that applied.")
+    ahead: int | None = Field(
+        default=None, description="Runs that start before this one (the active one included)."
+    )
+    active_run_id: str | None = Field(
+        default=None, description="The run that was active (interrupted, rolled back, waited for)."
+    )
 
 
 class UsageView(_Response):
@@ -249,6 +271,9 @@ class MessageView(_Response):
     tool_call_id: str | None = None
     name: str | None = None
     created_at: datetime | None = None
+    state: MessageState | None = Field(
+        default=None, description="interrupted, rolled_back; null: an ordinary message."
+    )
     tool_calls: list[ToolCallView] = Field(
         default_factory=list, description="An assistant message's calls, decisions included."
     )
@@ -274,6 +299,27 @@ class TranscriptPage(_Response):
     next_before: int | None = Field(
         default=None, description="Pass as ?before= for the older messages; null at the start."
     )
+
+
+class QueuedMessageView(_Response):
+    message_id: str
+    run_id: str = Field(description="The run it starts as (no run exists before it starts).")
+    session_id: str
+    position: int
+    if_busy: IfBusy
+    state: QueuedState
+    preempt: bool = False
+    supersedes_run_id: str | None = None
+    reason: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    cancelled_at: datetime | None = None
+
+
+class QueuePage(_Response):
+    session_id: str
+    if_busy: IfBusy | None = Field(default=None, description="The session's default policy.")
+    messages: list[QueuedMessageView] = Field(description="In the order their runs start.")
 
 
 class Health(_Response):

@@ -17,6 +17,10 @@ WEBHOOK_WORKFLOW_NAME = "agentrun.WebhookDelivery"
 WEBHOOK_NOTIFY_CHANNEL = "agentrun_webhooks"
 # Started by the retention schedule (agentrun/retention.py), one per task queue.
 RETENTION_WORKFLOW_NAME = "agentrun.SessionRetention"
+# One per session with queued messages (workflow id "queue#<session id>", contracts/queue.py):
+# starts their runs in order; woken by the signal below (README "Sessions and double-texting").
+SESSION_QUEUE_WORKFLOW_NAME = "agentrun.SessionQueue"
+SESSION_QUEUE_WAKE_SIGNAL = "wake"
 
 
 class Update(enum.StrEnum):
@@ -53,6 +57,7 @@ class Activity(enum.StrEnum):
     RECORD_WEBHOOK_FAILURE = "agentrun.record_webhook_failure"
     LIST_MCP_TOOLS = "agentrun.list_mcp_tools"
     DELETE_IDLE_SESSIONS = "agentrun.delete_idle_sessions"
+    ADVANCE_SESSION_QUEUE = "agentrun.advance_session_queue"
 
 
 class SearchAttribute(enum.StrEnum):

@@ -40,6 +40,7 @@ from agentrun.db.models import (
 )
 from agentrun.protocol.events import EventType, SessionDeletedData
 from agentrun.protocol.statuses import RunStatus, WebhookDeliveryStatus
+from agentrun.store import queue
 from agentrun.store.engine import utcnow
 from agentrun.store.events import EventIn, append_locked, lock_run
 from agentrun.store.runs import SessionNotFoundError
@@ -121,6 +122,7 @@ async def erase_session(
         ).scalars()
     )
     gone = await db.execute(delete(Message).where(Message.session_id == session_id))
+    await queue.erase(db, session_id)  # queued messages (double-texting)
     await _erase_runs(db, run_ids)
     deliveries = update(WebhookDelivery).where(WebhookDelivery.session_id == session_id)
     pending = WebhookDelivery.status == WebhookDeliveryStatus.PENDING.value

@@ -137,6 +137,9 @@ async def open_run(
     # Again under the lock: a deletion may have committed while this waited for it.
     if (await db.execute(select(Session.deleted_at).where(Session.id == session_id))).scalar():
         raise _deleted(session_id)
+    from agentrun.store.queue import refuse_if_queued  # imports this module
+
+    await refuse_if_queued(db, session_id, run_id)
     await db.execute(update(Session).where(Session.id == session_id).values(active_run_id=run_id))
     run, created = await insert_once(
         db,

@@ -77,6 +77,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         as_json=args.json,
         auto_approve=args.yes,
         interactive=interactive(args),
+        if_busy=args.if_busy,
     )
     return exit_for(status)
 
@@ -260,12 +261,15 @@ def _message_json(m: Message, edits: Edits) -> dict[str, Any]:
         "tool_calls": calls or m.tool_calls,
         "tool_call_id": m.tool_call_id,
         "created_at": m.created_at,
+        "state": m.state,
     }
 
 
 def _print_message(m: Message, edits: Edits) -> None:
     style = {"user": "bold", "assistant": "green", "tool": "cyan"}.get(m.role, "")
     label = m.role if m.role != "tool" else f"tool {m.name} ({m.tool_call_id})"
+    if m.state:  # interrupted, rolled_back (double-texting)
+        label += f" [{m.state}]"
     console.print(f"[{style}]{label}:[/] ", end="")
     console.print(m.content or "", markup=False)
     for c in m.tool_calls or []:

@@ -9,12 +9,21 @@ import sys
 import time
 from pathlib import Path
 
-from agentrun.client import RunEnded, RunFailed, RunNotStarted, SessionBusy, new_id, start_run
+from agentrun.client import (
+    MessageRefused,
+    RunEnded,
+    RunFailed,
+    RunNotStarted,
+    SessionBusy,
+    new_id,
+    start_run,
+)
 from agentrun.contracts import AgentConfig, ToolApproval
 from agentrun.contracts.run import MAX_PROMPT_CHARS
 from agentrun.contracts.subagents import strip_delegates
 from agentrun.settings import Settings
 from agentrun.store import Repository
+from starter.commands.queue import wait_in_queue
 from starter.connect import database, temporal
 from starter.exits import EXIT_USAGE, CliError
 from starter.follower import Follower, print_end, usage
@@ -115,6 +124,7 @@ async def start_and_follow(
     as_json: bool,
     auto_approve: bool,
     interactive: bool,
+    if_busy: str | None = None,
 ) -> tuple[str, str]:
     """Start a run, follow it to its end (or a detach); its id and status then."""
     session_id = session_id or new_id("session")
@@ -131,14 +141,16 @@ async def start_and_follow(
                 run_id=run_id,
                 config=config,
                 repo=repo,
+                if_busy=if_busy,
             )
         except SessionBusy as exc:
             raise CliError(str(exc)) from None
-        except (RunEnded, ValueError) as exc:
+        except (RunEnded, MessageRefused, ValueError) as exc:
             raise CliError(f"bad input: {first_error(exc)}", EXIT_USAGE) from None
         if not as_json:
             workspace = workspace_of(settings, config, session_id)
             _print_header(settings, handle.id, session_id, workspace)
+        await wait_in_queue(repo, handle.accepted, as_json)
         try:
             await handle.opened(timeout=60)
         except RunFailed as exc:
@@ -163,6 +175,8 @@ async def start_and_follow(
         totals = await usage(repo, handle.id, started)
         if as_json:
             summary = {"run_id": handle.id, "session_id": session_id, "status": status}
+            if handle.accepted is not None:
+                summary["message_id"] = handle.accepted.message_id
             print_json({**summary, "usage": totals, "detached": follower.detached})
         else:
             print_end(handle.id, status, totals, as_json, follower.detached)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from temporalio import activity
-from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -15,6 +14,7 @@ from activities.policy import check_workspace
 from activities.sessions import open_refused, wake_if_waiting
 from activities.subagent_tools import run_tools, subruns_workspace
 from activities.tools import ToolRegistry
+from agentrun.client.executions import closed_without_record, ended_unrecorded
 from agentrun.contracts import (
     AgentConfig,
     AppendEventInput,
@@ -141,20 +141,11 @@ class RunActivities:
         hold its session forever: record it as FAILED, which frees the session."""
         if await self.repo.find_run(holder) is None:
             return False  # a queued message's run that has not opened (store/queue.py)
-        try:
-            desc = await activity.client().get_workflow_handle(holder).describe()
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            status_name = "NOT_FOUND"
-        else:
-            if desc.status in (None, WorkflowExecutionStatus.RUNNING):
-                return False
-            status_name = desc.status.name
+        how = await closed_without_record(activity.client(), holder)
+        if how is None:
+            return False
         run, changed = await self.repo.set_run_status(
-            holder,
-            RunStatus.FAILED,
-            error=f"the run's workflow ended without recording it ({status_name})",
+            holder, RunStatus.FAILED, error=ended_unrecorded(how)
         )
         if changed:
             metrics.run_status_changed(metrics.meter(), run.status)

@@ -23,11 +23,12 @@ from datetime import datetime
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.client.calls import cancel_run
 from agentrun.client.errors import AgentRunError, RunNotFound, SessionNotFound
+from agentrun.client.executions import closed_without_record, ended_unrecorded
 from agentrun.contracts.run import ID_PATTERN
 from agentrun.db.models import DEFAULT_TENANT, RunStatus, Session
 from agentrun.store import NotFoundError, Repository, queue
@@ -100,21 +101,10 @@ async def _owned(repo: Repository, session_id: str, tenant: str) -> Session:
 async def _still_going(client: Client, repo: Repository, run_id: str) -> bool:
     """False for a run whose workflow ended without recording its end (terminated, timed out,
     gone): it is recorded FAILED first, as a new run on its session would record it."""
-    try:
-        desc = await client.get_workflow_handle(run_id).describe()
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
-        status_name = "NOT_FOUND"
-    else:
-        if desc.status in (None, WorkflowExecutionStatus.RUNNING):
-            return True
-        status_name = desc.status.name
-    await repo.set_run_status(
-        run_id,
-        RunStatus.FAILED,
-        error=f"the run's workflow ended without recording it ({status_name})",
-    )
+    how = await closed_without_record(client, run_id)
+    if how is None:
+        return True
+    await repo.set_run_status(run_id, RunStatus.FAILED, error=ended_unrecorded(how))
     return False
 
 

@@ -108,12 +108,17 @@ async def test_a_grandchilds_wait_shows_at_the_root_and_clears(
         ["c3"],
     )
     for rid in (run_id, child):  # each ancestor's log says whom it waits on
-        waits = [
-            e.data
-            for e in await repo.read_events(rid, 0, limit=1000)
-            if e.type == EventType.SUBRUN_WAITING
-        ]
-        assert [(d["subrun_id"], d["tool_call_id"]) for d in waits] == [(grandchild, "c3")]
+
+        async def waits(rid: str = rid) -> list[tuple[str, str]]:
+            # Written by the signal's handler: it may commit just after the query shows it.
+            events = await repo.read_events(rid, 0, limit=1000)
+            return [
+                (e.data["subrun_id"], e.data["tool_call_id"])
+                for e in events
+                if e.type == EventType.SUBRUN_WAITING
+            ]
+
+        assert await _until(waits) == [(grandchild, "c3")]
     await temporal_env.client.get_workflow_handle(grandchild).execute_update(
         AgentRunWorkflow.decide_tool_call, {"tool_call_id": "c3", "decision": "approve"}
     )

@@ -106,6 +106,13 @@ class Page:
     async def type(self, css: str, text: str) -> None:
         from selenium.webdriver.common.by import By
 
+        # The page renders its views from script once loaded: wait for the field (bounded).
+        await self.wait(
+            "const n = document.querySelector(arguments[0]); "
+            "return n && !n.disabled && n.offsetParent !== null",
+            css,
+            what=f"{css} shown",
+        )
         element = await self._run(self.driver.find_element, By.CSS_SELECTOR, css)
         await self._run(element.clear)
         await self._run(element.send_keys, text)

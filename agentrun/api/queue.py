@@ -48,6 +48,8 @@ def queued_response(response: StartRunResponse, accepted: Accepted | None) -> St
 async def queued_run(svc: Services, run_id: str, tenant: str) -> RunView | None:
     """GET /v1/runs/{id} of a queued message's run that has not started: QUEUED (None when
     there is no such message of this tenant, or its run will never start)."""
+    if not re.match(ID_PATTERN, run_id):  # not a run id (a NUL, too long): nothing to look up
+        return None
     async with svc.repo.session() as db:
         row = (
             await db.execute(select(QueuedMessage).where(QueuedMessage.run_id == run_id))

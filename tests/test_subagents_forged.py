@@ -10,6 +10,7 @@ from temporalio.worker import Worker
 
 from agentrun.contracts.people import PendingCall
 from agentrun.contracts.subagents import SubRunWaits, child_run_id
+from agentrun.protocol.events import EventType
 from agentrun.protocol.names import Signal
 from agentrun.protocol.statuses import Decision
 from agentrun.settings import Settings
@@ -84,6 +85,8 @@ async def test_a_forged_subrun_waits_signal_changes_nothing(
     logged = [e.data for e in await repo.read_events(run_id, 0, limit=10_000)]
     assert "forged" not in str(logged)
     waits = [
-        e for e in await repo.read_events(run_id, 0, limit=10_000) if e.type == "subrun.waiting"
+        e
+        for e in await repo.read_events(run_id, 0, limit=10_000)
+        if e.type == EventType.SUBRUN_WAITING
     ]
     assert [(e.data["subrun_id"], e.data["tool_call_id"]) for e in waits] == [(child_id, "c_ask")]

@@ -7,15 +7,27 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from alembic import command
+from pydantic import ValidationError
 from sqlalchemy import Engine, create_engine, pool, text
 from sqlalchemy.orm import Session as OrmSession
+from temporalio.client import ScheduleActionStartWorkflow
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from agentrun.db.migrate import current_revision, head_revision, upgrade
+from agentrun.contracts.retention import RetentionInput
+from agentrun.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from agentrun.db.models import Run, Session
+from agentrun.retention import sync_retention_schedule
+from agentrun.settings import Settings
 from agentrun.stack import ensure_database
+from agentrun.store import Repository
 from agentrun.telemetry.worker import APPROVALS_WAITING_SQL
+from workflows.retention import SessionRetentionWorkflow
 
 INDEX = "ix_tool_calls_pending_approval"
 
@@ -122,10 +134,6 @@ def test_workers_upgrading_together_build_the_index_once(fresh_url: str) -> None
         assert _index_state(engine) == (True, False, "((status)::text = 'pending_approval'::text)")
 
         # And back: the downgrade drops it.
-        from alembic import command
-
-        from agentrun.db.migrate import alembic_config
-
         with engine.connect() as conn:
             cfg = alembic_config(fresh_url)
             cfg.attributes["connection"] = conn
@@ -134,3 +142,89 @@ def test_workers_upgrading_together_build_the_index_once(fresh_url: str) -> None
         assert _index_state(engine) is None
     finally:
         engine.dispose()
+
+
+# -- webhook delivery retention ------------------------------------------------------------
+
+
+async def _delivery(repo: Repository, status: str, age_days: float) -> str:
+    did = f"d-{uuid.uuid4().hex}"
+    async with repo.transaction() as db:
+        await db.execute(
+            text(
+                "INSERT INTO webhook_deliveries (id, tenant, url, run_id, session_id, event_seq, "
+                "event_type, payload, status, created_at, updated_at) VALUES (:id, 'default', "
+                "'https://example.invalid/h', 'r', 's', 1, 'run.finished', '{}', :st, "
+                "now() - make_interval(secs => :s), now() - make_interval(secs => :s))"
+            ),
+            {"id": did, "st": status, "s": age_days * 86400},
+        )
+    return did
+
+
+async def _left(repo: Repository, ids: list[str]) -> set[str]:
+    async with repo.session() as db:
+        found = await db.execute(
+            text("SELECT id FROM webhook_deliveries WHERE id = ANY(:ids)"), {"ids": ids}
+        )
+        return set(found.scalars())
+
+
+async def test_ended_webhook_deliveries_past_the_setting_are_pruned_in_batches(
+    temporal_env: WorkflowEnvironment, settings: Settings, worker: Worker, repo: Repository
+) -> None:
+    old_ok = [await _delivery(repo, "delivered", 20) for _ in range(3)]
+    old_failed = await _delivery(repo, "failed", 15)
+    kept = [
+        await _delivery(repo, "pending", 30),  # still being delivered: never pruned
+        await _delivery(repo, "delivered", 13),  # recent
+        await _delivery(repo, "failed", 1),
+    ]
+    summary = await temporal_env.client.execute_workflow(
+        SessionRetentionWorkflow.run,
+        RetentionInput(delivery_days=14, delivery_batch=2),
+        id=f"retention-{uuid.uuid4()}",
+        task_queue=settings.task_queue,
+        execution_timeout=timedelta(seconds=60),
+    )
+    assert await _left(repo, [*old_ok, old_failed, *kept]) == set(kept)
+    # Batches of 2: at least two full ones and a short one; no session was looked at.
+    assert summary.deliveries_deleted >= 4 and summary.batches == 0 and summary.deleted == 0
+    # Nothing left to prune: one short batch.
+    again = await temporal_env.client.execute_workflow(
+        SessionRetentionWorkflow.run,
+        RetentionInput(delivery_days=14, delivery_batch=2),
+        id=f"retention-{uuid.uuid4()}",
+        task_queue=settings.task_queue,
+        execution_timeout=timedelta(seconds=60),
+    )
+    assert again.deliveries_deleted == 0
+    assert await _left(repo, kept) == set(kept)
+
+
+def test_the_retention_settings_validate() -> None:
+    assert Settings().webhook_delivery_retention_days == 14
+    assert Settings(webhook_delivery_retention_days=0).webhook_delivery_retention_days == 0
+    with pytest.raises(ValidationError):
+        Settings(webhook_delivery_retention_days=-1)
+    with pytest.raises(ValidationError):
+        RetentionInput(delivery_days=0)
+
+
+async def test_the_schedule_prunes_deliveries_by_default_and_goes_when_all_is_off(
+    temporal_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    client = temporal_env.client
+    tq = f"{settings.task_queue}-{uuid.uuid4().hex[:6]}"
+    only_deliveries = settings.model_copy(update={"task_queue": tq, "session_retention_days": None})
+    sid = await sync_retention_schedule(client, only_deliveries)
+    assert sid is not None
+    action = (await client.get_schedule_handle(sid).describe()).schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    [arg] = action.args
+    inp = client.data_converter.payload_converter.from_payloads([arg], [RetentionInput])[0]
+    assert (inp.idle_days, inp.delivery_days) == (None, 14)  # type: ignore[union-attr]
+    off = only_deliveries.model_copy(update={"webhook_delivery_retention_days": 0})
+    assert await sync_retention_schedule(client, off) is None
+    with pytest.raises(RPCError):
+        await client.get_schedule_handle(sid).describe()

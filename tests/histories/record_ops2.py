@@ -19,9 +19,7 @@ from tests.histories import record
 from workflows.retention import SessionRetentionWorkflow
 
 
-async def retention_deliveries(
-    client: Client, tq: str, model: OfflineModelServer, rid: str
-) -> Any:
+async def retention_deliveries(client: Client, tq: str, model: OfflineModelServer, rid: str) -> Any:
     # A finished run makes a session to delete; cutoffs a moment ago make it (and any ended
     # delivery) old enough.
     await record.plain(client, tq, model, f"{rid}-run")

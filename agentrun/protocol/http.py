@@ -285,6 +285,11 @@ class EventPage(_Response):
     events: list[EventView]
     next_after: int = Field(description="Pass as ?after= for the next page.")
     ended: bool = Field(description="The run has ended and every one of its events was read.")
+    status: RunStatus | None = Field(
+        default=None,
+        description="QUEUED while the run's message waits in its session's queue (no events "
+        "yet: poll again); null otherwise.",
+    )
 
 
 class DecisionView(_Response):

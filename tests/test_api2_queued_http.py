@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from temporalio.worker import Worker
 
+from agentrun.protocol.events import EventType
 from agentrun.protocol.statuses import RunStatus
 from agentrun.store import Repository
 from agentrun.testing.offline_model import OfflineModelServer, Reply
@@ -82,7 +83,7 @@ async def test_a_queued_runs_events_wait_for_it_and_a_withdrawn_one_ends_its_str
     )
     assert r.status_code == 200, r.text
     ((event, body),) = await asyncio.wait_for(streams[1], BOUND)
-    assert event == "error" and body["kind"] == "message-cancelled"
+    assert event == EventType.ERROR and body["kind"] == "message-cancelled"
     assert body["message_id"] == second["message_id"] and body["retryable"] is False
     assert not streams[0].done()
     gone = f"/v1/runs/{second['run_id']}/events"
@@ -95,7 +96,7 @@ async def test_a_queued_runs_events_wait_for_it_and_a_withdrawn_one_ends_its_str
     frames = await asyncio.wait_for(streams[0], BOUND)
     assert (await ended(repo, first["run_id"])).status == RunStatus.DONE
     events = [e for e, _ in frames]
-    assert events[0] == "run.status" and frames[-1][1]["status"] == RunStatus.DONE
-    assert "message.completed" in events and "error" not in events
+    assert events[0] == EventType.RUN_STATUS and frames[-1][1]["status"] == RunStatus.DONE
+    assert EventType.MESSAGE_COMPLETED in events and EventType.ERROR not in events
     stored = await repo.read_events(first["run_id"], 0, 1000)
     assert len(frames) == len(stored)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from typing import TYPE_CHECKING
 
 from sse_starlette import ServerSentEvent
 
 from agentrun.api.problems import ApiProblem
-from agentrun.client import AgentRunError, RunHandle, RunNotFound
-from agentrun.client.queue import queued_message_of
+from agentrun.client import AgentRunError, RunNotFound
+from agentrun.client.queue import queued_message_of, wait_opened
 from agentrun.contracts.run import ID_PATTERN
 from agentrun.protocol.events import EventType
 from agentrun.protocol.queue import QueuedState
@@ -88,14 +87,5 @@ async def until_opened(
         row = found
     if row.state != QueuedState.STARTED:
         raise QueuedGone(row)
-    # Started: the session's queue workflow starts the run's workflow right after.
-    handle = RunHandle(svc.temporal, run_id, store=svc.repo)
-    deadline = time.monotonic() + open_timeout
-    while True:
-        try:
-            await handle.opened(max(0.0, deadline - time.monotonic()))
-            return True
-        except RunNotFound:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+    await wait_opened(svc.temporal, svc.repo, run_id, open_timeout)
+    return True

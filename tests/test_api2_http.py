@@ -60,6 +60,8 @@ async def test_a_sessions_budget_is_read_and_set_over_http(
         {"max_cost_usd": "ten"},
         {"max_cost_usd": 2.5},
         {"max_cost_usd": "NaN"},
+        {"max_cost_usd": "1e-999999"},
+        {"max_cost_usd": "1e999999"},
         {"max_total_tokens": 0},
         {"max_total_tokens": "many"},
         {"max_total_tokens": True},

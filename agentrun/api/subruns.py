@@ -62,10 +62,11 @@ async def children(svc: Services, run: Run) -> list[SubRunView]:
         for r in rows
     ]
     known = {r.id for r in rows}
-    if run.status and not RunStatus(run.status).terminal:
+    unopened = set(named) - known
+    if unopened and not RunStatus(run.status).terminal:
         async with svc.repo.session() as db:
             elsewhere = set(
-                (await db.execute(select(Run.id).where(Run.id.in_(set(named) - known)))).scalars()
+                (await db.execute(select(Run.id).where(Run.id.in_(unopened)))).scalars()
             )
         # Started by the parent, not opened yet (a row of another tenant is never shown).
         views += [

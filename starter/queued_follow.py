@@ -7,13 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agentrun.client import queued_messages
-from agentrun.client.queue import (
-    MessageNotStarted,
-    queued_message_of,
-    wait_opened,
-    wait_started,
-)
+from agentrun.client import RunHandle, queued_messages
+from agentrun.client.queue import MessageNotStarted, queued_message_of, wait_started
 from agentrun.protocol.queue import QueuedState
 from starter.exits import EXIT_FAILED, CliError
 from starter.output import err_console
@@ -45,7 +40,7 @@ async def wait_if_queued(repo: Repository, client: Client, run_id: str) -> bool:
         )
     try:
         await wait_started(repo, row.id)
-        await wait_opened(client, repo, run_id, OPEN_TIMEOUT_S)
+        await RunHandle(client, run_id, store=repo).opened(OPEN_TIMEOUT_S)
     except MessageNotStarted as exc:
         raise CliError(f"{exc}; its run never started", EXIT_FAILED) from None
     return True

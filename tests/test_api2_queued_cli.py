@@ -1,6 +1,6 @@
 """`agentrun follow RUN` of a queued message's run (README "Sessions and double-texting"): it
 says the run is queued, waits, and follows the run once it starts; a message withdrawn while
-it waits ends it with exit 1 and why."""
+it waits ends it with exit 1 and why. A client handle made from the bare run id waits too."""
 
 from __future__ import annotations
 
@@ -55,7 +55,11 @@ async def test_follow_waits_for_a_queued_run_and_ends_on_a_withdrawn_one(
     assert followers[1].returncode == 1, err.decode()
     assert "cancelled" in err.decode() and "never started" in err.decode()
 
+    # A library handle made from the bare run id waits for it too (it used to say no such run).
+    opened = asyncio.create_task(client.handle(queued.id).opened(BOUND))
     await active.decide(call_id, Decision.REJECT, reason="no")
+    await asyncio.wait_for(opened, BOUND)
+    assert await repo.find_run(queued.id) is not None
     out, err = await asyncio.wait_for(followers[0].communicate(), BOUND)
     assert followers[0].returncode == 0, err.decode()
     lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]

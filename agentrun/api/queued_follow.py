@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from sse_starlette import ServerSentEvent
 
 from agentrun.api.problems import ApiProblem
-from agentrun.client import AgentRunError, RunNotFound
-from agentrun.client.queue import queued_message_of, wait_opened
+from agentrun.client import AgentRunError, RunHandle, RunNotFound
+from agentrun.client.queue import queued_message_of
 from agentrun.contracts.run import ID_PATTERN
 from agentrun.protocol.events import EventType
 from agentrun.protocol.queue import QueuedState
@@ -87,5 +87,5 @@ async def until_opened(
         row = found
     if row.state != QueuedState.STARTED:
         raise QueuedGone(row)
-    await wait_opened(svc.temporal, svc.repo, run_id, open_timeout)
+    await RunHandle(svc.temporal, run_id, store=svc.repo).opened(open_timeout)
     return True

@@ -42,7 +42,6 @@ __all__ = [
     "send_message",
     "session_policy",
     "set_session_policy",
-    "wait_opened",
     "wait_started",
 ]
 
@@ -151,24 +150,6 @@ async def queued_message_of(repo: Repository, run_id: str) -> QueuedMessage | No
         return (
             await db.execute(select(QueuedMessage).where(QueuedMessage.run_id == run_id))
         ).scalar_one_or_none()
-
-
-async def wait_opened(client: Client, repo: Repository, run_id: str, timeout: float) -> None:
-    """After its message started: until a worker opened the run (RunHandle.opened, bounded by
-    `timeout`), allowing for the moment before the session's queue starts its workflow."""
-    from agentrun.client.errors import RunNotFound
-    from agentrun.client.handle import RunHandle  # it imports this module
-
-    handle = RunHandle(client, run_id, store=repo)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await handle.opened(max(0.0, deadline - time.monotonic()))
-            return
-        except RunNotFound:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
 
 
 async def cancel_message(

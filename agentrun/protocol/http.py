@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from agentrun.contracts.run import ID_PATTERN, MAX_PROMPT_CHARS, AgentConfig, strict_validate
 from agentrun.protocol.queue import IfBusy, MessageState, QueuedState
@@ -101,7 +108,7 @@ class SessionPolicyRequest(_Request):
 class SessionBudgetRequest(_Request):
     """PUT /v1/sessions/{session_id}/budget: a limit left out keeps its value, null clears it."""
 
-    max_cost_usd: Decimal | None = Field(
+    max_cost_usd: Annotated[Decimal, WithJsonSchema({"type": "string"})] | None = Field(
         default=None, description='US dollars as a decimal string ("2.50"); null: no limit.'
     )
     max_total_tokens: int | None = Field(

@@ -151,6 +151,8 @@ async def test_a_parent_run_shows_its_children_and_the_approvals_it_waits_on(
     assert (call["tool_call_id"], call["name"], call["kind"]) == ("c2", "calculator", "approval")
     child_view = (await http.get(f"/v1/runs/{child}", headers=bearer(keys.full))).json()
     assert (child_view["parent_run_id"], child_view["children"]) == (run_id, [])
+    listed = (await http.get("/v1/runs", headers=bearer(keys.full))).json()["runs"]
+    assert {r["run_id"]: r["parent_run_id"] for r in listed} == {run_id: None, child: run_id}
 
     # Decided on the child from what the parent showed; the parent ends, nothing waits.
     decided = await http.post(

@@ -217,6 +217,7 @@ def _summary(run: Run) -> RunSummaryView:
         finished_at=run.finished_at,
         links=links(run.id),
         usage=UsageView(**run_usage(run).model_dump()),
+        parent_run_id=run.parent_run_id,
     )
 
 
@@ -244,7 +245,6 @@ async def get_run(
         updated_at=run.updated_at,
         last_event_seq=run.last_event_seq,
         pending=[_pending(run, call) for call in pending],
-        parent_run_id=run.parent_run_id,
         children=kids,
         waiting_on=await subruns.waiting_on(svc, run, key.tenant) if kids else [],
     )

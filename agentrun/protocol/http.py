@@ -254,6 +254,7 @@ class RunSummaryView(_Response):
     finished_at: datetime | None = None
     links: Links
     usage: UsageView = Field(default_factory=UsageView)
+    parent_run_id: str | None = Field(default=None, description="A sub-run's parent run.")
 
 
 class RunView(RunSummaryView):
@@ -262,7 +263,6 @@ class RunView(RunSummaryView):
     updated_at: datetime | None = None
     last_event_seq: int = 0
     pending: list[PendingCallView] = Field(default_factory=list)
-    parent_run_id: str | None = Field(default=None, description="A sub-run's parent run.")
     children: list[SubRunView] = Field(
         default_factory=list, description="The sub-runs it started, oldest first."
     )

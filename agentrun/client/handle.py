@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from agentrun.store import Repository
 
 
+# How long a queued message's run may take to appear once its message is marked started.
+STARTED_RUN_APPEARS_S = 60.0
+
+
 class RunHandle:
     """One run: what a caller can do with it. Cheap to make; it holds no connection."""
 
@@ -90,9 +94,19 @@ class RunHandle:
         return await run_status(self.client, self.id)
 
     async def result(self) -> RunResult:
-        if self.accepted is not None and self.store is not None:
-            await wait_started(self.store, self.accepted.message_id)  # queued: not started yet
-        return await run_result(self.client, self.id)
+        if self.accepted is None or self.store is None:
+            return await run_result(self.client, self.id)
+        await wait_started(self.store, self.accepted.message_id)  # queued: not started yet
+        # The queue marks the message started, then starts its run's workflow: wait (bounded)
+        # for the workflow as opened() does.
+        deadline = time.monotonic() + STARTED_RUN_APPEARS_S
+        while True:
+            try:
+                return await run_result(self.client, self.id)
+            except RunNotFound:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
     async def describe(self) -> WorkflowExecutionDescription:
         return await describe_run(self.client, self.id)

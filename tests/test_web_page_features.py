@@ -108,6 +108,12 @@ async def test_a_sub_run_shows_in_its_parents_chat_and_is_decided_there(
         what="the child's chat",
     )
     assert task in await page.text(".msg.user")
+    # The parent's chat from the record (a reload after it ended): the sub-run is still there.
+    await page.open(f"/#/s/{started['session_id']}", key=keys.full)
+    await page.wait(f"return document.querySelector({substatus})?.textContent === 'DONE'",
+                    what="the sub-run from the record")  # fmt: skip
+    assert await page.js(f"return document.querySelector({inside}) !== null")
+    assert await page.text(f"{sub} a.subrun-link") == child
 
 
 async def test_busy_session_queue_cancel_interrupt_and_roll_back(
@@ -178,6 +184,14 @@ async def test_busy_session_queue_cancel_interrupt_and_roll_back(
     await page.js("document.querySelector('#if-busy').value = ''")
     await send(page, f"{tag} e")
     await page.wait("return !document.querySelector('#busy').hidden", what="e going")
+    # The chat's default (no if_busy sent; this chat has none): refused, nothing queued.
+    await send(page, f"{tag} refused")
+    refused = await shown(page, "#send-error", "the refusal of a busy chat")
+    assert "active run" in refused, refused
+    assert (
+        await page.js("return document.querySelector('#message-input').value") == f"{tag} refused"
+    )
+    assert await page.js("return document.querySelector('#queue-box').offsetParent === null")
     await page.js("document.querySelector('#if-busy').value = 'rollback'")
     await send(page, f"{tag} f")
     await page.wait(
@@ -194,6 +208,8 @@ async def test_busy_session_queue_cancel_interrupt_and_roll_back(
     )
     rolled = await page.js(TEXTS, ".msg.user.rolled_back .text")
     assert rolled == [f"{tag} e"]
+    # Nothing runs now: the busy line is not shown (hidden really hides it).
+    assert await page.js("return document.querySelector('#busy').offsetParent === null")
     interrupted = await page.js(TEXTS, ".msg.assistant.interrupted .text")
     assert len(interrupted) == 1 and interrupted[0].startswith("slow"), interrupted
     assert await page.js("return document.querySelectorAll('.msg.user.interrupted').length") == 0
@@ -274,7 +290,7 @@ async def test_a_compaction_shows_as_a_quiet_notice(
                 await start(
                     http, keys.full, f"{tag} q2 {filler}", config=config, session_id=session
                 )
-            await _wait_idle(http, keys, session)
+            await _wait_idle(http, keys, session, runs=n)
         third = await start(
             http, keys.full, f"{tag} q3 {filler}", config=config, session_id=session
         )
@@ -293,10 +309,12 @@ async def test_a_compaction_shows_as_a_quiet_notice(
     await run_status(page, third["run_id"], RunStatus.DONE)
 
 
-async def _wait_idle(http: httpx.AsyncClient, keys: Keys, session: str) -> None:
+async def _wait_idle(http: httpx.AsyncClient, keys: Keys, session: str, runs: int = 1) -> None:
+    """Until the session's `runs` runs have all ended (bounded)."""
     for _ in range(600):
-        runs = (await http.get(f"/v1/runs?session_id={session}", headers=bearer(keys.full))).json()
-        if all(r["status"] in ("DONE", "FAILED", "CANCELED") for r in runs["runs"]):
+        page = (await http.get(f"/v1/runs?session_id={session}", headers=bearer(keys.full))).json()
+        ended = [r for r in page["runs"] if r["status"] in ("DONE", "FAILED", "CANCELED")]
+        if len(ended) >= runs:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"session {session} still busy")

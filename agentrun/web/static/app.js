@@ -397,6 +397,7 @@ function userBubble(text, runId, how) {
 function renderFinishedRun(transcript, messages, run) {
   const results = new Map(messages.filter((m) => m.role === "tool").map((m) => [m.tool_call_id, m]));
   let box = null;
+  const delegates = new Map();
   for (const m of messages) {
     if (m.role === "user") {
       transcript.append(userBubble(m.content || "", m.run_id, m.state));
@@ -421,9 +422,11 @@ function renderFinishedRun(transcript, messages, run) {
         ? (Date.parse(call.finished_at) - Date.parse(call.started_at)) / 1000 : null;
       if (call.result !== null && call.result !== undefined) card.result(call.result, call.is_error, took);
       else if (result) card.result(result.content || "", false);
+      if (call.name.startsWith("delegate_to_")) delegates.set(call.tool_call_id, card);
       box.append(card.node);
     }
   }
+  if (delegates.size && messages.length) showSubruns(messages[0].run_id, delegates).catch(() => null);
   if (!run) return;
   if (!box) {
     box = el("div", { class: "run", "data-run-id": run.run_id });
@@ -434,6 +437,29 @@ function renderFinishedRun(transcript, messages, run) {
     el("span", { class: `status ${run.status}`, text: run.status }),
     el("span", { class: "usage", text: `${u.prompt_tokens || 0} in · ${u.completion_tokens || 0} out tokens` }),
     el("span", { class: "cost", text: costText(u) })));
+}
+
+async function showSubruns(runId, delegates) {
+  // A finished run's sub-runs come from its event log (the transcript does not name them).
+  const boxes = new Map();
+  let after = 0;
+  for (let pages = 0; pages < 10; pages += 1) {
+    const page = await api("GET", `${runPath(runId)}/events?after=${after}&limit=1000`);
+    for (const e of page.events) {
+      if (!e.type.startsWith("subrun.") || e.type === "subrun.waiting") continue;
+      let sub = boxes.get(e.data.subrun_id);
+      const card = delegates.get(e.data.tool_call_id);
+      if (!sub && card) {
+        sub = new SubRunBox(e.data.subrun_id);
+        boxes.set(e.data.subrun_id, sub);
+        card.node.append(sub.node);
+      }
+      if (sub && e.type === "subrun.started") sub.started(e.data);
+      if (sub && e.type === "subrun.finished") sub.finished(e.data);
+    }
+    if (page.ended || page.next_after <= after) return;
+    after = page.next_after;
+  }
 }
 
 function costText(u) {

@@ -88,6 +88,10 @@ async def test_a_sub_run_shows_in_its_parents_chat_and_is_decided_there(
     )
     assert href == f"#/s/{child}"
     await page.shot("sub-run-waiting")
+    await page.resize(375, 800)  # readable on a phone: nothing wider than the screen
+    assert await page.js("return document.documentElement.scrollWidth <= window.innerWidth")
+    await page.shot("sub-run-narrow")
+    await page.resize(1400, 900)
     await page.click(f"{sub} {card('c_child')} button.approve")
     decided = await shown(page, f"{sub} {card('c_child')} .decided", "the child's decision")
     assert "approved by app" in decided
@@ -134,6 +138,10 @@ async def test_busy_session_queue_cancel_interrupt_and_roll_back(
     await send(page, f"{tag} b2")
     await page.wait("return document.querySelectorAll('#queue li').length === 2", what="2 queued")
     await page.shot("queued")
+    await page.resize(375, 800)
+    assert await page.js("return document.documentElement.scrollWidth <= window.innerWidth")
+    await page.shot("queued-narrow")
+    await page.resize(1400, 900)
     texts = await page.js(
         "return [...document.querySelectorAll('#queue li .text')].map(n => n.textContent)"
     )

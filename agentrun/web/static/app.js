@@ -184,7 +184,7 @@ class SessionDelete {
     this.error = el("span", { class: "error", role: "alert", hidden: true });
     this.ask = el("span", { class: "confirm", hidden: true },
       el("span", { text: "Delete this chat and its text for good?" }),
-      el("button", { type: "button", class: "danger delete-confirm", onclick: () => this.send(false), text: "Delete" }),
+      this.confirm = el("button", { type: "button", class: "danger delete-confirm", onclick: () => this.send(false), text: "Delete" }),
       this.force = el("button", { type: "button", class: "danger delete-cancel-active", hidden: true,
         onclick: () => this.send(true), text: "Cancel the run and delete" }),
       el("button", { type: "button", class: "secondary delete-keep", onclick: () => this.show(false), text: "Keep" }));
@@ -197,6 +197,7 @@ class SessionDelete {
     this.open.hidden = on;
     this.ask.hidden = !on;
     this.force.hidden = true;
+    this.confirm.hidden = false;
     showError(this.error, "");
     if (on) this.ask.querySelector("button").focus();
   }
@@ -214,6 +215,7 @@ class SessionDelete {
       if (exc.status === 409) {
         showError(this.error, "A run of this chat is still going.");
         this.force.hidden = false;
+        this.confirm.hidden = true;
       } else showError(this.error, `Not deleted: ${exc.message}`);
     } finally {
       buttons.forEach((b) => { b.disabled = false; });
@@ -245,7 +247,13 @@ async function renderSession(main, sessionId) {
 
   if (sessionId) await loadSession(chat, transcript).catch(reportError);
   input.focus();
-  const tick = () => refreshQueue(chat).catch(reportError);
+  let ticks = 0;
+  const tick = () => {
+    // Every second while something waits or runs here; every fifth second otherwise.
+    const quiet = !chat.pending.size && !chat.active && $("#queue-box").hidden;
+    if (quiet && ticks++ % 5) return;
+    refreshQueue(chat).catch(reportError);
+  };
   tick();
   state.timers.push(setInterval(tick, QUEUE_POLL_MS));
 

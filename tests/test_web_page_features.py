@@ -376,3 +376,37 @@ async def next_event_http(http: httpx.AsyncClient, keys: Keys, run: str) -> None
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"run {run} never waited")
+
+
+async def test_a_child_call_decided_elsewhere_leaves_the_parents_card(
+    page: Page, keys: Keys, worker: Worker, model_server: OfflineModelServer, run_id: str
+) -> None:
+    prompt, task = f"web parent elsewhere {run_id}", f"web child elsewhere {run_id}"
+    delegate = ToolCallSpec("delegate_to_researcher", {"task": task}, id="c_p2")
+    model_server.script(prompt, [Reply(tool_calls=[delegate]), Reply(text="Parent done.")])
+    calc = ToolCallSpec("calculator", {"expression": "2+2"}, id="c_c2")
+    # The child answers slowly after the decision: the page sees it decided before it ends.
+    slow_answer = Reply(text="four " * 100, chunk_chars=5, delay_s=0.05)
+    model_server.script(task, [Reply(tool_calls=[calc]), slow_answer])
+    config = {
+        "tools": [],
+        "subagents": {"researcher": {"tools": ["calculator"], "approval": "require_all"}},
+    }
+    async with httpx.AsyncClient(base_url=page.base_url) as http:
+        started = await start(http, keys.full, prompt, config=config)
+        child = child_run_id(started["run_id"], "researcher", "c_p2")
+        await page.open(f"/#/s/{started['session_id']}", key=keys.full)
+        ask = qs(f"{card('c_c2')} .ask")
+        await page.wait(f"return document.querySelector({ask})", what="the child's question")
+        view = (await http.get(f"/v1/runs/{child}", headers=bearer(keys.full))).json()
+        [pending] = view["pending"]
+        r = await http.post(
+            f"/v1/runs/{child}/tool-calls/c_c2/decision",
+            json={"decision": "approve", "arguments_sha256": pending["arguments_sha256"]},
+            headers=bearer(keys.full),
+        )
+        assert r.status_code == 200, r.text
+    note = await shown(page, f"{card('c_c2')} .note", "the card's note")
+    assert "decided on the sub-run" in note
+    assert not await page.js(f"return document.querySelector({ask})")
+    await run_status(page, started["run_id"], RunStatus.DONE)

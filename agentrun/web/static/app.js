@@ -723,11 +723,34 @@ class SubRunBox {
     }
     this.setStatus("WAITING_APPROVAL");
     card.ask(this.id, d);
+    this.watch();
     if (card.asking) {
       const done = card.asking.onDecided;
       card.asking.onDecided = (recorded) => { this.setStatus("RUNNING"); done(recorded); };
     }
     return this;
+  }
+
+  watch() {
+    // A child's call decided elsewhere (its own chat, the inbox, the CLI) sends the parent no
+    // event: while a question is open here, the child's pending calls are checked.
+    if (this.timer) return;
+    this.timer = setInterval(async () => {
+      const open = [...this.cards.values()].filter((c) => c.asking);
+      if (!open.length) { clearInterval(this.timer); this.timer = null; return; }
+      let view;
+      try { view = await api("GET", runPath(this.id)); } catch { return; }
+      const pending = new Set(view.pending.map((p) => p.tool_call_id));
+      for (const card of open) {
+        if (pending.has(card.id)) continue;
+        card.asking = null;
+        card.questionNode.replaceChildren();
+        card.node.classList.remove("approval");
+        card.note("decided on the sub-run (see its chat)");
+        this.setStatus(view.status);
+      }
+    }, INBOX_POLL_MS);
+    state.timers.push(this.timer);
   }
 
   setStatus(status) {
@@ -738,7 +761,9 @@ class SubRunBox {
   finished(d) {
     this.setStatus(d.status);
     if (d.error) showError(this.errorNode, d.error);
-    this.closeQuestions(`the sub-run ended ${d.status}`);
+    for (const card of this.cards.values()) {
+      if (card.asking) card.closeQuestion(`the sub-run ended ${d.status} (see its chat)`);
+    }
     return this;
   }
 

@@ -172,9 +172,10 @@ async def test_busy_session_queue_cancel_interrupt_and_roll_back(
     await page.js("document.querySelector('#if-busy').value = ''")
     await page.wait("return document.querySelector('#busy').hidden", what="idle after b")
     await send(page, f"{tag} c")
-    await page.wait(
-        "return [...document.querySelectorAll('.run .msg.assistant .text')]"
-        ".some((n) => n.textContent.startsWith('slow'))",
+    await page.wait(  # c's own answer, not a's (which starts the same way)
+        "const runs = document.querySelectorAll('.run');"
+        " const t = runs[runs.length - 1].querySelector('.msg.assistant .text');"
+        " return t && t.textContent.startsWith('slow')",
         what="c streaming",
     )
     await page.js("document.querySelector('#if-busy').value = 'interrupt'")

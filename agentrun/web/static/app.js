@@ -275,7 +275,7 @@ async function renderSession(main, sessionId) {
         history.replaceState(null, "", `#/s/${enc(started.session_id)}`);
         $("#session-title").textContent = `Chat ${started.session_id}`;
       }
-      if (started.message_id) return accepted(chat, transcript, started, prompt);
+      if (started.message_id) return await accepted(chat, started, prompt);
       transcript.append(userBubble(prompt, started.run_id));
       followRun(chat, transcript, started.run_id, 0);
     } catch (exc) {
@@ -305,7 +305,7 @@ async function renderSession(main, sessionId) {
 
 // -- busy sessions: queued messages, interrupt, roll back -------------------------------------
 
-function accepted(chat, transcript, started, prompt) {
+function accepted(chat, started, prompt) {
   // A message sent with a policy: its run starts when the queue says so (at once when idle).
   chat.pending.set(started.message_id, { runId: started.run_id, prompt });
   const old = started.active_run_id;

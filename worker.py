@@ -84,6 +84,7 @@ def build_worker(
     tracing.set_capture_content(settings.otel_capture_content)
     runs = RunActivities(repo, settings, registry)
     model = ModelActivities(repo, settings, registry)
+    retention = RetentionActivities(repo, client)
     mcp = McpTools(
         repo, mcp_pool or McpPool(servers_of(settings)), registry, settings.approval_floor
     )
@@ -106,7 +107,8 @@ def build_worker(
             tools.execute_tool,
             tools.record_tool_outcome,
             mcp.list_mcp_tools,
-            RetentionActivities(repo, client).delete_idle_sessions,
+            retention.delete_idle_sessions,
+            retention.prune_webhook_deliveries,
             queue.advance_session_queue,
             *extra_activities,
         ],

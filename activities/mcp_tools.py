@@ -314,6 +314,14 @@ class McpTools:
             self._runs.move_to_end(run_id)
         return tools.get(name)
 
+    async def known(self, run_id: str, name: str) -> bool:
+        """Whether `name` is an MCP tool the run recorded from a server this worker declares:
+        a metric label bounded by the operator's config (never a name the model made up)."""
+        if SEPARATOR not in name:
+            return False
+        tool = await self.recorded(run_id, name)
+        return tool is not None and tool.server in self.pool.servers
+
     async def execute(self, inp: ExecuteToolInput, tool: RunMcpTool, record: Record) -> ToolResult:
         call = inp.call
         row, started = await self.repo.claim_tool_attempt(

@@ -1,5 +1,6 @@
-"""The retention activity: delete a batch of sessions idle since before a cutoff, each the way
-`agentrun sessions delete` does (agentrun.client.forget), heartbeating between sessions."""
+"""The retention activities: delete a batch of sessions idle since before a cutoff, each the way
+`agentrun sessions delete` does (agentrun.client.forget), heartbeating between sessions; and a
+batch of webhook deliveries that ended before another cutoff."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from temporalio import activity
 from temporalio.client import Client
 
 from agentrun.client.forget import SessionActive, delete_session
-from agentrun.contracts.retention import RetentionBatchInput, RetentionResult
+from agentrun.contracts.retention import DeliveryPruneInput, RetentionBatchInput, RetentionResult
 from agentrun.protocol.names import Activity
 from agentrun.store import Repository
 from agentrun.store.forget import idle_sessions
+from agentrun.store.webhooks import WebhookStore
 
 RETENTION_BY = "retention"
 
@@ -42,3 +44,11 @@ class RetentionActivities:
         if result.deleted:
             activity.logger.info("retention deleted %d idle sessions", len(result.deleted))
         return result
+
+    @activity.defn(name=Activity.PRUNE_WEBHOOK_DELIVERIES)
+    async def prune_webhook_deliveries(self, inp: DeliveryPruneInput) -> int:
+        """One batch of ended webhook deliveries created before the cutoff: how many went."""
+        gone = await WebhookStore(self.repo).prune_deliveries(inp.before, inp.limit)
+        if gone:
+            activity.logger.info("retention deleted %d ended webhook deliveries", gone)
+        return gone

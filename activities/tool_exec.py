@@ -118,7 +118,7 @@ class ToolActivities:
             text = await subrun_answer(self.repo, inp.run_id, inp.text_of_run, inp.text)
         result = await self._record_outcome(inp, text, inp.is_error)
         if not result.replayed:  # a retried activity whose outcome is recorded counts once
-            label = tool_label(self.registry, inp.call.name)
+            label = await self._label(inp.run_id, inp.call.name)
             metrics.tool_call(metrics.meter(), label, inp.kind.value)
         return result
 
@@ -155,12 +155,23 @@ class ToolActivities:
             )
         workspace = await self._check(inp, row)
         if isinstance(workspace, str):
-            metrics.tool_call(metrics.meter(), tool_label(self.registry, call.name), "refused")
+            label = await self._label(inp.run_id, call.name)
+            metrics.tool_call(metrics.meter(), label, "refused")
             return await self._record(inp, workspace, is_error=True)
         with tool_call(tool_label(self.registry, call.name), call.id, call.arguments) as t:
             result, is_error = await self._run(inp, row.attempts, workspace)
             t.done(result, is_error)
         return await self._record(inp, result, is_error)
+
+    async def _label(self, run_id: str, name: str) -> str:
+        """The call's tool label (tool_label): a built-in's name, a recorded MCP tool's name."""
+        known = False
+        if self.mcp is not None and self.registry.get(name) is None:
+            try:
+                known = await self.mcp.known(run_id, name)
+            except Exception:  # telemetry never fails a call: the label is "other"
+                known = False
+        return tool_label(self.registry, name, known)
 
     async def _check(self, inp: ExecuteToolInput, row: ToolCall) -> Path | str:
         """The workspace the call runs in, or why it must not run under the run's own policy,

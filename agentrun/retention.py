@@ -1,7 +1,8 @@
 """The retention schedule: one Temporal schedule per task queue that starts the retention
 workflow (workflows/retention.py) every hour. Workers keep it in step with their settings when
-they start: created or updated when AGENTRUN_SESSION_RETENTION_DAYS is set, deleted when it is
-not (the setting of the workers that start last wins; give every worker the same value)."""
+they start: created or updated when AGENTRUN_SESSION_RETENTION_DAYS is set or
+AGENTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS is not 0 (its default is 14), deleted when neither
+asks for it (the settings of the workers that start last win; give every worker the same)."""
 
 from __future__ import annotations
 
@@ -34,13 +35,23 @@ def schedule_id(task_queue: str) -> str:
     return f"agentrun-session-retention-{task_queue}"
 
 
+def retention_wanted(settings: Settings) -> bool:
+    """Whether the settings ask for any retention (sessions, webhook deliveries)."""
+    return settings.session_retention_days is not None or bool(
+        settings.webhook_delivery_retention_days
+    )
+
+
 def retention_schedule(settings: Settings) -> Schedule:
-    days = settings.session_retention_days
-    assert days is not None
+    assert retention_wanted(settings)
     return Schedule(
         action=ScheduleActionStartWorkflow(
             RETENTION_WORKFLOW_NAME,
-            RetentionInput(idle_days=days, batch=settings.session_retention_batch),
+            RetentionInput(
+                idle_days=settings.session_retention_days,
+                batch=settings.session_retention_batch,
+                delivery_days=settings.webhook_delivery_retention_days or None,
+            ),
             id=f"agentrun-retention-{settings.task_queue}",
             task_queue=settings.task_queue,
             execution_timeout=timedelta(hours=6),
@@ -55,7 +66,7 @@ async def sync_retention_schedule(client: Client, settings: Settings) -> str | N
     is off (None). Idempotent: every worker calls it when it starts."""
     sid = schedule_id(settings.task_queue)
     handle = client.get_schedule_handle(sid)
-    if settings.session_retention_days is None:
+    if not retention_wanted(settings):
         try:
             await handle.delete()
         except RPCError as exc:

@@ -238,6 +238,11 @@ class Settings(BaseSettings):
     session_retention_batch: Annotated[
         int, Field(ge=1, le=10_000, validation_alias=_env("AGENTRUN_SESSION_RETENTION_BATCH"))
     ] = 100
+    # Webhook deliveries that ended (delivered or failed) are deleted this many days after they
+    # were created, by the same schedule; 0: kept for ever.
+    webhook_delivery_retention_days: Annotated[
+        float, Field(ge=0, validation_alias=_env("AGENTRUN_WEBHOOK_DELIVERY_RETENTION_DAYS"))
+    ] = 14
 
     @field_validator("approval_floor", mode="before")
     @classmethod

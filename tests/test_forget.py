@@ -335,8 +335,9 @@ async def test_the_retention_schedule_follows_the_setting(
         task_queue=settings.task_queue,
     )
     assert summary.batches == 1 and summary.deleted == 0
-    # Unset: the schedule is removed.
-    assert await sync_retention_schedule(client, settings) is None
+    # Unset (and webhook deliveries kept for ever): the schedule is removed.
+    off = settings.model_copy(update={"webhook_delivery_retention_days": 0})
+    assert await sync_retention_schedule(client, off) is None
     with pytest.raises(RPCError):
         await client.get_schedule_handle(sid).describe()
 

@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         child_config,
         child_run_id,
         child_within_budget,
+        descends_from,
         parse_task,
     )
     from agentrun.protocol.events import (
@@ -270,8 +271,17 @@ class SubAgentSteps(RunState):
 
     @workflow.signal(name=Signal.SUBRUN_WAITS)
     async def subrun_waits(self, notice: SubRunWaits) -> None:
-        if self._finished or notice.via not in self._children:
-            return  # not a child of this run (any more)
+        if self._finished:
+            return
+        if notice.via not in self._children or not descends_from(notice.run_id, notice.via):
+            # Not from a child this run started (or one that has ended), or about a run that is
+            # not under it: a forged or stale notice changes nothing (and adds no command).
+            workflow.logger.warning(
+                "subrun_waits ignored: %r (via %r) is not a sub-run this run waits on",
+                notice.run_id[:200],
+                notice.via[:200],
+            )
+            return
         before = self._waiting_on.get(notice.run_id)
         seen = {c.tool_call_id for c in before.calls} if before else set()
         if notice.calls:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
 
-from agentrun.api import calls, events, health, problems, queue, runs, sessions, usage
+from agentrun.api import budget, calls, events, health, problems, queue, runs, sessions, usage
 from agentrun.api.middleware import AccessLog, BodyLimit
 from agentrun.telemetry import api_metrics, tracing
 from agentrun.web import STATIC_DIR
@@ -67,7 +67,7 @@ def create_app(
     problems.install(app)
     tracing.configure_tracing("agentrun-api")
     api_metrics.install(app)  # GET /metrics, the SSE gauge, request spans (README "Observability")
-    for module in (runs, events, calls, sessions, queue, usage, health):
+    for module in (runs, events, calls, sessions, queue, budget, usage, health):
         app.include_router(module.router)
     # The web page (agentrun.web) at /, after every route: the API keeps its paths.
     app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")

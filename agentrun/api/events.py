@@ -18,8 +18,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from agentrun.api.auth import KeyInfo, require
 from agentrun.api.lookups import Services, owned_run, services
 from agentrun.api.problems import ApiProblem
+from agentrun.api.queued_follow import QueuedGone, queued_message, until_opened
 from agentrun.client import AgentRunError, RunHandle
-from agentrun.db.models import RunEvent
+from agentrun.db.models import QueuedMessage, RunEvent
 from agentrun.protocol.events import EventType, UnknownEvent, parse_event
 from agentrun.protocol.http import EventPage, EventView
 from agentrun.protocol.statuses import RunStatus, Scope
@@ -97,11 +98,21 @@ async def events(
 ) -> Any:
     cursor = _cursor(request, after)
     svc = services(request)
-    run = await owned_run(svc, run_id, key.tenant)
+    queued = None
+    try:
+        run = await owned_run(svc, run_id, key.tenant)
+    except ApiProblem as exc:
+        queued = await _queued(svc, run_id, key.tenant) if exc.status == 404 else None
+        if queued is None:
+            raise
+        run = None
     if _wants_json(request):
+        if queued is not None:  # its message waits in the session's queue (README)
+            return EventPage(events=[], next_after=cursor, ended=False, status=RunStatus.QUEUED)
         return await _page(svc, run_id, cursor, limit, opened=run is not None)
+    draining = request.app.state.draining
     return EventSourceResponse(
-        followed(request, _stream(svc, run_id, cursor, request.app.state.draining)),
+        followed(request, _stream(svc, run_id, cursor, draining, queued)),
         ping=svc.settings.http_heartbeat_s,
         send_timeout=SEND_TIMEOUT_S,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -124,11 +135,24 @@ async def _page(svc: Services, run_id: str, after: int, limit: int, *, opened: b
     return EventPage(events=views, next_after=next_after, ended=ended)
 
 
+async def _queued(svc: Services, run_id: str, tenant: str) -> QueuedMessage | None:
+    try:
+        return await queued_message(svc, run_id, tenant)
+    except QueuedGone as gone:
+        raise gone.problem() from None
+
+
 async def _stream(
-    svc: Services, run_id: str, after: int, draining: asyncio.Event
+    svc: Services,
+    run_id: str,
+    after: int,
+    draining: asyncio.Event,
+    queued: QueuedMessage | None = None,
 ) -> AsyncIterator[bytes]:
     handle = RunHandle(svc.temporal, run_id, store=svc.repo)
     try:
+        if queued is not None and not await until_opened(svc, queued, OPEN_TIMEOUT_S, draining):
+            return
         if await svc.repo.find_run(run_id) is None:
             await handle.opened(OPEN_TIMEOUT_S)
         # The hub ends the stream when the server drains (Server.shutdown sets `draining`
@@ -136,6 +160,8 @@ async def _stream(
         async with aclosing(svc.repo.follow_events(run_id, after, stop=draining)) as followed:
             async for row in followed:
                 yield _encoded(row)
+    except QueuedGone as gone:  # withdrawn while the stream waited for it
+        yield gone.final_event()
     except (AgentRunError, LookupError) as exc:
         # The run was never opened (refused, cancelled first, no worker): say so and end.
         yield ServerSentEvent(

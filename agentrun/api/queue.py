@@ -7,13 +7,12 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
 
 from agentrun.api.auth import KeyInfo, require
 from agentrun.api.lookups import Services, links, owned_session, services, session_tenant
 from agentrun.api.problems import ApiProblem, not_found
 from agentrun.client import MessageRefused, SessionNotFound, cancel_message, queued_messages
-from agentrun.client.queue import set_session_policy
+from agentrun.client.queue import queued_message_of, set_session_policy
 from agentrun.contracts.queue import Accepted
 from agentrun.contracts.run import ID_PATTERN
 from agentrun.db.models import QueuedMessage
@@ -50,10 +49,7 @@ async def queued_run(svc: Services, run_id: str, tenant: str) -> RunView | None:
     there is no such message of this tenant, or its run will never start)."""
     if not re.match(ID_PATTERN, run_id):  # not a run id (a NUL, too long): nothing to look up
         return None
-    async with svc.repo.session() as db:
-        row = (
-            await db.execute(select(QueuedMessage).where(QueuedMessage.run_id == run_id))
-        ).scalar_one_or_none()
+    row = await queued_message_of(svc.repo, run_id)
     if row is None or row.tenant != tenant or row.state != QueuedState.QUEUED:
         return None
     return RunView(

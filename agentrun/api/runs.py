@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 
+from agentrun.api import subruns
 from agentrun.api.auth import KeyInfo, require
 from agentrun.api.lookups import (
     Services,
@@ -216,6 +217,7 @@ def _summary(run: Run) -> RunSummaryView:
         finished_at=run.finished_at,
         links=links(run.id),
         usage=UsageView(**run_usage(run).model_dump()),
+        parent_run_id=run.parent_run_id,
     )
 
 
@@ -235,6 +237,7 @@ async def get_run(
         return await _not_opened(svc, run_id)
     pending = await svc.repo.pending_tool_calls(run_id)
     summary = _summary(run).model_dump()
+    kids = await subruns.children(svc, run)
     return RunView(
         **summary,
         error=run.error,
@@ -242,6 +245,8 @@ async def get_run(
         updated_at=run.updated_at,
         last_event_seq=run.last_event_seq,
         pending=[_pending(run, call) for call in pending],
+        children=kids,
+        waiting_on=await subruns.waiting_on(svc, run, key.tenant) if kids else [],
     )
 
 

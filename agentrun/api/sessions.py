@@ -179,5 +179,7 @@ def _message(m: Message, calls: dict[tuple[str, str], ToolCall]) -> MessageView:
         name=m.name,
         created_at=m.created_at,
         state=MessageState(m.state) if m.state else None,
+        kind=m.kind or "message",
+        covers_to_id=m.covers_to_id,
         tool_calls=views,
     )

@@ -27,8 +27,8 @@ from agentrun.client.calls import (
     start_run,
     submit_tool_result,
 )
-from agentrun.client.errors import AgentRunError, RunEnded, RunNotStarted
-from agentrun.client.queue import wait_started
+from agentrun.client.errors import AgentRunError, RunEnded, RunNotFound, RunNotStarted
+from agentrun.client.queue import queued_message_of, wait_started
 from agentrun.client.reading import AnyEvent, RunSummary, follow, list_runs
 from agentrun.contracts import AgentConfig, CancelAnswer, RecordedDecision, RunResult, RunStatusView
 from agentrun.contracts.queue import Accepted
@@ -104,10 +104,18 @@ class RunHandle:
         polls the task queue, say)."""
         store = self._store()
         deadline = time.monotonic() + timeout
-        if self.accepted is not None:  # queued: its run starts when those before it ended
-            await wait_started(store, self.accepted.message_id, timeout)
+        message_id = await self._queued_as(store)
+        if message_id is not None:  # queued: its run starts when those before it ended
+            await wait_started(store, message_id, timeout)
         while await store.find_run(self.id) is None:
-            desc = await describe_run(self.client, self.id)
+            try:
+                desc = await describe_run(self.client, self.id)
+            except RunNotFound:
+                # Its message has just started: the session's queue starts its workflow next.
+                if message_id is None or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
             if desc.status is not None and desc.status != WorkflowExecutionStatus.RUNNING:
                 ended = await self.result()  # raises why it ended, if it failed
                 raise RunEnded(self.id, ended.status)
@@ -115,6 +123,15 @@ class RunHandle:
                 raise RunNotStarted(self.id, timeout)
             # The record is written by the worker; no notification announces it.
             await asyncio.sleep(0.2)
+
+    async def _queued_as(self, store: Repository) -> str | None:
+        """The queued message this run waits as (a handle made from a bare run id included)."""
+        if self.accepted is not None:
+            return self.accepted.message_id
+        if await store.find_run(self.id) is not None:
+            return None
+        row = await queued_message_of(store, self.id)
+        return row.id if row is not None else None
 
     async def follow(
         self,

@@ -17,6 +17,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
 from temporalio.client import Client
 
 from agentrun.client.errors import AgentRunError, SessionBusy, SessionDeleted, SessionNotFound
@@ -36,6 +37,7 @@ __all__ = [
     "MessageNotStarted",
     "MessageRefused",
     "cancel_message",
+    "queued_message_of",
     "queued_messages",
     "send_message",
     "session_policy",
@@ -139,6 +141,15 @@ async def wait_started(repo: Repository, message_id: str, timeout: float | None 
             raise TimeoutError(f"message {message_id!r} is still queued after {timeout:g} s")
         # The queue's decision is in the database; no notification announces it.
         await asyncio.sleep(0.2)
+
+
+async def queued_message_of(repo: Repository, run_id: str) -> QueuedMessage | None:
+    """The queued message whose run is `run_id` (any state), or None: a run started the
+    ordinary way, or an unknown id."""
+    async with repo.session() as db:
+        return (
+            await db.execute(select(QueuedMessage).where(QueuedMessage.run_id == run_id))
+        ).scalar_one_or_none()
 
 
 async def cancel_message(

@@ -10,9 +10,19 @@ from pydantic import BaseModel, Field
 class RetentionInput(BaseModel):
     """What the retention schedule starts the workflow with (from the workers' settings)."""
 
-    idle_days: float = Field(gt=0)
+    # None: no session retention (the schedule then only prunes webhook deliveries).
+    idle_days: float | None = Field(default=None, gt=0)
     batch: int = Field(default=100, ge=1, le=10_000)
     max_batches: int = Field(default=100, ge=1, le=10_000)
+    # Ended webhook deliveries created longer ago than this are deleted; None: kept (the
+    # input of schedules made before this field, so their runs replay as they ran).
+    delivery_days: float | None = Field(default=None, gt=0)
+    delivery_batch: int = Field(default=1000, ge=1, le=10_000)
+
+
+class DeliveryPruneInput(BaseModel):
+    before: datetime
+    limit: int = Field(ge=1, le=10_000)
 
 
 class RetentionBatchInput(BaseModel):
@@ -32,3 +42,4 @@ class RetentionSummary(BaseModel):
     deleted: int = 0
     skipped: int = 0
     batches: int = 0
+    deliveries_deleted: int = 0

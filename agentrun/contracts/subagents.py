@@ -26,6 +26,7 @@ __all__ = [
     "child_within_budget",
     "delegate_name",
     "delegate_schema",
+    "descends_from",
     "parse_task",
     "strip_delegates",
     "subagent_problems",
@@ -123,6 +124,12 @@ def child_run_id(parent_run_id: str, agent: str, tool_call_id: str) -> str:
         return plain
     digest = hashlib.sha256(f"{parent_run_id}\n{agent}\n{tool_call_id}".encode()).hexdigest()
     return f"{parent_run_id[:140]}.{agent[:16]}.h{digest[:32]}"
+
+
+def descends_from(run_id: str, ancestor: str) -> bool:
+    """Whether `run_id` is `ancestor` or a run started under it: child_run_id puts the parent's
+    id (its first 140 characters when hashed) and a dot before the rest, at every level."""
+    return run_id == ancestor or run_id.startswith(ancestor[:140] + ".")
 
 
 def _reachable(config: AgentConfig, names: list[str]) -> dict[str, Any]:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import Connection, create_engine, pool, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every agentrun process.
 _MIGRATION_LOCK_ID = 0x61676E74
+_LOCK_POLL_S = 0.2
 
 
 def alembic_config(sqlalchemy_url: str) -> Config:
@@ -29,7 +31,7 @@ def upgrade(sqlalchemy_url: str, revision: str = "head") -> str | None:
     try:
         with engine.connect() as conn:
             # Two workers starting at once must not both create the tables.
-            conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            _lock(conn)
             try:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
@@ -40,6 +42,20 @@ def upgrade(sqlalchemy_url: str, revision: str = "head") -> str | None:
                 conn.commit()
     finally:
         engine.dispose()
+
+
+def _lock(conn: Connection) -> None:
+    """Take the migration lock, waiting outside any transaction: a blocking pg_advisory_lock
+    holds a snapshot while it waits, and CREATE INDEX CONCURRENTLY (0012) in the process that
+    holds the lock waits for every older snapshot to end: the two would deadlock."""
+    while not conn.execute(
+        text("SELECT pg_try_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+    ).scalar():
+        conn.commit()
+        time.sleep(_LOCK_POLL_S)
+    # Alembic then runs the migrations in a transaction of its own (an autocommit block needs
+    # that one, not the caller's).
+    conn.commit()
 
 
 def current_revision(sqlalchemy_url: str) -> str | None:

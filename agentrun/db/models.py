@@ -197,7 +197,15 @@ class ToolCall(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (UniqueConstraint("run_id", "tool_call_id"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "tool_call_id"),
+        # Migration 0012 (built CONCURRENTLY there): the approvals gauge's count.
+        Index(
+            "ix_tool_calls_pending_approval",
+            "run_id",
+            postgresql_where=text("status = 'pending_approval'"),
+        ),
+    )
 
 
 class LlmCall(Base):

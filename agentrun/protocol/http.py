@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from agentrun.contracts.run import ID_PATTERN, MAX_PROMPT_CHARS, AgentConfig, strict_validate
 from agentrun.protocol.queue import IfBusy, MessageState, QueuedState
@@ -98,6 +105,32 @@ class SessionPolicyRequest(_Request):
     if_busy: IfBusy | None = Field(description="The session's default policy; null: reject.")
 
 
+class SessionBudgetRequest(_Request):
+    """PUT /v1/sessions/{session_id}/budget: a limit left out keeps its value, null clears it."""
+
+    max_cost_usd: Annotated[Decimal, WithJsonSchema({"type": "string"})] | None = Field(
+        default=None, description='US dollars as a decimal string ("2.50"); null: no limit.'
+    )
+    max_total_tokens: int | None = Field(
+        default=None, description="Prompt + completion tokens of all its runs; null: no limit."
+    )
+
+    @field_validator("max_cost_usd", mode="before")
+    @classmethod
+    def _exact(cls, value: Any) -> Any:
+        # A JSON number is a binary float: the budget is exact, so it comes as a string.
+        if value is not None and not isinstance(value, str):
+            raise ValueError('give max_cost_usd as a decimal string, e.g. "2.50"')
+        return value
+
+    @field_validator("max_total_tokens", mode="before")
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError("max_total_tokens is a whole number")
+        return value
+
+
 class CancelRunRequest(_Request):
     """POST /v1/runs/{run_id}/cancel (the body is optional)."""
 
@@ -176,6 +209,16 @@ class UsagePage(_Response):
     total: UsageRowView
 
 
+class SessionBudgetView(_Response):
+    """GET/PUT /v1/sessions/{session_id}/budget."""
+
+    session_id: str
+    max_cost_usd: Decimal | None = Field(description="Exact US dollars (a string); null: none.")
+    max_total_tokens: int | None = Field(description="null: no token limit.")
+    used: UsageView = Field(description="What all the session's runs used so far.")
+    used_total_tokens: int = Field(description="used.prompt_tokens + used.completion_tokens.")
+
+
 class PendingCallView(_Response):
     tool_call_id: str
     name: str
@@ -183,6 +226,23 @@ class PendingCallView(_Response):
     arguments: str = Field(description="The arguments as the model sent them (JSON text).")
     arguments_sha256: str
     turn: int
+
+
+class SubRunView(_Response):
+    """A sub-agent's run started by this run (README "Sub-agents")."""
+
+    run_id: str
+    agent: str = Field(description="The sub-agent's name (delegate_to_<agent>).")
+    status: RunStatus
+
+
+class WaitingOnView(_Response):
+    """A sub-run (a child, or deeper) whose tool calls wait for approval: decide them on that
+    run (POST /v1/runs/{run_id}/tool-calls/{tool_call_id}/decision)."""
+
+    run_id: str
+    agent: str = ""
+    calls: list[PendingCallView] = Field(default_factory=list)
 
 
 class RunSummaryView(_Response):
@@ -194,6 +254,7 @@ class RunSummaryView(_Response):
     finished_at: datetime | None = None
     links: Links
     usage: UsageView = Field(default_factory=UsageView)
+    parent_run_id: str | None = Field(default=None, description="A sub-run's parent run.")
 
 
 class RunView(RunSummaryView):
@@ -202,6 +263,13 @@ class RunView(RunSummaryView):
     updated_at: datetime | None = None
     last_event_seq: int = 0
     pending: list[PendingCallView] = Field(default_factory=list)
+    children: list[SubRunView] = Field(
+        default_factory=list, description="The sub-runs it started, oldest first."
+    )
+    waiting_on: list[WaitingOnView] = Field(
+        default_factory=list,
+        description="Sub-runs whose approvals it waits on (live runs; empty once it ended).",
+    )
 
 
 class RunPage(_Response):
@@ -224,6 +292,11 @@ class EventPage(_Response):
     events: list[EventView]
     next_after: int = Field(description="Pass as ?after= for the next page.")
     ended: bool = Field(description="The run has ended and every one of its events was read.")
+    status: RunStatus | None = Field(
+        default=None,
+        description="QUEUED while the run's message waits in its session's queue (no events "
+        "yet: poll again); null otherwise.",
+    )
 
 
 class DecisionView(_Response):
@@ -273,6 +346,14 @@ class MessageView(_Response):
     created_at: datetime | None = None
     state: MessageState | None = Field(
         default=None, description="interrupted, rolled_back; null: an ordinary message."
+    )
+    kind: str = Field(
+        default="message",
+        description="message, or summary: a compaction summary that later contexts send "
+        "instead of the session's messages up to covers_to_id (those stay in the record).",
+    )
+    covers_to_id: int | None = Field(
+        default=None, description="A summary's last covered message id (null otherwise)."
     )
     tool_calls: list[ToolCallView] = Field(
         default_factory=list, description="An assistant message's calls, decisions included."

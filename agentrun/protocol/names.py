@@ -57,6 +57,7 @@ class Activity(enum.StrEnum):
     RECORD_WEBHOOK_FAILURE = "agentrun.record_webhook_failure"
     LIST_MCP_TOOLS = "agentrun.list_mcp_tools"
     DELETE_IDLE_SESSIONS = "agentrun.delete_idle_sessions"
+    PRUNE_WEBHOOK_DELIVERIES = "agentrun.prune_webhook_deliveries"
     ADVANCE_SESSION_QUEUE = "agentrun.advance_session_queue"
 
 

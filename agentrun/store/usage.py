@@ -27,6 +27,7 @@ GroupBy = Literal["model", "day", "session", "run"]
 GROUPS: tuple[GroupBy, ...] = ("model", "day", "session", "run")
 MAX_SESSION_BUDGET_USD = Decimal(10**9)
 MAX_SESSION_TOKENS = 10**15
+MAX_BUDGET_PLACES = 18
 
 
 @dataclass
@@ -170,6 +171,10 @@ def check_session_budget(max_cost_usd: Decimal | None, max_total_tokens: int | N
             raise ValueError(f"max_cost_usd must be more than 0, not {max_cost_usd}")
         if max_cost_usd > MAX_SESSION_BUDGET_USD:
             raise ValueError(f"max_cost_usd may be at most {MAX_SESSION_BUDGET_USD}")
+        exponent = max_cost_usd.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -MAX_BUDGET_PLACES:
+            # PostgreSQL's NUMERIC refuses far more places; no price is that fine.
+            raise ValueError(f"max_cost_usd may have at most {MAX_BUDGET_PLACES} decimal places")
     if max_total_tokens is not None and not 0 < max_total_tokens <= MAX_SESSION_TOKENS:
         raise ValueError(
             f"max_total_tokens must be from 1 to {MAX_SESSION_TOKENS}, not {max_total_tokens}"

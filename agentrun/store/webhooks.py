@@ -15,10 +15,10 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -282,6 +282,24 @@ class WebhookStore:
                 .values(dispatched_at=func.now())
             )
             return len(ids)
+
+    async def prune_deliveries(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` deliveries that have ended (delivered or failed) and were
+        created before `before`, oldest first; pending ones are never touched. Returns how
+        many went (fewer than `limit`: nothing more to prune). SKIP LOCKED: a delivery being
+        recorded now is left for the next batch."""
+        ended = (WebhookDeliveryStatus.DELIVERED.value, WebhookDeliveryStatus.FAILED.value)
+        async with self._engine.transaction() as db:
+            ids = (
+                select(WebhookDelivery.id)
+                .where(WebhookDelivery.status.in_(ended), WebhookDelivery.created_at < before)
+                .order_by(WebhookDelivery.created_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+            gone = await db.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+            return int(gone.rowcount or 0)  # type: ignore[attr-defined]
 
     async def job(self, delivery: str) -> DeliveryJob:
         """The delivery, its webhook's state and the tenant's secret (made now if the tenant

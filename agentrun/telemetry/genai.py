@@ -213,10 +213,11 @@ def tool_call(tool: str, call_id: str, arguments: str) -> Iterator[ToolCallTelem
     metrics.tool_call(metrics.meter(), tool, t.outcome or "ok")
 
 
-def tool_label(registry: Any, name: str) -> str:
-    """The tool's name as a label: only names the worker's registry knows (a model may invent
-    any name; labels must stay bounded)."""
-    return name if registry.get(name) is not None else "other"
+def tool_label(registry: Any, name: str, mcp_recorded: bool = False) -> str:
+    """The tool's name as a label: only names the worker's registry knows, or an MCP tool's
+    `server__tool` when the run recorded it from a server the worker declares (`mcp_recorded`,
+    see McpTools.known): a model may invent any name; labels must stay bounded."""
+    return name if mcp_recorded or registry.get(name) is not None else "other"
 
 
 def _tool_kind(exc: BaseException) -> str:

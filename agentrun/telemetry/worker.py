@@ -86,6 +86,11 @@ def worker_runtime(settings: Settings) -> Runtime | None:
     return runtime
 
 
+# Its WHERE is the predicate of the partial index of migration 0012: the count reads only the
+# calls that wait, never the whole table (tests/test_ops_hardening.py checks the planner).
+APPROVALS_WAITING_SQL = "SELECT count(*) FROM tool_calls WHERE status = 'pending_approval'"
+
+
 class ApprovalsGauge:
     """agentrun_approvals_waiting from the database, refreshed in the background while the
     worker runs (nothing when metrics are off)."""
@@ -98,9 +103,7 @@ class ApprovalsGauge:
         from sqlalchemy import text
 
         async with self.repo.engine.connect() as conn:
-            result = await conn.execute(
-                text("SELECT count(*) FROM tool_calls WHERE status = 'pending_approval'")
-            )
+            result = await conn.execute(text(APPROVALS_WAITING_SQL))
             count = int(result.scalar() or 0)
         if self.runtime is not None:
             metrics.set_approvals_waiting(self.runtime.metric_meter, count)

@@ -19,6 +19,7 @@ from agentrun.client import (
     list_runs,
     run_status,
 )
+from agentrun.client.queue import queued_message_of
 from agentrun.contracts import AgentConfig, strict_validate
 from agentrun.db.models import Message
 from agentrun.protocol.statuses import RunStatus
@@ -36,6 +37,7 @@ from starter.output import (
     print_json,
     web_ui_link,
 )
+from starter.queued_follow import wait_if_queued
 
 
 def interactive(args: argparse.Namespace) -> bool:
@@ -88,6 +90,10 @@ async def cmd_follow(args: argparse.Namespace) -> int:
         raise CliError("--from takes a sequence number of 0 or more", EXIT_USAGE)
     async with database(settings) as repo:
         run = await repo.find_run(args.run_id)
+        if run is None and await queued_message_of(repo, args.run_id) is not None:
+            # A queued message's run: wait for it to start.
+            await wait_if_queued(repo, await temporal(settings), args.run_id)
+            run = await repo.find_run(args.run_id)
         if run is None:
             raise CliError(
                 f"no run {args.run_id!r} in the database; list runs with `agentrun ls`",

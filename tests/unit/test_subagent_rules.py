@@ -276,3 +276,21 @@ def test_a_child_uses_the_parents_mcp_servers_unless_its_own_are_named() -> None
     b = child_config(parent, "b", None, 1)
     assert [(c.server, c.tools) for c in b.mcp_servers or []] == [("search", ["find"])]
     assert list(b.approval_overrides) == ["search__find"]
+
+
+def test_only_runs_under_a_child_descend_from_it() -> None:
+    from agentrun.contracts.subagents import child_run_id, descends_from
+
+    child = child_run_id("parent", "researcher", "call_1")
+    grandchild = child_run_id(child, "helper", "call_9")
+    hashed = child_run_id(child, "helper", "call with spaces")
+    assert descends_from(child, child) and descends_from(grandchild, child)
+    assert descends_from(hashed, child) and grandchild != hashed
+    assert not descends_from("parent", child)  # the parent itself
+    assert not descends_from(child_run_id("parent", "researcher", "call_2"), child)  # a sibling
+    assert not descends_from(child + "x.y", child)  # a mere prefix of the id is not enough
+    assert not descends_from("someone-else.researcher.call_1", child)
+    long_parent = "p" * 200
+    long_child = child_run_id(long_parent, "researcher", "call_1")
+    assert descends_from(child_run_id(long_child, "helper", "c"), long_child)
+    assert not descends_from("q" * 150 + ".x", long_child)

@@ -8,8 +8,11 @@ const TERMINAL = new Set(["DONE", "FAILED", "CANCELED"]);
 const EVENT_TYPES = [
   "run.status", "message.delta", "stream.reset", "message.completed", "tool.call",
   "tool.result", "llm.usage", "error", "tool.approval_requested", "tool.result_requested",
-  "tool.decided", "tool.decision_invalid",
+  "tool.decided", "tool.decision_invalid", "budget.exceeded", "subrun.started", "subrun.waiting",
+  "subrun.finished", "context.compacted", "context.compaction_failed", "message.interrupted",
+  "run.rolled_back", "session.deleted",
 ];
+const QUEUE_POLL_MS = 1000;
 const INBOX_POLL_MS = 2000;
 
 const state = { key: sessionStorage.getItem(KEY_ITEM), keyMessage: "", views: [], timers: [] };
@@ -158,9 +161,11 @@ async function renderSessions(main) {
     const page = await api("GET", `/sessions?limit=30${cursor ? `&cursor=${enc(cursor)}` : ""}`);
     for (const s of page.sessions) {
       const label = s.title || s.session_id;
-      list.append(el("li", {},
+      const item = el("li", { "data-session-id": s.session_id },
         el("a", { href: `#/s/${enc(s.session_id)}`, text: label }),
-        el("span", { class: "muted", text: sessionNote(s) })));
+        el("span", { class: "muted", text: sessionNote(s) }));
+      item.append(new SessionDelete(s.session_id, label, item).node);
+      list.append(item);
     }
     cursor = page.next_cursor;
     more.hidden = !cursor;
@@ -168,6 +173,54 @@ async function renderSessions(main) {
   }
   more.addEventListener("click", () => load().catch(reportError));
   await load().catch(reportError);
+}
+
+class SessionDelete {
+  // Delete asks first (inline, so it works with a keyboard and without dialogs); a chat with a
+  // run still going is refused by the API (409) and the user may cancel that run and delete.
+  constructor(sessionId, label, item) {
+    this.path = `/sessions/${enc(sessionId)}`;
+    this.item = item;
+    this.error = el("span", { class: "error", role: "alert", hidden: true });
+    this.ask = el("span", { class: "confirm", hidden: true },
+      el("span", { text: "Delete this chat and its text for good?" }),
+      this.confirm = el("button", { type: "button", class: "danger delete-confirm", onclick: () => this.send(false), text: "Delete" }),
+      this.force = el("button", { type: "button", class: "danger delete-cancel-active", hidden: true,
+        onclick: () => this.send(true), text: "Cancel the run and delete" }),
+      el("button", { type: "button", class: "secondary delete-keep", onclick: () => this.show(false), text: "Keep" }));
+    this.open = el("button", { type: "button", class: "secondary delete-open", "aria-label": `Delete chat ${label}`,
+      onclick: () => this.show(true), text: "Delete" });
+    this.node = el("span", { class: "confirm" }, this.open, this.ask, this.error);
+  }
+
+  show(on) {
+    this.open.hidden = on;
+    this.ask.hidden = !on;
+    this.force.hidden = true;
+    this.confirm.hidden = false;
+    showError(this.error, "");
+    if (on) this.ask.querySelector("button").focus();
+  }
+
+  async send(cancelActive) {
+    const buttons = [...this.node.querySelectorAll("button")];
+    buttons.forEach((b) => { b.disabled = true; });
+    showError(this.error, cancelActive ? "cancelling the run, then deleting…" : "");
+    try {
+      await api("DELETE", this.path + (cancelActive ? "?cancel_active=true" : ""));
+      const list = this.item.parentNode;
+      this.item.remove();
+      if (list) $("#sessions-empty").hidden = list.children.length > 0;
+    } catch (exc) {
+      if (exc.status === 409) {
+        showError(this.error, "A run of this chat is still going.");
+        this.force.hidden = false;
+        this.confirm.hidden = true;
+      } else showError(this.error, `Not deleted: ${exc.message}`);
+    } finally {
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  }
 }
 
 function sessionNote(s) {
@@ -189,11 +242,20 @@ async function renderSession(main, sessionId) {
   const form = $("#message-form");
   const input = $("#message-input");
   const sendError = $("#send-error");
-  const chat = { sessionId, active: null };
+  const chat = { sessionId, active: null, pending: new Map(), transcript };
   $("#session-title").textContent = sessionId ? `Chat ${sessionId}` : "New chat";
 
   if (sessionId) await loadSession(chat, transcript).catch(reportError);
   input.focus();
+  let ticks = 0;
+  const tick = () => {
+    // Every second while something waits or runs here; every fifth second otherwise.
+    const quiet = !chat.pending.size && !chat.active && $("#queue-box").hidden;
+    if (quiet && ticks++ % 5) return;
+    refreshQueue(chat).catch(reportError);
+  };
+  tick();
+  state.timers.push(setInterval(tick, QUEUE_POLL_MS));
 
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -204,14 +266,17 @@ async function renderSession(main, sessionId) {
     try {
       const body = { prompt };
       if (chat.sessionId) body.session_id = chat.sessionId;
+      const ifBusy = $("#if-busy").value;
+      if (ifBusy) body.if_busy = ifBusy;
       const started = await api("POST", "/runs", body, { "Idempotency-Key": crypto.randomUUID() });
-      input.value = "";
+      if (input.value === prompt) input.value = ""; // not what was typed meanwhile
       if (!chat.sessionId) {
         chat.sessionId = started.session_id;
         history.replaceState(null, "", `#/s/${enc(started.session_id)}`);
         $("#session-title").textContent = `Chat ${started.session_id}`;
       }
-      transcript.append(userBubble(prompt));
+      if (started.message_id) return await accepted(chat, started, prompt);
+      transcript.append(userBubble(prompt, started.run_id));
       followRun(chat, transcript, started.run_id, 0);
     } catch (exc) {
       if (exc.status === 409 && exc.problem.active_run_id) {
@@ -238,6 +303,79 @@ async function renderSession(main, sessionId) {
   });
 }
 
+// -- busy sessions: queued messages, interrupt, roll back -------------------------------------
+
+function accepted(chat, started, prompt) {
+  // A message sent with a policy: its run starts when the queue says so (at once when idle).
+  chat.pending.set(started.message_id, { runId: started.run_id, prompt });
+  const old = started.active_run_id;
+  if (old && started.if_busy === "rollback") markRun(old, "rolled_back");
+  if (old && started.if_busy === "interrupt") chat.interrupting = old;
+  return refreshQueue(chat);
+}
+
+async function refreshQueue(chat) {
+  if (!chat.sessionId || !state.key) return;
+  const page = await api("GET", `/sessions/${enc(chat.sessionId)}/queue?all=true`);
+  const waiting = page.messages.filter((m) => m.state === "queued");
+  for (const m of page.messages) {
+    const mine = chat.pending.get(m.message_id);
+    if (!mine || m.state === "queued") continue;
+    chat.pending.delete(m.message_id);
+    if (m.state !== "started") {
+      chat.transcript.append(el("p", { class: "notice quiet", text: `Your message was not sent on: ${m.state}${m.reason ? ` (${m.reason})` : ""}.` }));
+      continue;
+    }
+    chat.transcript.append(userBubble(mine.prompt, m.run_id));
+    followRun(chat, chat.transcript, m.run_id, 0);
+  }
+  const list = $("#queue");
+  if (!list) return;
+  list.replaceChildren(...waiting.map((m) => queuedItem(chat, m)));
+  $("#queue-box").hidden = waiting.length === 0;
+}
+
+function queuedItem(chat, m) {
+  const mine = chat.pending.get(m.message_id);
+  const error = el("span", { class: "error", role: "alert", hidden: true });
+  const cancel = el("button", { type: "button", class: "secondary queue-cancel", text: "Cancel",
+    "aria-label": `Cancel the waiting message ${m.message_id}` });
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    try {
+      await api("DELETE", `/sessions/${enc(chat.sessionId)}/queue/${enc(m.message_id)}`);
+      chat.pending.delete(m.message_id);
+      item.remove();
+      $("#queue-box").hidden = $("#queue").children.length === 0;
+    } catch (exc) {
+      showError(error, exc.message);
+      cancel.disabled = false;
+    }
+  });
+  const item = el("li", { "data-message-id": m.message_id },
+    el("span", { class: "text", text: mine ? mine.prompt : "a message sent elsewhere" }),
+    el("span", { class: "muted", text: `${m.if_busy} · run ${m.run_id}` }), cancel, error);
+  return item;
+}
+
+function markRun(runId, how) {
+  // how: "rolled_back" (the whole run, its prompt too) or "interrupted" (its last answer).
+  const sel = `[data-run-id="${CSS.escape(runId)}"]`;
+  if (how === "rolled_back") {
+    for (const node of document.querySelectorAll(`.msg.user${sel}, .run${sel}`)) markNode(node, how);
+    return;
+  }
+  const answers = document.querySelectorAll(`.run${sel} .msg.assistant`);
+  if (answers.length) markNode(answers[answers.length - 1], how);
+}
+
+function markNode(node, how) {
+  if (node.classList.contains(how)) return;
+  node.classList.add(how);
+  node.dataset.state = how;
+  node.prepend(el("span", { class: "mark", text: how === "rolled_back" ? "rolled back" : "interrupted" }));
+}
+
 async function loadSession(chat, transcript) {
   const runs = (await api("GET", `/runs?session_id=${enc(chat.sessionId)}&limit=200`)).runs;
   const live = runs.filter((r) => !TERMINAL.has(r.status)).map((r) => r.run_id);
@@ -250,7 +388,7 @@ async function loadSession(chat, transcript) {
   const status = new Map(runs.map((r) => [r.run_id, r]));
   for (const [runId, messages] of byRun) {
     if (live.includes(runId)) {
-      for (const m of messages.filter((x) => x.role === "user")) transcript.append(userBubble(m.content));
+      for (const m of messages.filter((x) => x.role === "user")) transcript.append(userBubble(m.content, runId, m.state));
       continue;
     }
     renderFinishedRun(transcript, messages, status.get(runId));
@@ -258,16 +396,19 @@ async function loadSession(chat, transcript) {
   for (const runId of live) followRun(chat, transcript, runId, 0);
 }
 
-function userBubble(text) {
-  return el("div", { class: "msg user" }, el("div", { class: "text", text }));
+function userBubble(text, runId, how) {
+  const node = el("div", { class: "msg user", "data-run-id": runId }, el("div", { class: "text", text }));
+  if (how) markNode(node, how);
+  return node;
 }
 
 function renderFinishedRun(transcript, messages, run) {
   const results = new Map(messages.filter((m) => m.role === "tool").map((m) => [m.tool_call_id, m]));
   let box = null;
+  const delegates = new Map();
   for (const m of messages) {
     if (m.role === "user") {
-      transcript.append(userBubble(m.content || ""));
+      transcript.append(userBubble(m.content || "", m.run_id, m.state));
       box = null;
     }
     if (m.role !== "assistant") continue;
@@ -275,7 +416,12 @@ function renderFinishedRun(transcript, messages, run) {
       box = el("div", { class: "run", "data-run-id": m.run_id });
       transcript.append(box);
     }
-    if (m.content) box.append(el("div", { class: "msg assistant" }, el("div", { class: "text", text: m.content })));
+    if (m.state === "rolled_back") markNode(box, "rolled_back");
+    if (m.content) {
+      const answer = el("div", { class: "msg assistant" }, el("div", { class: "text", text: m.content }));
+      if (m.state) markNode(answer, m.state);
+      box.append(answer);
+    }
     for (const call of m.tool_calls || []) {
       const card = new ToolCard(call.tool_call_id, call.name, call.arguments);
       if (call.decision) card.decided(call.decision, call.decided_by, call.decision_reason);
@@ -284,9 +430,11 @@ function renderFinishedRun(transcript, messages, run) {
         ? (Date.parse(call.finished_at) - Date.parse(call.started_at)) / 1000 : null;
       if (call.result !== null && call.result !== undefined) card.result(call.result, call.is_error, took);
       else if (result) card.result(result.content || "", false);
+      if (call.name.startsWith("delegate_to_")) delegates.set(call.tool_call_id, card);
       box.append(card.node);
     }
   }
+  if (delegates.size && messages.length) showSubruns(messages[0].run_id, delegates).catch(() => null);
   if (!run) return;
   if (!box) {
     box = el("div", { class: "run", "data-run-id": run.run_id });
@@ -295,7 +443,40 @@ function renderFinishedRun(transcript, messages, run) {
   const u = run.usage || {};
   box.append(el("div", { class: "run-meta" },
     el("span", { class: `status ${run.status}`, text: run.status }),
-    el("span", { class: "usage", text: `${u.prompt_tokens || 0} in · ${u.completion_tokens || 0} out tokens` })));
+    el("span", { class: "usage", text: `${u.prompt_tokens || 0} in · ${u.completion_tokens || 0} out tokens` }),
+    el("span", { class: "cost", text: costText(u) })));
+}
+
+async function showSubruns(runId, delegates) {
+  // A finished run's sub-runs come from its event log (the transcript does not name them).
+  const boxes = new Map();
+  let after = 0;
+  for (let pages = 0; pages < 10; pages += 1) {
+    const page = await api("GET", `${runPath(runId)}/events?after=${after}&limit=1000`);
+    for (const e of page.events) {
+      if (!e.type.startsWith("subrun.") || e.type === "subrun.waiting") continue;
+      let sub = boxes.get(e.data.subrun_id);
+      const card = delegates.get(e.data.tool_call_id);
+      if (!sub && card) {
+        sub = new SubRunBox(e.data.subrun_id);
+        boxes.set(e.data.subrun_id, sub);
+        card.node.append(sub.node);
+      }
+      if (sub && e.type === "subrun.started") sub.started(e.data);
+      if (sub && e.type === "subrun.finished") sub.finished(e.data);
+    }
+    if (page.ended || page.next_after <= after) return;
+    after = page.next_after;
+  }
+}
+
+function costText(u) {
+  // cost_usd is an exact decimal string: shown as it is, never through a float.
+  const parts = [];
+  if (u.cost_usd !== null && u.cost_usd !== undefined) parts.push(`$${u.cost_usd}`);
+  const n = u.unpriced_calls || 0;
+  if (n > 0) parts.push(`cost unknown for ${n} call${n === 1 ? "" : "s"}`);
+  return parts.join(" · ");
 }
 
 function showBusy(chat, runId) {
@@ -312,7 +493,10 @@ function hideBusy(chat, runId) {
 
 function followRun(chat, transcript, runId, after) {
   showBusy(chat, runId);
-  const view = new RunView(runId, transcript, () => hideBusy(chat, runId));
+  const view = new RunView(runId, transcript, () => {
+    if (chat.interrupting === runId) markRun(runId, "interrupted");
+    hideBusy(chat, runId);
+  });
   state.views.push(view);
   view.open(after);
   return view;
@@ -327,7 +511,8 @@ class RunView {
     this.turns = new Map();
     this.cards = new Map();
     this.toolStarted = new Map();
-    this.usage = { prompt: 0, completion: 0 };
+    this.usage = { prompt_tokens: 0, completion_tokens: 0, cost_usd: null, unpriced_calls: 0 };
+    this.subruns = new Map();
     this.onEnd = onEnd;
     this.ended = false;
     this.source = null;
@@ -336,6 +521,7 @@ class RunView {
     this.meta = el("div", { class: "run-meta" },
       this.statusNode = el("span", { class: "status", text: "starting" }),
       this.usageNode = el("span", { class: "usage" }),
+      this.costNode = el("span", { class: "cost" }),
       this.noteNode = el("span", { class: "note" }));
     this.node.append(this.meta);
     container.append(this.node);
@@ -393,11 +579,18 @@ class RunView {
       case "tool.decided": return this.card(d).decided(d.decision, d.decided_by, d.reason);
       case "tool.decision_invalid": return this.card(d).note(`decision refused: ${d.error}`);
       case "tool.result": return this.card(d).result(d.result, d.is_error);
-      case "llm.usage":
-        this.usage.prompt += d.prompt_tokens || 0;
-        this.usage.completion += d.completion_tokens || 0;
-        this.usageNode.textContent = `${this.usage.prompt} in · ${this.usage.completion} out tokens`;
-        return null;
+      case "llm.usage": return this.addUsage(d);
+      case "budget.exceeded": return this.notice("alert budget", budgetText(d));
+      case "context.compacted":
+        return this.notice("quiet compacted", `${d.messages} earlier messages were summarised to fit the context.`);
+      case "context.compaction_failed":
+        return this.notice("quiet compacted", "Summarising earlier messages failed; they were trimmed instead.");
+      case "message.interrupted": return markRun(this.runId, "interrupted");
+      case "run.rolled_back": return markRun(this.runId, "rolled_back");
+      case "session.deleted": return this.notice("quiet", "This chat was deleted.");
+      case "subrun.started": return this.subrun(d).started(d);
+      case "subrun.waiting": return this.subrun(d).waiting(d);
+      case "subrun.finished": return this.subrun(d).finished(d);
       case "error":
         this.noteNode.textContent = d.retryable ? `retrying: ${d.message}` : d.message;
         return null;
@@ -411,9 +604,48 @@ class RunView {
     if (d.error) this.noteNode.textContent = d.error;
     if (TERMINAL.has(d.status)) {
       for (const card of this.cards.values()) card.closeQuestion(`the run ended ${d.status}`);
+      for (const sub of this.subruns.values()) sub.closeQuestions(`the run ended ${d.status}`);
+      this.refreshUsage();
       this.close();
       this.onEnd();
     }
+  }
+
+  addUsage(d) {
+    const u = this.usage;
+    u.prompt_tokens += d.prompt_tokens || 0;
+    u.completion_tokens += d.completion_tokens || 0;
+    if (d.cost_usd !== null && d.cost_usd !== undefined) u.cost_usd = addDecimal(u.cost_usd, d.cost_usd);
+    else if ((d.prompt_tokens || 0) + (d.completion_tokens || 0) > 0) u.unpriced_calls += 1;
+    this.showUsage(u);
+  }
+
+  showUsage(u) {
+    this.usageNode.textContent = `${u.prompt_tokens || 0} in · ${u.completion_tokens || 0} out tokens`;
+    this.costNode.textContent = costText(u);
+  }
+
+  async refreshUsage() {
+    // The run's recorded totals (every attempt, summaries too) replace the live sum.
+    try { this.showUsage((await api("GET", runPath(this.runId))).usage || this.usage); } catch { /* kept */ }
+  }
+
+  notice(kind, text) {
+    const node = el("p", { class: `notice ${kind}`, role: kind.startsWith("alert") ? "alert" : null, text });
+    this.node.insertBefore(node, this.meta);
+    return node;
+  }
+
+  subrun(d) {
+    let sub = this.subruns.get(d.subrun_id);
+    if (!sub) {
+      sub = new SubRunBox(d.subrun_id);
+      this.subruns.set(d.subrun_id, sub);
+      const parent = d.agent ? this.cards.get(d.tool_call_id) : null;
+      if (parent) parent.node.append(sub.node);
+      else this.node.insertBefore(sub.node, this.meta);
+    }
+    return sub;
   }
 
   bubble(turn, attempt) {
@@ -441,6 +673,103 @@ class RunView {
 function setReconnecting(view, on) {
   view.reconnecting = on;
   $("#conn").hidden = !state.views.some((v) => v.reconnecting);
+}
+
+function addDecimal(a, b) {
+  // Exact sum of two decimal strings (no float): scaled BigInts.
+  if (a === null || a === undefined) return String(b);
+  const split = (x) => { const [i, f = ""] = String(x).split("."); return [i, f]; };
+  const [ai, af] = split(a);
+  const [bi, bf] = split(b);
+  const scale = Math.max(af.length, bf.length);
+  const big = (i, f) => BigInt(i + f.padEnd(scale, "0"));
+  const sum = (big(ai, af) + big(bi, bf)).toString().padStart(scale + 1, "0");
+  return scale ? `${sum.slice(0, -scale)}.${sum.slice(-scale)}` : sum;
+}
+
+function budgetText(d) {
+  const who = d.budget === "session" ? "The chat's" : "The run's";
+  const what = d.limit === "max_cost_usd" ? `cost budget of $${d.limit_value} (used $${d.used})`
+    : `token budget of ${d.limit_value} tokens (used ${d.used})`;
+  return `${who} ${what} is reached: the run stopped.`;
+}
+
+class SubRunBox {
+  // A sub-agent's child run as seen from its parent: its agent, a link to its own chat (a
+  // child's session id is its run id), its status, and its calls that wait for approval, which
+  // are decided on the child.
+  constructor(subrunId) {
+    this.id = subrunId;
+    this.cards = new Map();
+    this.node = el("div", { class: "subrun", "data-subrun-id": subrunId },
+      el("p", {}, this.agentNode = el("strong", { text: "sub-agent" }), " · run ",
+        el("a", { class: "subrun-link", href: `#/s/${enc(subrunId)}`, text: subrunId }), " · ",
+        this.statusNode = el("span", { class: "substatus", text: "RUNNING" })),
+      this.errorNode = el("p", { class: "error", hidden: true }));
+  }
+
+  started(d) {
+    this.agentNode.textContent = `sub-agent ${d.agent}`;
+    return this;
+  }
+
+  waiting(d) {
+    let card = this.cards.get(d.tool_call_id);
+    if (!card) {
+      card = new ToolCard(d.tool_call_id, d.name, d.arguments);
+      card.node.dataset.subrunId = this.id;
+      this.cards.set(d.tool_call_id, card);
+      this.node.append(card.node);
+    }
+    this.setStatus("WAITING_APPROVAL");
+    card.ask(this.id, d);
+    this.watch();
+    if (card.asking) {
+      const done = card.asking.onDecided;
+      card.asking.onDecided = (recorded) => { this.setStatus("RUNNING"); done(recorded); };
+    }
+    return this;
+  }
+
+  watch() {
+    // A child's call decided elsewhere (its own chat, the inbox, the CLI) sends the parent no
+    // event: while a question is open here, the child's pending calls are checked.
+    if (this.timer) return;
+    this.timer = setInterval(async () => {
+      const open = [...this.cards.values()].filter((c) => c.asking);
+      if (!open.length) { clearInterval(this.timer); this.timer = null; return; }
+      let view;
+      try { view = await api("GET", runPath(this.id)); } catch { return; }
+      const pending = new Set(view.pending.map((p) => p.tool_call_id));
+      for (const card of open) {
+        if (pending.has(card.id)) continue;
+        card.asking = null;
+        card.questionNode.replaceChildren();
+        card.node.classList.remove("approval");
+        card.note("decided on the sub-run (see its chat)");
+        this.setStatus(view.status);
+      }
+    }, INBOX_POLL_MS);
+    state.timers.push(this.timer);
+  }
+
+  setStatus(status) {
+    this.statusNode.textContent = status;
+    this.statusNode.className = `substatus ${status}`;
+  }
+
+  finished(d) {
+    this.setStatus(d.status);
+    if (d.error) showError(this.errorNode, d.error);
+    for (const card of this.cards.values()) {
+      if (card.asking) card.closeQuestion(`the sub-run ended ${d.status} (see its chat)`);
+    }
+    return this;
+  }
+
+  closeQuestions(why) {
+    for (const card of this.cards.values()) card.closeQuestion(why);
+  }
 }
 
 class Bubble {

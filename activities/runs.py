@@ -14,7 +14,6 @@ from activities.policy import check_workspace
 from activities.sessions import open_refused, wake_if_waiting
 from activities.subagent_tools import run_tools, subruns_workspace
 from activities.tools import ToolRegistry
-from agentrun.client.executions import closed_without_record, ended_unrecorded
 from agentrun.contracts import (
     AgentConfig,
     AppendEventInput,
@@ -37,6 +36,7 @@ from agentrun.pricing import Pricing
 from agentrun.protocol import statuses
 from agentrun.protocol.events import payload as event_payload
 from agentrun.protocol.names import Activity, ErrorType
+from agentrun.run_liveness import closed_without_record, ended_unrecorded
 from agentrun.settings import Settings
 from agentrun.store import (
     NotFoundError,

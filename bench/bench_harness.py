@@ -9,6 +9,7 @@ import contextlib
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -118,3 +119,21 @@ class Listener:
 def send_times(model: OfflineModelServer) -> dict[str, float]:
     assert model.sends is not None
     return {text: at for at, text in model.sends}
+
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def write_section(section: str, begin: str, end: str) -> Path:
+    """Put one bench's section (from its `begin` marker to its `end` marker) into
+    bench/RESULTS.md in place of its last one, or at the end the first time; every other
+    bench's section stays as it is."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# agentrun benchmark results\n"
+    if begin in old and end in old.split(begin, 1)[1]:
+        head, rest = old.split(begin, 1)
+        new = head + section + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    RESULTS.write_text(new)
+    print(f"wrote {RESULTS}")
+    return RESULTS

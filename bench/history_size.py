@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import run as bench_run  # noqa: E402
-from bench_harness import Bench  # noqa: E402
+from bench_harness import Bench, write_section  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import WorkflowHistory  # noqa: E402
 
@@ -104,7 +104,7 @@ async def bench_history_size(b: Bench) -> None:
         b.row(f"executions and events of the whole run, {what}", f"{len(histories)}, {total}")
 
 
-def write_section(rows: list[tuple[str, str, str, str]]) -> None:
+def write_results(rows: list[tuple[str, str, str, str]]) -> None:
     section = "\n".join(
         [
             BEGIN,
@@ -123,15 +123,7 @@ def write_section(rows: list[tuple[str, str, str, str]]) -> None:
             END,
         ]
     )
-    path = ROOT / "bench" / "RESULTS.md"
-    old = path.read_text()
-    if BEGIN in old and END in old.split(BEGIN, 1)[1]:
-        head, rest = old.split(BEGIN, 1)
-        new = head + section + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(new)
-    print(f"wrote {path}")
+    write_section(section, BEGIN, END)
 
 
 async def main() -> None:
@@ -143,7 +135,7 @@ async def main() -> None:
         rows = await bench_run._measure(["history_size"], bench_run._database(pg), tmp)
     finally:
         pg.stop()
-    write_section(rows)
+    write_results(rows)
 
 
 if __name__ == "__main__":

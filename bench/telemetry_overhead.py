@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_harness import write_section  # noqa: E402
 from bench_workflows import BareInput, BareWorkflow, noop  # noqa: E402
 from run import _database  # noqa: E402
 
@@ -255,15 +256,7 @@ def write(table: list[tuple[str, str, str, str]], runs: int, scrapes: int) -> No
             END,
         ]
     )
-    path = ROOT / "bench" / "RESULTS.md"
-    old = path.read_text() if path.exists() else "# agentrun benchmark results\n"
-    if BEGIN in old and END in old.split(BEGIN, 1)[1]:
-        head, rest = old.split(BEGIN, 1)
-        new = head + section + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(new)
-    print(f"wrote {path}")
+    write_section(section, BEGIN, END)
 
 
 async def main() -> None:

@@ -5,7 +5,7 @@ to replay a run or to see how large each history grew."""
 
 from __future__ import annotations
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
+from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.client.errors import RunNotFound
@@ -35,23 +35,3 @@ async def run_histories(client: Client, run_id: str) -> list[WorkflowHistory]:
             break
     histories.reverse()
     return histories
-
-
-async def closed_without_record(client: Client, run_id: str) -> str | None:
-    """None while the run's workflow is running; else how it closed (its status name, or
-    NOT_FOUND), for a record that still says the run is going: a terminated or timed-out
-    workflow never recorded its end."""
-    try:
-        desc = await client.get_workflow_handle(run_id).describe()
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
-        return "NOT_FOUND"
-    if desc.status in (None, WorkflowExecutionStatus.RUNNING):
-        return None
-    return desc.status.name
-
-
-def ended_unrecorded(how: str) -> str:
-    """The error recorded for such a run (it is recorded FAILED, which frees its session)."""
-    return f"the run's workflow ended without recording it ({how})"

@@ -28,9 +28,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.client.calls import cancel_run
 from agentrun.client.errors import AgentRunError, RunNotFound, SessionNotFound
-from agentrun.client.executions import closed_without_record, ended_unrecorded
 from agentrun.contracts.run import ID_PATTERN
 from agentrun.db.models import DEFAULT_TENANT, RunStatus, Session
+from agentrun.run_liveness import closed_without_record, ended_unrecorded
 from agentrun.store import NotFoundError, Repository, queue
 from agentrun.store.forget import SessionActiveError, erase_session_tree, live_runs
 

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -122,15 +122,23 @@ def model_call(
     """The block of one streamed model attempt: a `chat {model}` CLIENT span (when tracing is
     on) and, at its end, the attempt's metrics."""
     call = ModelCall(model)
-    tracer = tracing.tracer()
-    if tracer is None:
+    with _chat_span(model, endpoint, messages, attempt) as span:
+        call.span = span
         try:
             yield call
         except BaseException as exc:
             call._finish(exc)
             raise
         call._finish(None)
-        return
+
+
+def _chat_span(
+    model: str, endpoint: str | None, messages: list[dict[str, Any]], attempt: int
+) -> AbstractContextManager[Any]:
+    """The attempt's `chat {model}` CLIENT span; no span (None) when tracing is off."""
+    tracer = tracing.tracer()
+    if tracer is None:
+        return nullcontext(None)
     from opentelemetry.trace import SpanKind
 
     attrs: dict[str, Any] = {
@@ -144,20 +152,13 @@ def model_call(
     }
     if tracing.capture_content():
         attrs["gen_ai.input.messages"] = _json(messages)
-    with tracer.start_as_current_span(
+    return tracer.start_as_current_span(
         f"chat {model}",
         kind=SpanKind.CLIENT,
         attributes=attrs,
         record_exception=False,
         set_status_on_exception=False,
-    ) as span:
-        call.span = span
-        try:
-            yield call
-        except BaseException as exc:
-            call._finish(exc)
-            raise
-        call._finish(None)
+    )
 
 
 @dataclass

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from activities.context import SUMMARY_KIND, _tokens, _units, head_of, visible
 from agentrun.contracts import AgentConfig, ModelTurnInput, ModelTurnResult
 from agentrun.db.models import LlmCall, Message
-from agentrun.pricing import Pricing, call_usage
+from agentrun.pricing import Pricing, measured
 from agentrun.protocol.events import (
     ContextCompactedData,
     ContextCompactionFailedData,
@@ -164,9 +164,9 @@ class Compactor:
         count: int,
     ) -> Message:
         # Priced as a turn's call is (the ledger adds it to the run's totals with the row).
-        used = call_usage(usage)
-        prompt_tokens = used.prompt_tokens if used else 0
-        completion_tokens = used.completion_tokens if used else 0
+        used = measured(self.pricing, model, usage)
+        prompt_tokens = used.get("prompt_tokens") or 0
+        completion_tokens = used.get("completion_tokens") or 0
         async with self.repo.transaction() as db:
             run = await lock_run(db, inp.run_id)
             message, created = await insert_once(
@@ -188,11 +188,7 @@ class Compactor:
             if not created:
                 return message
             values = LlmCallValues(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cached_tokens=used.cached_tokens if used else None,
-                reasoning_tokens=used.reasoning_tokens if used else None,
-                cost_usd=self.pricing.cost(model, used) if used else None,
+                **{**used, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
                 http_status=200,
                 finish_reason="stop",
             )

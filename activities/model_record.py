@@ -30,7 +30,7 @@ from agentrun.contracts import (
     Usage,
     preview,
 )
-from agentrun.pricing import Pricing, call_usage
+from agentrun.pricing import Pricing, measured
 from agentrun.protocol.events import ErrorData, EventType
 from agentrun.protocol.statuses import LlmCallStatus
 from agentrun.settings import Settings
@@ -78,20 +78,6 @@ class TurnRecording:
                 await asyncio.sleep(min(delay, max(0.0, deadline - now)))
                 delay = min(delay * 2, 5.0)
 
-    def _measured(self, model: str, turn: StreamedTurn) -> dict[str, Any]:
-        """The attempt's usage as the endpoint reported it, and its cost (None: no usage, or
-        no price known for the model, which agentrun.pricing warns about)."""
-        used = call_usage(turn.usage)
-        if used is None:
-            return {}
-        return {
-            "prompt_tokens": used.prompt_tokens,
-            "completion_tokens": used.completion_tokens,
-            "cached_tokens": used.cached_tokens,
-            "reasoning_tokens": used.reasoning_tokens,
-            "cost_usd": self.pricing.cost(model, used),
-        }
-
     async def _record_attempt(
         self,
         inp: ModelTurnInput,
@@ -115,7 +101,7 @@ class TurnRecording:
                 latency_ms=turn.ms_since_start(ended),
                 time_to_first_token_ms=turn.ms_since_start(turn.first_token),
                 # What a failed attempt used counts, when the endpoint reported it.
-                **self._measured(inp.model, turn),
+                **measured(self.pricing, inp.model, turn.usage),
             ),
         )
 
@@ -127,7 +113,7 @@ class TurnRecording:
         tool_calls = turn.tool_calls() if tools_on else []
         text = turn.text
         call_values = LlmCallValues(
-            **self._measured(inp.model, turn),
+            **measured(self.pricing, inp.model, turn.usage),
             latency_ms=latency_ms,
             time_to_first_token_ms=turn.ms_since_start(turn.first_token),
             response_id=turn.response_id,

@@ -195,3 +195,19 @@ def _price_usage(usage: CallUsage) -> dict[str, Any]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def measured(pricing: Pricing, model: str, usage: Any) -> dict[str, Any]:
+    """A model call's usage as the endpoint reported it and its cost, as LlmCallValues fields
+    (empty: no usage reported; cost None: no price known for the model, which Pricing warns
+    about)."""
+    used = call_usage(usage)
+    if used is None:
+        return {}
+    return {
+        "prompt_tokens": used.prompt_tokens,
+        "completion_tokens": used.completion_tokens,
+        "cached_tokens": used.cached_tokens,
+        "reasoning_tokens": used.reasoning_tokens,
+        "cost_usd": pricing.cost(model, used),
+    }

@@ -32,6 +32,7 @@ from agentrun.protocol.names import (
     Signal,
 )
 from agentrun.protocol.queue import IfBusy
+from agentrun.run_liveness import workflow_status
 from agentrun.settings import Settings
 from agentrun.store import Repository
 from agentrun.store import queue as store
@@ -77,7 +78,7 @@ class SessionQueueActivities:
         async with self.repo.session() as db:
             pending = await store.pending_open(db, inp.session_id)
         for row in pending:
-            status = await _workflow_status(client, row.run_id)
+            status = await workflow_status(client, row.run_id)
             if status is None:
                 await self._start(client, row, inp.task_queue)
             if status is None or status == WorkflowExecutionStatus.RUNNING:
@@ -108,16 +109,6 @@ class SessionQueueActivities:
         except RunEnded as exc:
             async with self.repo.transaction() as db:
                 await store.mark_failed(db, row.run_id, str(exc))
-
-
-async def _workflow_status(client: Client, run_id: str) -> WorkflowExecutionStatus | None:
-    try:
-        desc = await client.get_workflow_handle(run_id).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return desc.status or WorkflowExecutionStatus.RUNNING
 
 
 async def _ask_to_stop(client: Client, run_id: str, by: QueuedMessage) -> None:

@@ -8,22 +8,28 @@ from __future__ import annotations
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-__all__ = ["closed_without_record", "ended_unrecorded"]
+__all__ = ["closed_without_record", "ended_unrecorded", "workflow_status"]
+
+
+async def workflow_status(client: Client, run_id: str) -> WorkflowExecutionStatus | None:
+    """The status of the run's (latest) workflow execution; None when there is none."""
+    try:
+        desc = await client.get_workflow_handle(run_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return desc.status or WorkflowExecutionStatus.RUNNING
 
 
 async def closed_without_record(client: Client, run_id: str) -> str | None:
     """None while the run's workflow is running; else how it closed (its status name, or
     NOT_FOUND), for a record that still says the run is going: a terminated or timed-out
     workflow never recorded its end."""
-    try:
-        desc = await client.get_workflow_handle(run_id).describe()
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
+    status = await workflow_status(client, run_id)
+    if status is None:
         return "NOT_FOUND"
-    if desc.status in (None, WorkflowExecutionStatus.RUNNING):
-        return None
-    return desc.status.name
+    return None if status == WorkflowExecutionStatus.RUNNING else status.name
 
 
 def ended_unrecorded(how: str) -> str:

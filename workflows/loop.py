@@ -143,14 +143,13 @@ class AgentLoop(WaitSteps, ClosingSteps, BudgetSteps, CarrySteps, SubAgentSteps)
             workflow.upsert_search_attributes([SA_MODEL.value_set(opened.model)])
 
     async def _open_mcp_tools(self, inp: StartRunInput) -> None:
-        """The run's MCP tools as listed and recorded now; kept for the whole run (an opened
-        run carried over a continue-as-new has them already and lists nothing again)."""
+        """The run's MCP tools as listed and recorded now; kept for the whole run (in
+        self._opened, which a continue-as-new carries: a continued run lists nothing again)."""
         opened = self._opened
         assert opened is not None  # set by _open
-        if not any(t.source == steps.MCP_SOURCE for t in opened.tools):
-            mcp = await steps.list_mcp_tools(inp)
-            self._opened = opened = opened.model_copy(update={"tools": [*opened.tools, *mcp]})
-        self._tools.update({t.name: t for t in opened.tools})
+        mcp = await steps.list_mcp_tools(inp)
+        self._opened = opened.model_copy(update={"tools": [*opened.tools, *mcp]})
+        self._tools.update({t.name: t for t in mcp})
 
     async def _model_turn(self, inp: StartRunInput, turn: int, tools_on: bool) -> ModelTurnResult:
         self._phase = "model"

@@ -96,10 +96,6 @@ def start_resume_run(run_id: str, first_execution_run_id: str) -> workflow.Activ
     )
 
 
-# ToolInfo.source of the tools list_mcp_tools answers (activities/mcp_tools.MCP_SOURCE).
-MCP_SOURCE = "mcp"
-
-
 async def list_mcp_tools(inp: StartRunInput) -> list[ToolInfo]:
     # By name: the activity's module imports the mcp client, which clients of runs (they
     # import this module) have no need to load.

@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         descends_from,
         parse_task,
     )
+    from agentrun.db.models import DEFAULT_TENANT
     from agentrun.protocol.events import (
         EventData,
         SubRunFinishedData,
@@ -69,8 +70,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.state import RunState
 
 __all__ = ["SubAgentSteps"]
-
-DEFAULT_TENANT = "default"
 
 
 class SubAgentSteps(RunState):

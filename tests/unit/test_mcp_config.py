@@ -181,10 +181,3 @@ def test_a_name_that_collides_is_refused_with_a_clear_message() -> None:
     overrides = AgentConfig(mcp_servers=["s"], approval_overrides={"s__gone": "needs_approval"})
     with pytest.raises(ApplicationError, match="unknown MCP tool 's__gone'"):
         tools._check_names([{"name": "s__t"}], overrides)
-
-
-def test_the_workflow_knows_mcp_tools_by_the_source_the_activity_gives_them() -> None:
-    from activities.mcp_tools import MCP_SOURCE
-    from workflows import steps
-
-    assert steps.MCP_SOURCE == MCP_SOURCE

@@ -203,6 +203,8 @@ async def test_the_sessions_queue_and_default_over_http(
         "cancel its run instead",
     )
     assert_problem(await http.delete(f"{url}/queue/msg-none", headers=bearer(keys.full)), 404)
+    for odd in ("x" * 41, "%00", "a b"):  # not a message id: a 404, never a database error
+        assert_problem(await http.delete(f"{url}/queue/{odd}", headers=bearer(keys.full)), 404)
     await reject_call(http, keys, active)
     assert (await ended(repo, active)).status == RunStatus.DONE
     assert [r.state for r in await queue_rows(repo, session_id)] == ["started", "cancelled"]

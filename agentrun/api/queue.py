@@ -26,6 +26,7 @@ from agentrun.protocol.http import (
 from agentrun.protocol.queue import IfBusy, QueuedState
 from agentrun.protocol.statuses import RunStatus, Scope
 from agentrun.store import NotFoundError
+from agentrun.store import queue as queue_store
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
@@ -79,6 +80,10 @@ def _view(row: QueuedMessage) -> QueuedMessageView:
     )
 
 
+# queued_messages.id is VARCHAR(40).
+MESSAGE_ID_CHARS = 40
+
+
 @router.get("/sessions/{session_id}/queue", response_model=QueuePage)
 async def queue(
     request: Request,
@@ -112,9 +117,12 @@ async def cancel_queued(
     """Withdraw a message that waits; its run never starts. Again: the same answer."""
     svc = services(request)
     await owned_session(svc, session_id, key.tenant)
-    rows = await queued_messages(svc.repo, session_id, all_states=True)
-    if not any(r.id == message_id for r in rows):
+    # Not a message id (too long, a NUL): nothing to look up.
+    if len(message_id) > MESSAGE_ID_CHARS or not re.match(ID_PATTERN, message_id):
         raise not_found("queued message", message_id)
+    async with svc.repo.session() as db:
+        if not await queue_store.of_session(db, session_id, message_id):
+            raise not_found("queued message", message_id)
     try:
         row = await cancel_message(svc.repo, message_id, tenant=key.tenant, by=key.name)
     except NotFoundError:

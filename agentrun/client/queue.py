@@ -74,8 +74,7 @@ async def first_waiting(repo: Repository, session_id: str) -> str | None:
     """The run id of the session's first waiting message (a start without a policy is refused
     while there is one: open_run's queue rule, checked early)."""
     async with repo.session() as db:
-        waiting = await store.listing(db, session_id, all_states=False)
-    return waiting[0].run_id if waiting else None
+        return await store.first_waiting_run(db, session_id)
 
 
 async def send_message(

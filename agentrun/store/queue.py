@@ -314,6 +314,25 @@ async def set_default(
     return session
 
 
+async def first_waiting_run(db: AsyncSession, session_id: str) -> str | None:
+    """The run id of the session's first waiting message (in the order runs start)."""
+    stmt = (
+        select(QueuedMessage.run_id)
+        .where(QueuedMessage.session_id == session_id, QueuedMessage.state == QueuedState.QUEUED)
+        .order_by(*START_ORDER)
+        .limit(1)
+    )
+    return (await db.execute(stmt)).scalar_one_or_none()
+
+
+async def of_session(db: AsyncSession, session_id: str, message_id: str) -> bool:
+    """Whether `message_id` is a message of the session (any state)."""
+    stmt = select(
+        exists().where(QueuedMessage.session_id == session_id, QueuedMessage.id == message_id)
+    )
+    return bool((await db.execute(stmt)).scalar())
+
+
 async def listing(db: AsyncSession, session_id: str, *, all_states: bool) -> list[QueuedMessage]:
     stmt = select(QueuedMessage).where(QueuedMessage.session_id == session_id)
     if not all_states:

@@ -25,6 +25,7 @@ from mcp_types import CallToolResult
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.policy import preset_approval
 from activities.sandbox import Redactor
 from activities.tool_exec import (
     APPROVED,
@@ -38,7 +39,6 @@ from activities.tools import ToolRegistry
 from agentrun.contracts import (
     RESULT_CAP,
     AgentConfig,
-    ApprovalPreset,
     ExecuteToolInput,
     ListMcpToolsInput,
     McpServerChoice,
@@ -97,13 +97,7 @@ def mcp_approval(
     a run; asking for less raises InvalidConfig as for built-in tools."""
     auto, ask = ToolApproval.AUTO, ToolApproval.NEEDS_APPROVAL
     read_only = _read_only(annotations)
-    preset = {
-        ApprovalPreset.TOOL_DEFAULT: ask,
-        ApprovalPreset.REQUIRE_ALL: ask,
-        ApprovalPreset.ALLOW_SAFE: auto if read_only else ask,
-        ApprovalPreset.ALLOW_LISTED: auto if name in config.approval_allow else ask,
-        ApprovalPreset.SKIP_ALL: auto,
-    }[config.approval]
+    preset = preset_approval(config, name, ask, read_only)
     override = config.approval_overrides.get(name)
     approval = override or preset
     floor = ToolApproval(floors.get(name) or server_floor or (auto if read_only else ask))

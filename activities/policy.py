@@ -75,16 +75,24 @@ def floor_of(tool: Tool, floors: Mapping[str, str]) -> ToolApproval:
     return ToolApproval(floors.get(tool.name, tool.approval))
 
 
-def _preset(tool: Tool, config: AgentConfig) -> ToolApproval:
+def preset_approval(
+    config: AgentConfig, name: str, default: ToolApproval, read_only: bool
+) -> ToolApproval:
+    """What the run's approval preset asks of a tool (before its overrides and the floor):
+    one table for built-in, MCP and delegate tools, each with its own default and safety."""
     auto, ask = ToolApproval.AUTO, ToolApproval.NEEDS_APPROVAL
     table: dict[ApprovalPreset, ToolApproval] = {
-        ApprovalPreset.TOOL_DEFAULT: tool.approval,
+        ApprovalPreset.TOOL_DEFAULT: default,
         ApprovalPreset.REQUIRE_ALL: ask,
-        ApprovalPreset.ALLOW_SAFE: auto if tool.read_only else ask,
-        ApprovalPreset.ALLOW_LISTED: auto if tool.name in config.approval_allow else ask,
+        ApprovalPreset.ALLOW_SAFE: auto if read_only else ask,
+        ApprovalPreset.ALLOW_LISTED: auto if name in config.approval_allow else ask,
         ApprovalPreset.SKIP_ALL: auto,
     }
     return table[config.approval]
+
+
+def _preset(tool: Tool, config: AgentConfig) -> ToolApproval:
+    return preset_approval(config, tool.name, tool.approval, tool.read_only)
 
 
 def resolve_policy(

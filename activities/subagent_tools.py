@@ -9,11 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from activities.policy import InvalidConfig, resolve_policy, workspace_for
+from activities.policy import InvalidConfig, preset_approval, resolve_policy, workspace_for
 from agentrun.contracts import (
     RESULT_CAP,
     AgentConfig,
-    ApprovalPreset,
     ToolApproval,
     ToolInfo,
     ToolKind,
@@ -40,15 +39,8 @@ def _approval(config: AgentConfig, tool: str) -> ToolApproval:
     override = config.approval_overrides.get(tool)
     if override is not None:
         return override
-    asks = {
-        ApprovalPreset.TOOL_DEFAULT: False,
-        ApprovalPreset.REQUIRE_ALL: True,
-        # Delegating is not a read-only built-in: it asks, like every other tool.
-        ApprovalPreset.ALLOW_SAFE: True,
-        ApprovalPreset.ALLOW_LISTED: tool not in config.approval_allow,
-        ApprovalPreset.SKIP_ALL: False,
-    }[config.approval]
-    return ToolApproval.NEEDS_APPROVAL if asks else ToolApproval.AUTO
+    # Runs unasked by default; not read-only (allow_safe asks, as for every other tool).
+    return preset_approval(config, tool, ToolApproval.AUTO, read_only=False)
 
 
 def delegate_tools(

@@ -73,12 +73,11 @@ async def put_budget(
     current = await owned_session(svc, session_id, key.tenant) if owner is not None else None
     if current is not None and current.deleted_at is not None:
         raise ApiProblem(404, f"session {session_id!r} was deleted", kind="not-found")
-    cost, tokens = body.max_cost_usd, body.max_total_tokens
-    if current is not None:  # a limit left out keeps its value
-        cost = cost if "max_cost_usd" in given else current.max_cost_usd
-        tokens = tokens if "max_total_tokens" in given else current.max_total_tokens
     try:
-        session = await svc.repo.set_session_budget(session_id, cost, tokens, tenant=key.tenant)
+        # A limit left out keeps its value: only the given ones are written.
+        session = await svc.repo.set_session_budget(
+            session_id, body.max_cost_usd, body.max_total_tokens, tenant=key.tenant, only=given
+        )
     except NotFoundError:  # made by another tenant since the look above
         raise not_found("session", session_id) from None
     return await _view(request, session)

@@ -9,7 +9,7 @@ cost is NUMERIC in PostgreSQL and Decimal here. `UsageAccess` is the Repository'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -187,11 +187,14 @@ async def set_session_budget(
     max_cost_usd: Decimal | None,
     max_total_tokens: int | None,
     tenant: str = DEFAULT_TENANT,
+    only: Collection[str] | None = None,
 ) -> Session:
     """Store the session's budget (None clears a limit), making the session when it does not
     exist yet, so that a budget can be set before its first run. The next run of the session
     is checked against it when it opens; a run already going keeps the budget it opened with.
-    NotFoundError for another tenant's session."""
+    `only`: the limits to set (the others keep their value, in the same UPDATE, so two callers
+    that set different limits at once both take effect); None: both. NotFoundError for
+    another tenant's session."""
     check_session_budget(max_cost_usd, max_total_tokens)
     check_name("tenant", tenant)
     session, _ = await insert_once(
@@ -202,7 +205,16 @@ async def set_session_budget(
     await db.execute(
         update(Session)
         .where(Session.id == session_id)
-        .values(max_cost_usd=max_cost_usd, max_total_tokens=max_total_tokens)
+        .values(
+            **{
+                name: value
+                for name, value in (
+                    ("max_cost_usd", max_cost_usd),
+                    ("max_total_tokens", max_total_tokens),
+                )
+                if only is None or name in only
+            }
+        )
     )
     await db.refresh(session)
     return session
@@ -274,9 +286,12 @@ class UsageAccess(Engine):
         max_cost_usd: Decimal | None,
         max_total_tokens: int | None,
         tenant: str = DEFAULT_TENANT,
+        only: Collection[str] | None = None,
     ) -> Session:
         async with self.transaction() as db:
-            return await set_session_budget(db, session_id, max_cost_usd, max_total_tokens, tenant)
+            return await set_session_budget(
+                db, session_id, max_cost_usd, max_total_tokens, tenant, only
+            )
 
     async def usage_by(
         self,
